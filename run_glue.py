@@ -1,0 +1,118 @@
+"""Stage 1: fine-tune the teacher BERT on a GLUE task.
+
+    python run_glue.py --model_name_or_path bert-base-uncased --task_name SST-2 \
+        --data_dir glue_data --output_dir out/SST-2 --batch_size 32 --learning_rate 2e-5
+
+Writes ``output_dir/best/`` (best dev score) and ``output_dir/last/`` in
+PaddleNLP's save_pretrained layout, ``results.json`` (every evaluation),
+``all_results.json`` (the final summary) and resumable checkpoints.
+"""
+import utils  # noqa: F401  (first: stack fixes before paddle is imported)
+
+import argparse
+import json
+import logging
+import os
+
+from utils.errors import UserError, run_main
+from utils import training
+from utils.data import collate, encode, load_glue
+from utils.evaluation import evaluate_task, format_results, to_tensors
+from utils.modeling import load_model, save_model
+from utils.tasks import GLUE_TASKS, get_task
+
+logger = logging.getLogger("bert_suite")
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--task_name", required=True, help="one of: " + ", ".join(GLUE_TASKS))
+    p.add_argument("--data_dir", default=None,
+                   help="directory with the GLUE files (DIR/TASK/train.tsv, dev.tsv); default: paddlenlp's hub copy")
+    training.add_common_args(p)
+    args = p.parse_args(argv)
+    training.check_common_args(args)
+    return args
+
+
+class FineTune(training.Stage):
+    """Cross-entropy (or MSE for regression) fine-tuning; keeps the best model."""
+
+    def __init__(self, args, model, tokenizer, task, dev_sets, collate_fn):
+        self.args, self.model, self.tokenizer, self.task = args, model, tokenizer, task
+        self.dev_sets, self.collate = dev_sets, collate_fn
+        self.best = None
+
+    def loss(self, logits, labels):
+        import paddle.nn.functional as F
+        if self.task.is_regression:
+            return F.mse_loss(logits.reshape([-1]), labels.reshape([-1]))
+        return F.cross_entropy(logits, labels.reshape([-1]))
+
+    def step(self, batch, step):
+        ids, seg, labels = to_tensors(batch)
+        loss = self.loss(self.model(ids, token_type_ids=seg), labels)
+        loss.backward()
+        return loss
+
+    def evaluate(self, step, epoch):
+        self.model.eval()
+        results, score = evaluate_task(lambda i, s: self.model(i, token_type_ids=s), self.dev_sets,
+                                       self.collate, self.task, self.args.batch_size)
+        improved = self.best is None or score > self.best["score"]
+        logger.info("eval step %d: %s%s", step, format_results(results), "  (best so far)" if improved else "")
+        training.append_result(self.args.output_dir, {"step": step, "epoch": epoch, "score": score, **results})
+        if improved:
+            self.best = {"step": step, "score": score, "results": results}
+            save_model(self.model, self.tokenizer, os.path.join(self.args.output_dir, "best"), self.info(step))
+        return score
+
+    def info(self, step):
+        return {"task_type": "regression" if self.task.is_regression else "classification",
+                "task_name": self.task.name, "label_list": list(self.task.labels or []), "trained_steps": step}
+
+    def state(self):
+        return {"best": self.best}
+
+    def load_state(self, state):
+        self.best = state.get("best")
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    training.setup_logging()
+    task = get_task(args.task_name)
+    training.setup_device(args)
+    training.set_seed(args.seed)
+
+    # Everything that can fail on bad input happens before output_dir is touched.
+    splits = ("train",) + tuple(task.dev_splits)
+    data = load_glue(task, args.data_dir, splits)
+    task_type = "regression" if task.is_regression else "classification"
+    model, tokenizer, _ = load_model(args.model_name_or_path, task_type, task.num_labels)
+    feats = {s: encode(data[s], tokenizer, args.max_seq_length) for s in splits}
+    collate_fn = lambda b: collate(b, tokenizer.pad_token_id, task.is_regression)  # noqa: E731
+    per_epoch, total_steps = training.num_steps(args, len(feats["train"]))
+
+    os.makedirs(args.output_dir, exist_ok=True)
+    if training.is_master():
+        training.write_json_atomic(os.path.join(args.output_dir, "args.json"), vars(args))
+    stage = FineTune(args, model, tokenizer, task, {s: feats[s] for s in task.dev_splits}, collate_fn)
+    optimizer, scheduler = training.build_optimizer(args, model, total_steps)
+    if training.rank_and_world()[1] > 1:
+        import paddle
+        stage.model = model = paddle.DataParallel(model)
+    training.train(args, stage, model, optimizer, scheduler, feats["train"], collate_fn, total_steps, per_epoch)
+
+    if training.is_master():
+        save_model(model, tokenizer, os.path.join(args.output_dir, "last"), stage.info(total_steps))
+        summary = {"task": task.name, "best_step": stage.best["step"], "best_score": stage.best["score"],
+                   "best": stage.best["results"], "train_examples": len(feats["train"]), "steps": total_steps}
+        training.write_json_atomic(os.path.join(args.output_dir, "all_results.json"), summary)
+        logger.info("best dev %s at step %d: %s", task.metric, stage.best["step"],
+                    format_results(stage.best["results"]))
+        print(json.dumps(summary))
+
+
+if __name__ == "__main__":
+    run_main(main)

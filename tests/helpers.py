@@ -1,0 +1,113 @@
+"""Fixtures the tests build themselves: a tiny random BERT directory and
+small learnable tasks in the GLUE layout.  Nothing is downloaded."""
+import utils  # noqa: F401
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+GOOD = ["good", "great", "fine", "nice"]
+BAD = ["bad", "awful", "poor", "sad"]
+FILLER = [f"w{i}" for i in range(60)]
+VOCAB = SPECIAL + GOOD + BAD + FILLER
+
+
+def write_vocab(path):
+    with open(path, "w") as f:
+        f.write("\n".join(VOCAB) + "\n")
+
+
+def tiny_config(**kw):
+    cfg = dict(vocab_size=len(VOCAB), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+               intermediate_size=64, max_position_embeddings=64, hidden_dropout_prob=0.0,
+               attention_probs_dropout_prob=0.0, type_vocab_size=2, model_type="bert", pad_token_id=0)
+    cfg.update(kw)
+    return cfg
+
+
+def write_tiny_bert(d, with_weights=True, seed=0, **kw):
+    """A model directory: config.json + vocab.txt (+ random encoder weights)."""
+    os.makedirs(d, exist_ok=True)
+    write_vocab(os.path.join(d, "vocab.txt"))
+    cfg = tiny_config(**kw)
+    with open(os.path.join(d, "config.json"), "w") as f:
+        json.dump(cfg, f)
+    if with_weights:
+        import paddle
+        from paddlenlp.transformers import BertConfig, BertModel
+        paddle.seed(seed)
+        BertModel(BertConfig(**cfg)).save_pretrained(d)
+        with open(os.path.join(d, "config.json"), "w") as f:  # keep the plain config
+            json.dump(cfg, f)
+    return d
+
+
+def sentence(rng, label, n=None):
+    n = n or rng.randint(4, 10)
+    words = list(rng.choice(FILLER, size=n))
+    marker = GOOD if label else BAD
+    for _ in range(rng.randint(1, 3)):
+        words.insert(rng.randint(0, len(words) + 1), str(rng.choice(marker)))
+    return " ".join(words)
+
+
+def write_sst2(d, n_train=240, n_dev=60, seed=0):
+    """Single sentence: label 1 iff the sentence holds a GOOD word."""
+    rng = np.random.RandomState(seed)
+    os.makedirs(d, exist_ok=True)
+    for split, n in (("train", n_train), ("dev", n_dev)):
+        with open(os.path.join(d, f"{split}.tsv"), "w") as f:
+            f.write("sentence\tlabel\n")
+            for _ in range(n):
+                y = int(rng.randint(2))
+                f.write(f"{sentence(rng, y)}\t{y}\n")
+    return d
+
+
+def write_rte(d, n_train=240, n_dev=60, seed=1):
+    """Pair: entailment iff the SECOND sentence is positive; the first carries
+    random markers, so the model must read the pair and tell its segments apart."""
+    rng = np.random.RandomState(seed)
+    os.makedirs(d, exist_ok=True)
+    for split, n in (("train", n_train), ("dev", n_dev)):
+        with open(os.path.join(d, f"{split}.tsv"), "w") as f:
+            f.write("index\tsentence1\tsentence2\tlabel\n")
+            for i in range(n):
+                a, b = int(rng.randint(2)), int(rng.randint(2))
+                lab = "entailment" if b == 1 else "not_entailment"
+                f.write(f"{i}\t{sentence(rng, a)}\t{sentence(rng, b)}\t{lab}\n")
+    return d
+
+
+def write_stsb(d, n_train=240, n_dev=60, seed=2):
+    """Regression: score = 5 * share of GOOD markers among the markers of both sentences."""
+    rng = np.random.RandomState(seed)
+    os.makedirs(d, exist_ok=True)
+    for split, n in (("train", n_train), ("dev", n_dev)):
+        with open(os.path.join(d, f"{split}.tsv"), "w") as f:
+            f.write("index\tgenre\tfilename\tyear\told_index\tsource1\tsource2\tsentence1\tsentence2\tscore\n")
+            for i in range(n):
+                a, b = int(rng.randint(2)), int(rng.randint(2))
+                score = 2.5 * (a + b)
+                f.write(f"{i}\tg\tf\t2012\t{i}\ts\ts\t{sentence(rng, a)}\t{sentence(rng, b)}\t{score:.3f}\n")
+    return d
+
+
+def run_script(script, *args, check=True, timeout=900):
+    """Run one of the suite's scripts in a fresh process (as a user would)."""
+    cmd = [sys.executable, os.path.join(REPO, script)] + [str(a) for a in args]
+    env = dict(os.environ, PYTHONPATH=REPO)
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=REPO, env=env)
+    if check and r.returncode != 0:
+        raise AssertionError(f"{script} exited {r.returncode}\nSTDOUT:\n{r.stdout[-4000:]}\nSTDERR:\n{r.stderr[-4000:]}")
+    return r
+
+
+def read_json(path):
+    with open(path) as f:
+        return json.load(f)

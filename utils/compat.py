@@ -1,0 +1,103 @@
+"""Compatibility fixes for the pinned stack (paddlepaddle 2.6.2, paddlenlp 2.8.1,
+paddleslim 2.6.0), all in one place.  Each fix names the upstream defect it
+works around and the versions it applies to.
+
+Fixes applied at import time:
+
+1. ``import zlib`` before ``import paddle`` (paddle 2.6.x wheels).  Paddle's
+   wheel bundles its own zlib; if paddle loads first, paddlenlp / scipy /
+   pyarrow later fail with ``zlib.error: Error -2 ... inconsistent stream
+   state`` and ``import paddle, sklearn`` can segfault.
+
+Fixes applied by :func:`patch_paddleslim` (called by whoever builds a supernet):
+
+2. ``paddleslim.nas.ofa.layers.SuperLayerNorm.forward`` (paddleslim 2.6.0)
+   unpacks three outputs of ``paddle._C_ops.layer_norm``, which returns one
+   tensor since paddle 2.6 -> ``ValueError: too many values to unpack``.
+   Replaced by a forward on the public ``F.layer_norm``.
+3. paddle >= 3.0 only: ``SuperEmbedding.__init__`` / ``SuperLayerNorm.__init__``
+   pass arguments positionally into signatures that gained parameters.
+   Re-implemented with keyword arguments (harmless on 2.6).
+
+Designed out rather than patched:
+
+* The attention monkey patch of ``paddleslim.nas.ofa.utils.nlp_utils`` (drops
+  the 1/sqrt(head_dim) scaling, replaces ``paddle.nn.MultiHeadAttention.forward``
+  for the whole process) and the one of ``paddlenlp.transformers.ofa_utils``
+  (mutates ``num_heads`` and loses a head to float rounding at width 5/6) are
+  never imported: the suite runs supernets through its own forward in
+  ``utils/elastic.py``, which derives the head count from tensor shapes and
+  leaves paddle's classes untouched, so exported graphs use paddle's own
+  attention.
+"""
+import zlib  # noqa: F401  (fix 1: must precede `import paddle`)
+import logging
+import os
+import warnings
+
+os.environ.setdefault("GLOG_minloglevel", "2")       # paddle C++ INFO spam
+os.environ.setdefault("FLAGS_call_stack_level", "1")
+warnings.filterwarnings("ignore", category=DeprecationWarning)
+warnings.filterwarnings("ignore", message=".*pkg_resources.*")
+
+_PATCHED = False
+
+
+def paddle_major():
+    import paddle
+    v = paddle.__version__
+    if v.startswith("0.0"):  # develop builds
+        return 3
+    return int(v.split(".")[0])
+
+
+def patch_paddleslim():
+    """Apply fixes 2 and 3 to paddleslim's super layers (idempotent)."""
+    global _PATCHED
+    if _PATCHED:
+        return
+    import paddle.nn as nn
+    import paddle.nn.functional as F
+    from paddleslim.nas.ofa import layers as L
+
+    def layer_norm_forward(self, input):
+        dim = int(input.shape[-1])
+        weight = self.weight if self.weight is None or self.weight.shape[0] <= dim else self.weight[:dim]
+        bias = self.bias if self.bias is None or self.bias.shape[0] <= dim else self.bias[:dim]
+        self.cur_config = {"prune_dim": dim}
+        return F.layer_norm(input, normalized_shape=[dim], weight=weight, bias=bias, epsilon=self._epsilon)
+
+    L.SuperLayerNorm.forward = layer_norm_forward
+
+    if paddle_major() >= 3:
+        def embedding_init(self, num_embeddings, embedding_dim, candidate_config={}, padding_idx=None,
+                           sparse=False, weight_attr=None, name=None):
+            nn.Embedding.__init__(self, num_embeddings, embedding_dim, padding_idx=padding_idx,
+                                  sparse=sparse, weight_attr=weight_attr, name=name)
+            self.candidate_config = candidate_config
+            self.cur_config = None
+            self.expand_ratio = candidate_config.get("expand_ratio")
+            self.base_output_dim = self._embedding_dim
+            if self.expand_ratio is not None:
+                self.base_output_dim = int(self._embedding_dim / max(self.expand_ratio))
+
+        def layer_norm_init(self, normalized_shape, epsilon=1e-05, weight_attr=None, bias_attr=None, name=None):
+            nn.LayerNorm.__init__(self, normalized_shape, epsilon=epsilon, weight_attr=weight_attr,
+                                  bias_attr=bias_attr, name=name)
+            self.cur_config = None
+
+        L.SuperEmbedding.__init__ = embedding_init
+        L.SuperLayerNorm.__init__ = layer_norm_init
+    _PATCHED = True
+
+
+def quiet_libraries():
+    """Silence the per-call debug/info chatter of paddleslim and paddlenlp
+    (e.g. OFA's "hit cpu in ofa" lines) so that our own logs stay readable."""
+    for name in ("paddleslim", "paddleslim.nas.ofa", "paddlenlp"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    try:
+        from paddlenlp.utils.log import logger as nlp_logger
+        nlp_logger.set_level("ERROR")
+    except Exception:  # pragma: no cover - logger API differs across versions
+        pass

@@ -1,0 +1,262 @@
+"""Reading GLUE data (local TSV files or paddlenlp's hub copy) and encoding it.
+
+Reading rules for the TSV files (the GLUE files as distributed):
+
+* a line is split on tab characters only; quote characters are data (GLUE
+  sentences start with ``"`` and contain unbalanced quotes, which csv quoting
+  would silently merge across lines);
+* a header line names the columns, except for headerless files (CoLA), whose
+  columns are named by position in ``TaskSpec.columns``; such a file may still
+  start with a header naming the needed columns (GLUE's CoLA ``test.tsv`` has
+  ``index<TAB>sentence``);
+* every row must have as many columns as the header; a bad row, an unknown
+  label, a score that is not a number or a blank line before the end is a
+  :class:`UserError` naming ``file:line`` (1-based file lines, header included);
+* a UTF-8 BOM, Windows line ends and blank lines at the end are tolerated.
+
+``labelled=False`` reads files without a label column (GLUE ``test.tsv``:
+``index`` + the text columns); the examples then carry ``label=None``.
+"""
+import os
+import warnings
+from dataclasses import dataclass
+from typing import Optional, Union
+
+import numpy as np
+
+from .errors import UserError
+from .tasks import TaskSpec
+
+_BOM = b"\xef\xbb\xbf"
+
+
+@dataclass
+class Example:
+    text_a: str
+    text_b: Optional[str]
+    label: Union[int, float, None]   # class index, float score, or None (unlabelled)
+
+
+# ----------------------------------------------------------------- labels
+def parse_label(value, task: TaskSpec, where: str):
+    """Turn a label as written in a file (or a hub record) into a class index
+    (classification) or a float (regression).  ``where`` prefixes the error."""
+    if task.is_regression:
+        try:
+            score = float(str(value).strip())
+        except ValueError:
+            score = None
+        if score is None or not np.isfinite(score):
+            raise UserError(f"{where}: score '{value}' is not a number")
+        return score
+    text = str(value).strip()
+    try:
+        return task.labels.index(text)
+    except ValueError:
+        allowed = ", ".join(f"'{x}'" for x in task.labels)
+        raise UserError(f"{where}: label '{value}' is not one of {allowed}") from None
+
+
+# ----------------------------------------------------------------- local files
+def _lines(path):
+    """Yield (lineno, text) for each line, split on '\\n' only (a stray '\\r'
+    inside a field stays data), with the line end and a leading BOM removed."""
+    with open(path, "rb") as f:
+        for lineno, raw in enumerate(f, start=1):
+            if lineno == 1 and raw.startswith(_BOM):
+                raw = raw[len(_BOM):]
+            if raw.endswith(b"\n"):
+                raw = raw[:-1]
+            if raw.endswith(b"\r"):
+                raw = raw[:-1]
+            try:
+                yield lineno, raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise UserError(f"{path}:{lineno}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+
+
+def _needed_columns(task: TaskSpec, labelled: bool):
+    cols = [task.text_a]
+    if task.text_b is not None:
+        cols.append(task.text_b)
+    if labelled:
+        cols.append(task.label)
+    return cols
+
+
+def read_glue_file(path, task: TaskSpec, labelled=True) -> list:
+    """Read one GLUE TSV file of ``task`` into a list of :class:`Example`."""
+    path = str(path)
+    if not os.path.isfile(path):
+        raise UserError(f"{path}: file not found")
+    needed = _needed_columns(task, labelled)
+    examples = []
+    names = None        # column names of the file
+    idx = None          # positions of text_a, text_b, label
+    blank_at = None     # first blank line seen (allowed only at the end)
+    for lineno, line in _lines(path):
+        if not line.strip():
+            if blank_at is None:
+                blank_at = lineno
+            continue
+        if blank_at is not None:
+            raise UserError(f"{path}:{blank_at}: empty line (blank lines are allowed only at the end of the file)")
+        fields = line.split("\t")
+        if names is None:
+            is_header = task.columns is None or all(c in fields for c in needed)
+            if is_header:
+                missing = [c for c in needed if c not in fields]
+                if missing:
+                    raise UserError(
+                        f"{path}:{lineno}: header lacks column(s) {', '.join(repr(c) for c in missing)} "
+                        f"needed for {task.name} (header: {', '.join(repr(c) for c in fields)})")
+                names = fields
+            else:
+                names = list(task.columns)
+            idx = [names.index(c) for c in needed]
+            if is_header:
+                continue
+        if len(fields) != len(names):
+            raise UserError(f"{path}:{lineno}: expected {len(names)} tab-separated columns, found {len(fields)}")
+        text_a = fields[idx[0]]
+        text_b = fields[idx[1]] if task.text_b is not None else None
+        label = parse_label(fields[idx[-1]], task, f"{path}:{lineno}") if labelled else None
+        examples.append(Example(text_a, text_b, label))
+    if names is None:
+        raise UserError(f"{path}: empty file (expected {task.name} data)")
+    if not examples:
+        raise UserError(f"{path}: no examples (only a header)")
+    return examples
+
+
+def _task_dirs(task: TaskSpec, data_dir: str):
+    """Directories that may hold the task's files, most specific first:
+    data_dir/SST-2, data_dir/sst-2, data_dir/SST2, data_dir/sst2, data_dir."""
+    names = []
+    for n in (task.name, task.name.lower(), task.name.replace("-", ""), task.name.replace("-", "").lower(),
+              task.hub_name):
+        if n and n not in names:
+            names.append(n)
+    return [os.path.join(data_dir, n) for n in names] + [data_dir]
+
+
+def find_split_file(task: TaskSpec, data_dir: str, split: str) -> str:
+    """Path of ``<split>.tsv`` of ``task`` under ``data_dir`` (see :func:`_task_dirs`)."""
+    if not os.path.isdir(data_dir):
+        raise UserError(f"--data_dir: '{data_dir}' is not a directory")
+    tried = [os.path.join(d, f"{split}.tsv") for d in _task_dirs(task, data_dir)]
+    for p in tried:
+        if os.path.isfile(p):
+            return p
+    raise UserError(f"{tried[0]}: file not found (also looked for {', '.join(tried[1:])})")
+
+
+def is_labelled_split(split: str) -> bool:
+    """GLUE test files carry no labels; every other split does."""
+    return not split.startswith("test")
+
+
+# ----------------------------------------------------------------- hub copy
+def example_from_hub(record: dict, task: TaskSpec, where: str = "hub example") -> Example:
+    """Convert one example of paddlenlp's ``load_dataset('glue', ...)`` into an
+    :class:`Example`.  paddlenlp yields ``{"sentence", "labels"}`` for
+    single-sentence tasks and ``{"sentence1", "sentence2", "labels"}`` for
+    pairs; ``labels`` is already a class index for classification (paddlenlp
+    maps the strings with the same label order as ``task.labels``), a string
+    such as ``"3.800"`` for STS-B, and absent for test splits."""
+    if task.text_b is None:
+        text_a, text_b = record["sentence"], None
+    else:
+        text_a, text_b = record["sentence1"], record["sentence2"]
+    value = record.get("labels", record.get("label"))
+    if value is None:
+        label = None
+    elif not task.is_regression and isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+        if not 0 <= int(value) < task.num_labels:
+            raise UserError(f"{where}: label index {value} out of range for {task.name}")
+        label = int(value)
+    else:
+        label = parse_label(value, task, where)
+    return Example(text_a, text_b, label)
+
+
+def _load_from_hub(task: TaskSpec, split: str) -> list:
+    from paddlenlp.datasets import load_dataset   # online users only; heavy import
+    known = ("train",) + tuple(task.dev_splits) + tuple(task.test_splits)
+    if split not in known:
+        raise UserError(f"split '{split}' does not exist for {task.name} on the hub; choose from {', '.join(known)}")
+    ds = load_dataset("glue", task.hub_name, splits=split)
+    return [example_from_hub(r, task, f"glue/{task.hub_name}/{split} example {i}") for i, r in enumerate(ds)]
+
+
+def load_glue(task: TaskSpec, data_dir: Optional[str], splits) -> dict:
+    """Load ``splits`` of ``task``: from ``data_dir`` if given (``data_dir/TASK/<split>.tsv``
+    or ``data_dir/<split>.tsv``), else from paddlenlp's hub copy (needs network).
+    Splits starting with "test" are read without labels."""
+    if isinstance(splits, str):
+        splits = [splits]
+    out = {}
+    for split in splits:
+        if data_dir:
+            out[split] = read_glue_file(find_split_file(task, data_dir, split), task,
+                                        labelled=is_labelled_split(split))
+        else:
+            out[split] = _load_from_hub(task, split)
+    return out
+
+
+# ----------------------------------------------------------------- encoding
+def encode(examples, tokenizer, max_seq_length) -> list:
+    """Tokenize examples into ``{"input_ids", "token_type_ids", "label"}`` dicts
+    ([CLS] a [SEP] (b [SEP]), truncated to ``max_seq_length`` tokens, no padding).
+    ``tokenizer`` is a paddlenlp (or Hugging Face style) tokenizer."""
+    if int(max_seq_length) < 3:
+        raise UserError(f"--max_seq_length: must be at least 3, got {max_seq_length}")
+    features = []
+    with warnings.catch_warnings():
+        # paddlenlp warns on every truncated pair that overflowing tokens are not
+        # returned; we never ask for them.
+        warnings.filterwarnings("ignore", message=".*overflowing tokens are not returned.*")
+        for ex in examples:
+            enc = tokenizer(ex.text_a, text_pair=ex.text_b, max_length=int(max_seq_length),
+                            truncation=True, return_token_type_ids=True)
+            ids = list(enc["input_ids"])
+            types = list(enc["token_type_ids"])
+            features.append({"input_ids": ids, "token_type_ids": types, "label": ex.label})
+    return features
+
+
+def collate(features, pad_token_id, is_regression):
+    """Pad a batch to its longest sequence.  Returns ``(input_ids, token_type_ids,
+    labels)`` as numpy arrays: int64 ``[B, T]``, int64 ``[B, T]``, and labels
+    float32 ``[B]`` (regression) or int64 ``[B]``; ``labels`` is None when the
+    batch is unlabelled."""
+    if not features:
+        raise ValueError("collate: empty batch")
+    width = max(len(f["input_ids"]) for f in features)
+    ids = np.full((len(features), width), pad_token_id, dtype=np.int64)
+    types = np.zeros((len(features), width), dtype=np.int64)
+    for i, f in enumerate(features):
+        n = len(f["input_ids"])
+        ids[i, :n] = f["input_ids"]
+        types[i, :n] = f["token_type_ids"]
+    raw = [f.get("label") for f in features]
+    if all(x is None for x in raw):
+        labels = None
+    elif any(x is None for x in raw):
+        raise ValueError("collate: batch mixes labelled and unlabelled features")
+    else:
+        labels = np.asarray(raw, dtype=np.float32 if is_regression else np.int64)
+    return ids, types, labels
+
+
+class Batcher:
+    """``collate`` bound to a pad id and a task kind; usable as a DataLoader
+    ``collate_fn`` or called directly on a list of features."""
+
+    def __init__(self, pad_token_id, is_regression):
+        self.pad_token_id = pad_token_id
+        self.is_regression = is_regression
+
+    def __call__(self, features):
+        return collate(features, self.pad_token_id, self.is_regression)
