@@ -14,7 +14,7 @@ import json
 import logging
 import os
 
-from utils.errors import UserError, run_main
+from utils.errors import run_main
 from utils import training
 from utils.data import collate, encode, load_glue
 from utils.evaluation import evaluate_task, format_results, to_tensors

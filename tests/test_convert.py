@@ -12,6 +12,7 @@ import utils  # noqa: F401,E402  (before paddle: zlib fix)
 
 import json  # noqa: E402
 import logging  # noqa: E402
+import re  # noqa: E402
 import subprocess  # noqa: E402
 import warnings  # noqa: E402
 from contextlib import contextmanager  # noqa: E402
@@ -266,7 +267,9 @@ def test_every_weight_loaded(minilm_hf, minilm_paddle):
     with capture_load_messages() as msgs:
         clf = BertForSequenceClassification.from_pretrained(minilm_paddle, num_labels=6)
     bad = bad_messages(msgs)
-    assert len(bad) == 1 and "['classifier.weight', 'classifier.bias']" in bad[0], bad
+    assert len(bad) == 1, bad
+    new = re.search(r"newly initialized: \[([^\]]*)\]", bad[0])
+    assert new and sorted(x.strip(" '") for x in new.group(1).split(",")) == ["classifier.bias", "classifier.weight"], bad
     csd = clf.state_dict()
     assert tuple(csd["classifier.weight"].shape) == (384, 6)
     for k, v in written.items():
@@ -297,8 +300,8 @@ def test_matches_numpy_reference_of_hf_model(minilm_hf, minilm_paddle):
     ref = hf_reference_forward(hf, cfg, ids, mask)
     got = paddle_hidden(BertModel.from_pretrained(minilm_paddle), ids, mask)
     valid = mask.astype(bool)
-    # paddle's LayerNorm uses eps 1e-5 instead of 1e-12: tiny differences only
-    assert np.abs(got[valid] - ref[valid]).max() < 2e-3
+    # paddle's LayerNorm uses eps 1e-5 instead of 1e-12: measured max difference ~1e-6
+    assert np.abs(got[valid] - ref[valid]).max() < 1e-4
 
 
 # --------------------------------------------- synthetic HF checkpoints

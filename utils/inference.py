@@ -1,0 +1,85 @@
+"""Paddle static inference models: writing them and running them with
+Paddle Inference (shared by export, predict and benchmark)."""
+import json
+import os
+
+import numpy as np
+
+from .errors import UserError
+
+INFO_SUFFIX = ".info.json"        # beside the static model: task type, labels, tokenizer dir
+TOKENIZER_SUFFIX = "_tokenizer"   # directory with the tokenizer files
+
+
+def model_file(prefix):
+    for ext in (".pdmodel", ".json"):  # paddle 2.6 writes .pdmodel, 3.x .json
+        if os.path.isfile(prefix + ext):
+            return prefix + ext
+    return None
+
+
+def save_static(model, prefix):
+    """``paddle.jit.save`` with input specs [None, None] int64 for input_ids
+    and token_type_ids: any batch size and sequence length run."""
+    import paddle
+    from paddle.static import InputSpec
+    model.eval()
+    spec = [InputSpec([None, None], "int64", name="input_ids"),
+            InputSpec([None, None], "int64", name="token_type_ids")]
+    static = paddle.jit.to_static(model, input_spec=spec, full_graph=True)
+    paddle.jit.save(static, prefix)
+    return model_file(prefix)
+
+
+def create_predictor(prefix, device="cpu", threads=2, mkldnn=True, memory_optim=True, trt_fp16=False,
+                     int8=False):
+    import paddle.inference as pi
+    mfile = model_file(prefix)
+    if mfile is None or not os.path.isfile(prefix + ".pdiparams"):
+        raise UserError(f"{prefix}: no static model here (expected {prefix}.pdmodel and {prefix}.pdiparams)")
+    config = pi.Config(mfile, prefix + ".pdiparams")
+    config.disable_glog_info()
+    if device == "gpu":
+        import paddle
+        if not paddle.is_compiled_with_cuda():
+            raise UserError("--device gpu: this paddle build has no CUDA support")
+        config.enable_use_gpu(256, 0)
+        if trt_fp16:
+            config.enable_tensorrt_engine(workspace_size=1 << 30, max_batch_size=64, min_subgraph_size=5,
+                                          precision_mode=pi.PrecisionType.Half, use_static=False,
+                                          use_calib_mode=False)
+    else:
+        config.disable_gpu()
+        config.set_cpu_math_library_num_threads(threads)
+        if mkldnn:
+            config.enable_mkldnn()
+            if int8:
+                config.enable_mkldnn_int8()
+        else:
+            config.disable_mkldnn()
+    if memory_optim:
+        config.enable_memory_optim()
+    return pi.create_predictor(config)
+
+
+def run_predictor(predictor, input_ids, token_type_ids):
+    """Run once; returns the first output as numpy."""
+    for name, arr in zip(predictor.get_input_names(), (input_ids, token_type_ids)):
+        h = predictor.get_input_handle(name)
+        h.reshape(list(arr.shape))
+        h.copy_from_cpu(np.ascontiguousarray(arr, dtype="int64"))
+    predictor.run()
+    return predictor.get_output_handle(predictor.get_output_names()[0]).copy_to_cpu()
+
+
+def write_info(prefix, info):
+    with open(prefix + INFO_SUFFIX, "w", encoding="utf-8") as f:
+        json.dump(info, f, indent=2)
+
+
+def read_info(prefix):
+    path = prefix + INFO_SUFFIX
+    if not os.path.isfile(path):
+        raise UserError(f"{path} is missing: export the static model with export_model.py")
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
