@@ -4,6 +4,7 @@ works around and the versions it applies to.
 
 Fixes applied at import time:
 
+0. ``OMP_NUM_THREADS`` defaults to the machine's cores (see below, fix 4).
 1. ``import zlib`` before ``import paddle`` (paddle 2.6.x wheels).  Paddle's
    wheel bundles its own zlib; if paddle loads first, paddlenlp / scipy /
    pyarrow later fail with ``zlib.error: Error -2 ... inconsistent stream
@@ -36,6 +37,11 @@ import os
 import warnings
 
 os.environ.setdefault("GLOG_minloglevel", "2")       # paddle C++ INFO spam
+# 4. paddle 2.6 sets OMP_NUM_THREADS=1 at import when it is unset, so CPU
+#    training would use one core.  Default to the cores of this machine shared
+#    among the processes of a distributed launch (the user's setting wins).
+os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1)
+                                                 // int(os.environ.get("PADDLE_TRAINERS_NUM", "1") or 1))))
 os.environ.setdefault("FLAGS_call_stack_level", "1")
 warnings.filterwarnings("ignore", category=DeprecationWarning)
 warnings.filterwarnings("ignore", message=".*pkg_resources.*")

@@ -1,0 +1,107 @@
+"""Deploy: run an exported static model on a file of raw text.
+
+    python predict.py --model_prefix out/SST-2-ofa/static_0.5/model --input_file reviews.txt \
+        --output_file predictions.tsv
+
+Input: one example a line; a TAB separates the two texts of a pair task;
+for NER each line is a sentence of characters.  Output: classification ->
+``label<TAB>probability<TAB>text``; regression -> ``score<TAB>text``; NER ->
+one JSON object a line with the entities (text, type, start, end).
+"""
+import utils  # noqa: F401  (first: stack fixes before paddle is imported)
+
+import argparse
+import json
+import os
+
+import numpy as np
+
+from utils import inference
+from utils.check_inputs import read_text_file
+from utils.errors import UserError, run_main
+from utils.modeling import load_tokenizer
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model_prefix", required=True, help="static model prefix written by export_model.py")
+    p.add_argument("--input_file", required=True)
+    p.add_argument("--output_file", required=True)
+    p.add_argument("--batch_size", type=int, default=32)
+    p.add_argument("--max_seq_length", type=int, default=None, help="default: the exported model's")
+    p.add_argument("--device", default="cpu", choices=["cpu", "gpu"])
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--no_mkldnn", action="store_true", help="CPU: turn oneDNN off")
+    args = p.parse_args(argv)
+    if args.batch_size <= 0:
+        raise UserError(f"--batch_size must be positive, got {args.batch_size}")
+    return args
+
+
+def softmax(x):
+    e = np.exp(x - x.max(-1, keepdims=True))
+    return e / e.sum(-1, keepdims=True)
+
+
+def pad(rows, pad_id):
+    t = max(len(r) for r in rows)
+    out = np.full((len(rows), t), pad_id, dtype="int64")
+    for i, r in enumerate(rows):
+        out[i, :len(r)] = r
+    return out
+
+
+def encode_sentence_batch(tokenizer, texts, max_len):
+    enc = [tokenizer(a, text_pair=b, max_length=max_len, truncation=True, return_token_type_ids=True)
+           for a, b in texts]
+    return (pad([e["input_ids"] for e in enc], tokenizer.pad_token_id),
+            pad([e["token_type_ids"] for e in enc], 0))
+
+
+def format_sentence_rows(info, texts, logits):
+    labels = info.get("label_list") or []
+    rows = []
+    for (a, b), z in zip(texts, logits):
+        text = a if b is None else f"{a}\t{b}"
+        if info["task_type"] == "regression":
+            rows.append(f"{float(np.reshape(z, -1)[0]):.4f}\t{text}")
+        else:
+            p = softmax(z)
+            k = int(p.argmax())
+            rows.append(f"{labels[k] if k < len(labels) else k}\t{p[k]:.4f}\t{text}")
+    return rows
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    from tqdm import tqdm
+    info = inference.read_info(args.model_prefix)
+    tok_dir = os.path.join(os.path.dirname(os.path.abspath(args.model_prefix)), info["tokenizer_dir"])
+    tokenizer = load_tokenizer(tok_dir)
+    max_len = args.max_seq_length or info.get("max_seq_length", 128)
+    predictor = inference.create_predictor(args.model_prefix, device=args.device, threads=args.threads,
+                                           mkldnn=not args.no_mkldnn)
+    ner = info["task_type"] == "token_classification"
+    texts = read_text_file(args.input_file, "--input_file")
+    if ner:
+        from utils.ner import predict_lines_batch
+        texts = [a if b is None else f"{a}\t{b}" for a, b in texts]
+    tmp = args.output_file + ".tmp"
+    os.makedirs(os.path.dirname(os.path.abspath(args.output_file)), exist_ok=True)
+    with open(tmp, "w", encoding="utf-8") as out:
+        for i in tqdm(range(0, len(texts), args.batch_size), desc="predict", unit="batch"):
+            chunk = texts[i:i + args.batch_size]
+            if ner:
+                for row in predict_lines_batch(predictor, tokenizer, chunk, info["label_list"], max_len):
+                    out.write(json.dumps(row, ensure_ascii=False) + "\n")
+            else:
+                ids, seg = encode_sentence_batch(tokenizer, chunk, max_len)
+                logits = inference.run_predictor(predictor, ids, seg)
+                out.write("\n".join(format_sentence_rows(info, chunk, logits)) + "\n")
+    os.replace(tmp, args.output_file)
+    print(f"wrote {len(texts)} predictions to {args.output_file}")
+
+
+
+if __name__ == "__main__":
+    run_main(main)

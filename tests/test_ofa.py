@@ -1,0 +1,168 @@
+"""run_glue_ofa.py: the recipe end to end, the teacher-once step, resume, bad input."""
+import os
+
+import numpy as np
+import pytest
+
+from conftest import FAST
+from helpers import read_json, run_script, tiny_config, write_vocab
+
+WIDTH_DIRS = ("width_1.0000", "width_0.7500", "width_0.5000")
+
+
+def test_every_width_learns_and_each_has_a_checkpoint(sst2_ofa):
+    out, r = sst2_ofa
+    table = read_json(os.path.join(out, "all_results.json"))
+    rows = {row["dir"]: row for row in table["rows"]}
+    assert set(rows) == set(WIDTH_DIRS)
+    for d in WIDTH_DIRS:
+        assert rows[d]["score"] >= 0.85, rows[d]
+        cfg = read_json(os.path.join(out, d, "config.json"))
+        assert cfg["compression_suite"]["supernet"]["widths"] == [1.0, 0.75, 0.5]
+    assert [rows[d]["heads"] for d in WIDTH_DIRS] == [4, 3, 2]
+    assert [rows[d]["ffn"] for d in WIDTH_DIRS] == [64, 48, 32]
+    assert rows["width_1.0000"]["params"] > rows["width_0.7500"]["params"] > rows["width_0.5000"]["params"]
+    assert os.path.isfile(os.path.join(out, "final", "model_state.pdparams"))
+    assert os.path.isfile(os.path.join(out, "importance.json"))
+    # the fidelity check ran and passed, and the table was printed
+    assert "reordered width-1.0 supernet vs teacher" in r.stdout
+    assert "vs teacher" in r.stdout and "width_0.5000" in r.stdout
+    evals = read_json(os.path.join(out, "results.json"))
+    assert [e["step"] for e in evals] == [20, 40] and set(evals[0]["widths"]) == {"1.0000", "0.7500", "0.5000"}
+
+
+def _tiny_teacher_and_batch(num_labels=2):
+    import paddle
+    from paddlenlp.transformers import BertConfig, BertForSequenceClassification
+    paddle.seed(1)
+    cfg = BertConfig(**tiny_config(num_labels=num_labels, hidden_dropout_prob=0.0,
+                                   attention_probs_dropout_prob=0.0))
+    teacher = BertForSequenceClassification(cfg)
+    rng = np.random.RandomState(0)
+    ids = rng.randint(5, cfg.vocab_size, size=(8, 20)).astype("int64")
+    ids[:, 0], ids[:4, 15:] = 2, 0
+    batch = (ids, np.zeros_like(ids), rng.randint(0, 2, size=8).astype("int64"))
+    return teacher, cfg, batch
+
+
+class _Args:
+    lambda_logit, lambda_rep, output_dir = 1.0, 0.1, None
+
+
+def _stage(teacher, cfg, widths, per_width):
+    from utils import distill, elastic
+    ofa = elastic.build_supernet(teacher, widths)
+    stage = distill.OFADistill(_Args(), teacher, ofa, widths, None, cfg, "classification", None, None)
+    stage.teacher_per_width = per_width
+    return stage, ofa
+
+
+def test_teacher_once_per_batch_gives_the_upstream_losses_and_gradients():
+    from utils import elastic
+    teacher, cfg, batch = _tiny_teacher_and_batch()
+    widths = elastic.snap_widths([1.0, 0.75, 0.5, 0.25], 4, cfg.intermediate_size)
+    results = []
+    for per_width in (False, True):
+        stage, ofa = _stage(teacher, cfg, widths, per_width)
+        ofa.model.train()
+        stage.step(batch, 0)
+        grads = {p.name: p.grad.numpy().copy() for p in ofa.model.parameters() if p.grad is not None}
+        results.append((stage.last_losses, grads))
+    (l_once, g_once), (l_up, g_up) = results
+    assert len(l_once) == 4
+    np.testing.assert_allclose(np.array(l_once), np.array(l_up), rtol=1e-6, atol=1e-7)
+    assert len(g_once) == len(g_up) > 0
+    for a, b in zip(g_once.values(), g_up.values()):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+    # every width contributed: the losses differ between widths
+    assert len({round(l[0], 6) for l in l_once}) == 4
+
+
+def test_teacher_runs_once_per_batch(monkeypatch):
+    from utils import distill, elastic
+    teacher, cfg, batch = _tiny_teacher_and_batch()
+    widths = elastic.snap_widths([1.0, 0.5], 4, cfg.intermediate_size)
+    stage, ofa = _stage(teacher, cfg, widths, False)
+    calls = []
+    real = elastic.forward
+
+    def counting(model, *a, **k):
+        calls.append(model is teacher)
+        return real(model, *a, **k)
+
+    monkeypatch.setattr(distill.elastic, "forward", counting)
+    stage.step(batch, 0)
+    assert sum(calls) == 1 and len(calls) == 3
+
+
+def test_soft_cross_entropy_is_masked_to_real_tokens():
+    import paddle
+    from utils.distill import soft_cross_entropy
+    rng = np.random.RandomState(0)
+    s, t = rng.randn(2, 5, 3).astype("float32"), rng.randn(2, 5, 3).astype("float32")
+    mask = np.array([[1, 1, 1, 0, 0], [1, 1, 0, 0, 0]])
+    got = float(soft_cross_entropy(paddle.to_tensor(s), paddle.to_tensor(t), paddle.to_tensor(mask)))
+    p = np.exp(t) / np.exp(t).sum(-1, keepdims=True)
+    logq = s - np.log(np.exp(s).sum(-1, keepdims=True))
+    ce = -(p * logq).sum(-1)
+    assert got == pytest.approx(float(ce[mask == 1].mean()), rel=1e-5)
+    s2 = s.copy()
+    s2[mask == 0] = 100.0  # padding positions must not matter
+    assert float(soft_cross_entropy(paddle.to_tensor(s2), paddle.to_tensor(t), paddle.to_tensor(mask))) == \
+        pytest.approx(got, rel=1e-6)
+
+
+def test_ofa_resume_reaches_the_same_result(tmp_path, glue_data, sst2_teacher):
+    args = ["--task_name", "SST-2", "--model_name_or_path", sst2_teacher, "--data_dir", glue_data,
+            "--max_steps", "20", "--save_steps", "10", "--learning_rate", "1e-3", "--width_mult_list", "1.0", "0.5",
+            *FAST]
+    full, cut = str(tmp_path / "full"), str(tmp_path / "cut")
+    run_script("run_glue_ofa.py", *args, "--output_dir", full)
+    r = run_script("run_glue_ofa.py", *args, "--output_dir", cut, "--debug_exit_after_step", "10", check=False)
+    assert r.returncode == 3
+    run_script("run_glue_ofa.py", *args, "--output_dir", cut, "--resume")
+    import paddle
+    for d in ("final", "width_0.5000"):
+        a = paddle.load(os.path.join(full, d, "model_state.pdparams"))
+        b = paddle.load(os.path.join(cut, d, "model_state.pdparams"))
+        for k in a:
+            np.testing.assert_allclose(a[k].numpy(), b[k].numpy(), atol=1e-6, err_msg=f"{d} {k}")
+    assert read_json(os.path.join(full, "all_results.json"))["rows"][1]["score"] == \
+        read_json(os.path.join(cut, "all_results.json"))["rows"][1]["score"]
+
+
+def _bad(tmp_path, model, glue_data, *extra):
+    out = tmp_path / "never"
+    r = run_script("run_glue_ofa.py", "--task_name", "SST-2", "--model_name_or_path", model, "--data_dir",
+                   glue_data, "--output_dir", str(out), "--max_steps", "2", *FAST, *extra, check=False)
+    assert r.returncode == 2, r.stdout[-2000:] + r.stderr[-3000:]
+    errors = [l for l in r.stderr.splitlines() if l.startswith("error:")]
+    assert len(errors) == 1, r.stderr[-3000:]
+    assert not out.exists()
+    return errors[0]
+
+
+def test_bad_widths_and_wrong_teacher_are_refused(tmp_path, glue_data, sst2_teacher):
+    # an empty list is refused by the argument parser (exit 2, names the flag)
+    r = run_script("run_glue_ofa.py", "--task_name", "SST-2", "--model_name_or_path", sst2_teacher, "--data_dir",
+                   glue_data, "--output_dir", str(tmp_path / "never"), "--width_mult_list", check=False)
+    assert r.returncode == 2 and "--width_mult_list" in r.stderr and not (tmp_path / "never").exists()
+    assert "abc" in _bad(tmp_path, sst2_teacher, glue_data, "--width_mult_list", "abc")
+    msg = _bad(tmp_path, sst2_teacher, glue_data, "--width_mult_list", "1.0", "1.5")
+    assert "1.5" in msg and "--width_mult_list" in msg
+    msg = _bad(tmp_path, sst2_teacher, glue_data, "--width_mult_list", "1.0", "0")
+    assert "--width_mult_list" in msg
+    msg = _bad(tmp_path, sst2_teacher, glue_data, "--width_mult_list", "1.0", "0.1")
+    assert "head" in msg
+    # a classifier of another task is not a teacher for SST-2
+    from paddlenlp.transformers import BertConfig, BertForSequenceClassification
+    other = tmp_path / "other"
+    m = BertForSequenceClassification(BertConfig(**tiny_config(num_labels=3)))
+    m.config.compression_suite = {"task_type": "classification", "task_name": "MNLI"}
+    m.save_pretrained(str(other))
+    write_vocab(str(other / "vocab.txt"))
+    assert "MNLI" in _bad(tmp_path, str(other), glue_data)
+    # a pre-trained encoder without a fine-tuned head is not a teacher either
+    from helpers import write_tiny_bert
+    enc = write_tiny_bert(str(tmp_path / "enc"))
+    assert "head" in _bad(tmp_path, enc, glue_data)
