@@ -34,24 +34,6 @@ from utils.errors import UserError, run_main  # noqa: E402
 warnings.filterwarnings("ignore", message="Setuptools is replacing distutils")
 
 
-def default_model_dir():
-    return os.path.join(assets.cache_dir(), "converted", "all-minilm-l6-v2")
-
-
-def ensure_converted(model_dir):
-    if os.path.isfile(os.path.join(model_dir, "model_state.pdparams")):
-        return model_dir
-    import convert_checkpoint
-    try:
-        convert_checkpoint.convert(assets.fetch_minilm(), model_dir, "bert", log=None, quiet=True)
-    except (UserError, OSError):
-        # another process may have finished the same conversion meanwhile
-        if not os.path.isfile(os.path.join(model_dir, "model_state.pdparams")):
-            raise
-    print(f"converted all-MiniLM-L6-v2 into {model_dir}")
-    return model_dir
-
-
 def paddle_host_peak():
     """Peak bytes allocated by paddle's CPU allocator, or None if this paddle
     build does not expose the statistic."""
@@ -91,7 +73,7 @@ def main(argv=None):
     if args.warmup_steps < 0:
         raise UserError("--warmup_steps must be >= 0")
 
-    model_dir = ensure_converted(args.model_dir or default_model_dir())
+    model_dir = args.model_dir or assets.converted_minilm()
 
     import paddle
     import paddle.nn.functional as F

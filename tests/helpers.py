@@ -111,3 +111,24 @@ def run_script(script, *args, check=True, timeout=900):
 def read_json(path):
     with open(path) as f:
         return json.load(f)
+
+
+MNLI_LABELS = ("contradiction", "entailment", "neutral")
+
+
+def write_mnli(d, n_train=60, n_dev=20, seed=3):
+    """MNLI layout: 12 columns in train, 16 in the dev files; gold_label last."""
+    rng = np.random.RandomState(seed)
+    os.makedirs(d, exist_ok=True)
+    head = ["index", "promptID", "pairID", "genre", "sentence1_binary_parse", "sentence2_binary_parse",
+            "sentence1_parse", "sentence2_parse", "sentence1", "sentence2"]
+    for split, n, extra in (("train", n_train, ["label1"]), ("dev_matched", n_dev, [f"label{i}" for i in range(1, 6)]),
+                            ("dev_mismatched", n_dev, [f"label{i}" for i in range(1, 6)])):
+        with open(os.path.join(d, f"{split}.tsv"), "w") as f:
+            f.write("\t".join(head + extra + ["gold_label"]) + "\n")
+            for i in range(n):
+                y = MNLI_LABELS[rng.randint(3)]
+                a, b = sentence(rng, 1), sentence(rng, y == "entailment")
+                row = [str(i), "p", "q", "fiction", "(x)", "(y)", "(X)", "(Y)", a, b] + [y] * len(extra) + [y]
+                f.write("\t".join(row) + "\n")
+    return d

