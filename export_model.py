@@ -33,6 +33,8 @@ def parse_args(argv=None):
     p.add_argument("--model_name_or_path", required=True,
                    help="an OFA checkpoint directory (width_*/ or final/) or any model directory of the suite")
     p.add_argument("--width_mult", default="1.0", help="width to export (decimal or fraction), one that was trained")
+    p.add_argument("--depth_mult", default="1.0",
+                   help="depth to export (DynaBERT layer selection), one that was trained with --depth_mult_list")
     p.add_argument("--sub_model_output_dir", required=True, help="where the dynamic-graph sub-model is written")
     p.add_argument("--static_sub_model", default=None,
                    help="path prefix of the static model (PREFIX.pdmodel/.pdiparams); omit or 'None' to skip")
@@ -75,6 +77,22 @@ def choose_width(args, config, info):
     return width
 
 
+def choose_layers(args, config, info):
+    """Encoder layers kept at --depth_mult (None = all)."""
+    keep = elastic.depth_layers(config.num_hidden_layers, args.depth_mult, flag="--depth_mult")
+    if len(keep) == config.num_hidden_layers:
+        return None
+    trained = (info.get("supernet") or {}).get("depths") or [1.0]
+    ratio = len(keep) / config.num_hidden_layers
+    if not any(abs(ratio - t) < 1e-6 for t in trained):
+        msg = (f"--depth_mult {args.depth_mult} (= {len(keep)} of {config.num_hidden_layers} layers) was not "
+               f"trained; trained depths: " + ", ".join(f"{t:.4f}" for t in trained))
+        if not args.force:
+            raise UserError(msg + " (pass --force to export it anyway)")
+        logger.warning("%s; exporting anyway (--force)", msg)
+    return keep
+
+
 def check_inputs(args, info, tokenizer):
     """(input_ids, token_type_ids) numpy batches from dev data, given text,
     or, failing both, sentences made from the vocabulary (with a warning)."""
@@ -113,17 +131,18 @@ def main(argv=None):
     info = suite_info(config)
     task_type = info.get("task_type", "classification")
     width = choose_width(args, config, info)
+    layers = choose_layers(args, config, info)
     batches = check_inputs(args, info, tokenizer)
 
     # Reference: the supernet at this width (the full model at width 1.0).
     model.eval()
     ofa = elastic.build_supernet(model, [width])
     ofa.model.eval()
-    elastic.set_width(ofa, width)
+    elastic.set_width(ofa, width, layers)
     with paddle.no_grad():
         reference = [elastic.forward(ofa.model, paddle.to_tensor(i), paddle.to_tensor(s)).numpy()
                      for i, s in batches]
-    sub = elastic.extract_subnet(model, width, config, task_type)
+    sub = elastic.extract_subnet(model, width, config, task_type, layers=layers)
     n_full, n_sub = elastic.param_count(model), elastic.param_count(sub)
 
     # Write everything beside its destination, check, then move into place.
@@ -132,6 +151,8 @@ def main(argv=None):
     work = tempfile.mkdtemp(prefix=".export-", dir=os.path.dirname(out_dir))
     try:
         sub_info = dict(info, width=width.ratio, width_requested=width.requested, parent=args.model_name_or_path)
+        if layers is not None:
+            sub_info.update(depth=len(layers) / config.num_hidden_layers, kept_layers=layers)
         sub_info.pop("supernet", None)
         tmp_dyn = os.path.join(work, "dynamic")
         save_model(sub, tokenizer, tmp_dyn, sub_info)
@@ -150,10 +171,13 @@ def main(argv=None):
             diffs["static_vs_dynamic"] = max(float(np.abs(a - b).max()) for a, b in zip(st_out, dyn_out))
             diffs["static_vs_supernet"] = max(float(np.abs(a - b).max()) for a, b in zip(st_out, reference))
         worst = max(diffs.values())
-        heads, ffn = [width.heads] * config.num_hidden_layers, [width.ffn] * config.num_hidden_layers
+        n_layers = len(layers) if layers is not None else config.num_hidden_layers
+        heads, ffn = [width.heads] * n_layers, [width.ffn] * n_layers
         export_info = {
             "width": width.ratio, "width_requested": width.requested, "heads_per_layer": heads,
-            "ffn_per_layer": ffn, "num_layers": config.num_hidden_layers, "task_type": task_type,
+            "ffn_per_layer": ffn, "num_layers": n_layers, "task_type": task_type,
+            "depth": n_layers / config.num_hidden_layers,
+            "kept_layers": layers if layers is not None else list(range(config.num_hidden_layers)),
             "params_before": n_full, "params_after": n_sub, "param_ratio": n_sub / n_full,
             "check": {"examples": int(sum(len(i) for i, _ in batches)), "max_abs_diff": worst, **diffs,
                       "tolerance": args.tolerance, "passed": worst <= args.tolerance},
@@ -183,7 +207,7 @@ def main(argv=None):
     finally:
         shutil.rmtree(work, ignore_errors=True)
     logger.info("width %.4f: %d heads x %d layers, FFN %d; parameters %s -> %s (%.1f%%)", width.ratio, width.heads,
-                config.num_hidden_layers, width.ffn, f"{n_full:,}", f"{n_sub:,}", 100.0 * n_sub / n_full)
+                export_info["num_layers"], width.ffn, f"{n_full:,}", f"{n_sub:,}", 100.0 * n_sub / n_full)
     logger.info("check on %d examples: %s", export_info["check"]["examples"],
                 ", ".join(f"{k}={v:.2e}" for k, v in diffs.items()))
     print(__import__("json").dumps(export_info), flush=True)

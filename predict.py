@@ -5,8 +5,11 @@
 
 Input: one example a line; a TAB separates the two texts of a pair task;
 for NER each line is a sentence of characters.  Output: classification ->
-``label<TAB>probability<TAB>text``; regression -> ``score<TAB>text``; NER ->
-one JSON object a line with the entities (text, type, start, end).
+``label<TAB>probability<TAB>text``; regression -> ``score<TAB>text``;
+multilabel -> ``labels<TAB>probabilities<TAB>text``, the labels whose
+probability is > 0.5 joined by the label delimiter (empty if none) and
+``label=probability`` of every label joined the same way; NER -> one JSON
+object a line with the entities (text, type, start, end).
 """
 import utils  # noqa: F401  (first: stack fixes before paddle is imported)
 
@@ -19,6 +22,7 @@ import numpy as np
 from utils import inference
 from utils.check_inputs import read_text_file
 from utils.errors import UserError, run_main
+from utils.evaluation import prediction_fields
 from utils.modeling import load_tokenizer
 
 
@@ -32,15 +36,13 @@ def parse_args(argv=None):
     p.add_argument("--device", default="cpu", choices=["cpu", "gpu"])
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--no_mkldnn", action="store_true", help="CPU: turn oneDNN off")
+    p.add_argument("--label_delimiter", default=None,
+                   help="multilabel: joins the predicted labels (default: the one the model was trained with, "
+                        "else ',')")
     args = p.parse_args(argv)
     if args.batch_size <= 0:
         raise UserError(f"--batch_size must be positive, got {args.batch_size}")
     return args
-
-
-def softmax(x):
-    e = np.exp(x - x.max(-1, keepdims=True))
-    return e / e.sum(-1, keepdims=True)
 
 
 def pad(rows, pad_id):
@@ -58,18 +60,15 @@ def encode_sentence_batch(tokenizer, texts, max_len):
             pad([e["token_type_ids"] for e in enc], 0))
 
 
-def format_sentence_rows(info, texts, logits):
-    labels = info.get("label_list") or []
-    rows = []
-    for (a, b), z in zip(texts, logits):
-        text = a if b is None else f"{a}\t{b}"
-        if info["task_type"] == "regression":
-            rows.append(f"{float(np.reshape(z, -1)[0]):.4f}\t{text}")
-        else:
-            p = softmax(z)
-            k = int(p.argmax())
-            rows.append(f"{labels[k] if k < len(labels) else k}\t{p[k]:.4f}\t{text}")
-    return rows
+def label_delimiter(args, info):
+    if args.label_delimiter:
+        return args.label_delimiter
+    return (info.get("own_data") or {}).get("label_delimiter") or ","
+
+
+def format_sentence_rows(info, texts, logits, delimiter=","):
+    fields = prediction_fields(info["task_type"], info.get("label_list"), logits, delimiter)
+    return ["\t".join(cols + [a if b is None else f"{a}\t{b}"]) for (a, b), cols in zip(texts, fields)]
 
 
 def main(argv=None):
@@ -82,6 +81,7 @@ def main(argv=None):
     predictor = inference.create_predictor(args.model_prefix, device=args.device, threads=args.threads,
                                            mkldnn=not args.no_mkldnn)
     ner = info["task_type"] == "token_classification"
+    delimiter = label_delimiter(args, info)
     texts = read_text_file(args.input_file, "--input_file")
     if ner:
         from utils.ner import predict_lines_batch
@@ -97,7 +97,7 @@ def main(argv=None):
             else:
                 ids, seg = encode_sentence_batch(tokenizer, chunk, max_len)
                 logits = inference.run_predictor(predictor, ids, seg)
-                out.write("\n".join(format_sentence_rows(info, chunk, logits)) + "\n")
+                out.write("\n".join(format_sentence_rows(info, chunk, logits, delimiter)) + "\n")
     os.replace(tmp, args.output_file)
     print(f"wrote {len(texts)} predictions to {args.output_file}")
 

@@ -1,11 +1,19 @@
-"""Stage 1: fine-tune the teacher BERT on a GLUE task.
+"""Stage 1: fine-tune the teacher BERT on a GLUE task or on your own data.
 
     python run_glue.py --model_name_or_path bert-base-uncased --task_name SST-2 \
         --data_dir glue_data --output_dir out/SST-2 --batch_size 32 --learning_rate 2e-5
 
+    python run_glue.py --model_name_or_path bert-base-uncased --train_file train.csv --dev_file dev.csv \
+        --text_column review --label_column tags --task_type multilabel --output_dir out/tags
+
+Own data: TSV or CSV files (by extension) with a header row; --task_type
+classification | regression | multilabel (labels joined by --label_delimiter);
+--label_list fixes the class order (default: the sorted labels of the train file).
+
 Writes ``output_dir/best/`` (best dev score) and ``output_dir/last/`` in
 PaddleNLP's save_pretrained layout, ``results.json`` (every evaluation),
-``all_results.json`` (the final summary) and resumable checkpoints.
+``all_results.json`` (the final summary) and resumable checkpoints; with
+--test_file also ``test_predictions.tsv`` (and the test scores if it has labels).
 """
 import utils  # noqa: F401  (first: stack fixes before paddle is imported)
 
@@ -16,27 +24,28 @@ import os
 
 from utils.errors import run_main
 from utils import training
-from utils.data import collate, encode, load_glue
-from utils.evaluation import evaluate_task, format_results, to_tensors
+from utils.data import Batcher, encode, load_glue, resolve_task
+from utils.evaluation import evaluate_task, format_results, predict, to_tensors, write_predictions
+from utils.metrics import compute_metrics
 from utils.modeling import load_model, save_model
-from utils.tasks import GLUE_TASKS, get_task
+from utils.tasks import add_task_args, check_task_args
 
 logger = logging.getLogger("bert_suite")
 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--task_name", required=True, help="one of: " + ", ".join(GLUE_TASKS))
-    p.add_argument("--data_dir", default=None,
-                   help="directory with the GLUE files (DIR/TASK/train.tsv, dev.tsv); default: paddlenlp's hub copy")
+    add_task_args(p)
     training.add_common_args(p)
     args = p.parse_args(argv)
+    check_task_args(args)
     training.check_common_args(args)
     return args
 
 
 class FineTune(training.Stage):
-    """Cross-entropy (or MSE for regression) fine-tuning; keeps the best model."""
+    """Cross-entropy (MSE for regression, binary cross-entropy for
+    multilabel) fine-tuning; keeps the best model."""
 
     def __init__(self, args, model, tokenizer, task, dev_sets, collate_fn):
         self.args, self.model, self.tokenizer, self.task = args, model, tokenizer, task
@@ -47,6 +56,8 @@ class FineTune(training.Stage):
         import paddle.nn.functional as F
         if self.task.is_regression:
             return F.mse_loss(logits.reshape([-1]), labels.reshape([-1]))
+        if self.task.multilabel:
+            return F.binary_cross_entropy_with_logits(logits, labels.astype(logits.dtype))
         return F.cross_entropy(logits, labels.reshape([-1]))
 
     def step(self, batch, step):
@@ -68,8 +79,7 @@ class FineTune(training.Stage):
         return score
 
     def info(self, step):
-        return {"task_type": "regression" if self.task.is_regression else "classification",
-                "task_name": self.task.name, "label_list": list(self.task.labels or []), "trained_steps": step}
+        return dict(self.task.suite_info(), trained_steps=step)
 
     def state(self):
         return {"best": self.best}
@@ -81,17 +91,16 @@ class FineTune(training.Stage):
 def main(argv=None):
     args = parse_args(argv)
     training.setup_logging()
-    task = get_task(args.task_name)
     training.setup_device(args)
     training.set_seed(args.seed)
 
     # Everything that can fail on bad input happens before output_dir is touched.
-    splits = ("train",) + tuple(task.dev_splits)
+    task = resolve_task(args)
+    splits = ("train",) + tuple(task.dev_splits) + (("test",) if task.file("test") else ())
     data = load_glue(task, args.data_dir, splits)
-    task_type = "regression" if task.is_regression else "classification"
-    model, tokenizer, _ = load_model(args.model_name_or_path, task_type, task.num_labels)
+    model, tokenizer, _ = load_model(args.model_name_or_path, task.task_type, task.num_labels)
     feats = {s: encode(data[s], tokenizer, args.max_seq_length) for s in splits}
-    collate_fn = lambda b: collate(b, tokenizer.pad_token_id, task.is_regression)  # noqa: E731
+    collate_fn = Batcher.for_task(task, tokenizer.pad_token_id)
     per_epoch, total_steps = training.num_steps(args, len(feats["train"]))
 
     os.makedirs(args.output_dir, exist_ok=True)
@@ -108,10 +117,29 @@ def main(argv=None):
         save_model(model, tokenizer, os.path.join(args.output_dir, "last"), stage.info(total_steps))
         summary = {"task": task.name, "best_step": stage.best["step"], "best_score": stage.best["score"],
                    "best": stage.best["results"], "train_examples": len(feats["train"]), "steps": total_steps}
+        if task.is_own_data:
+            summary.update(task_type=task.task_type, label_list=list(task.labels or []))
+        if "test" in feats:
+            summary["test"] = run_test(args, task, data["test"], feats["test"], collate_fn)
         training.write_json_atomic(os.path.join(args.output_dir, "all_results.json"), summary)
         logger.info("best dev %s at step %d: %s", task.metric, stage.best["step"],
                     format_results(stage.best["results"]))
         print(json.dumps(summary))
+
+
+def run_test(args, task, examples, feats, collate_fn):
+    """The best model on --test_file, once: predictions to
+    test_predictions.tsv; the scores if the file has labels (else None)."""
+    best, _, _ = load_model(os.path.join(args.output_dir, "best"), task.task_type, task.num_labels)
+    best.eval()
+    logits, labels = predict(lambda i, s: best(i, token_type_ids=s), feats, collate_fn, args.batch_size)
+    path = write_predictions(os.path.join(args.output_dir, "test_predictions.tsv"), examples, logits, task)
+    logger.info("test predictions of the best model: %s", path)
+    if labels is None:
+        return None
+    result = compute_metrics(task.metric, logits, labels)
+    logger.info("test (best model): %s", format_results({"test": result}))
+    return result
 
 
 if __name__ == "__main__":

@@ -12,6 +12,12 @@ every step.  The best checkpoint of each width goes to
 ``output_dir/width_{w:.4f}/`` (full-size reordered weights; cut a width out
 with export_model.py), evaluations to ``results.json``, the final table to
 ``all_results.json``.
+
+Own data takes the flags of run_glue.py (--train_file, --dev_file,
+--test_file, --text_column, --text_pair_column, --label_column, --task_type,
+--label_list, --label_delimiter); the label list defaults to the teacher's.
+Multilabel logits are distilled with binary cross-entropy against the
+teacher's sigmoid probabilities.
 """
 import utils  # noqa: F401  (first: stack fixes before paddle is imported)
 
@@ -20,52 +26,97 @@ import logging
 import os
 
 from utils import distill, elastic, training
-from utils.data import collate, encode, load_glue
-from utils.errors import run_main
-from utils.evaluation import evaluate_task
-from utils.modeling import load_model
-from utils.tasks import GLUE_TASKS, get_task
+from utils.data import Batcher, encode, load_glue, resolve_task
+from utils.errors import UserError, run_main
+from utils.evaluation import evaluate_task, format_results
+from utils.modeling import load_config, load_model, suite_info
+from utils.tasks import OWN_DATA, add_task_args, check_task_args
 
 logger = logging.getLogger("bert_suite")
 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--task_name", required=True, help="one of: " + ", ".join(GLUE_TASKS))
-    p.add_argument("--data_dir", default=None, help="directory with the GLUE files; default: paddlenlp's hub copy")
+    add_task_args(p, test_file_help="optional: a labelled test file, scored once at the end for the teacher "
+                                    "and the best checkpoint of every width")
     training.add_common_args(p, epochs=6.0, logging_steps=10, save_steps=100)
     distill.add_ofa_args(p)
     args = p.parse_args(argv)
+    check_task_args(args)
     training.check_common_args(args)
     distill.check_ofa_args(args)
     return args
 
 
-def main(argv=None):
-    args = parse_args(argv)
-    training.setup_logging()
-    task = get_task(args.task_name)
-    requested = distill.parse_widths(args)
-    training.setup_device(args)
-    training.set_seed(args.seed)
+def teacher_labels(args):
+    """Own data: the label list of a teacher fine-tuned on own data of the
+    same task type (the default label list), else None."""
+    if args.task_name or not os.path.isdir(args.model_name_or_path):
+        return None
+    info = suite_info(load_config(args.model_name_or_path))
+    if info.get("task_name") != OWN_DATA or info.get("task_type") != args.task_type:
+        return None
+    return info.get("label_list") or None
 
-    splits = ("train",) + tuple(task.dev_splits)
-    data = load_glue(task, args.data_dir, splits)
-    kind = "regression" if task.is_regression else "classification"
-    teacher, tokenizer, config = load_model(args.model_name_or_path, kind, task.num_labels, require_head=True,
-                                            task_name=task.name)
-    widths = elastic.snap_widths(requested, config.num_attention_heads, config.intermediate_size)
-    feats = {s: encode(data[s], tokenizer, args.max_seq_length) for s in splits}
-    train_feats, imp_feats = distill.split_importance(args, feats["train"], feats[task.dev_splits[0]])
-    collate_fn = lambda b: collate(b, tokenizer.pad_token_id, task.is_regression)  # noqa: E731
-    per_epoch, total_steps = training.num_steps(args, len(train_feats))
 
+def task_loss_fn(task):
+    """The task loss (for head and neuron importance)."""
     import paddle.nn.functional as F
 
     def task_loss(logits, labels):
         if task.is_regression:
             return F.mse_loss(logits.reshape([-1]), labels.reshape([-1]).astype(logits.dtype))
+        if task.multilabel:
+            return F.binary_cross_entropy_with_logits(logits, labels.astype(logits.dtype))
         return F.cross_entropy(logits, labels.reshape([-1]))
+    return task_loss
+
+
+def evaluate_test(args, stage, task, feats, collate_fn, dir_name):
+    """The labelled test file, once for the teacher and once per width (its
+    best checkpoint cut to the width)."""
+    test = {"test": feats}
+    stage.teacher.eval()
+    res, _ = evaluate_task(lambda i, s: elastic.forward(stage.teacher, i, s), test, collate_fn, task,
+                           args.batch_size)
+    out = {"teacher": res["test"], "widths": {}}
+    logger.info("teacher test: %s", format_results(res))
+    for w in stage.widths:
+        full, _, cfg = load_model(os.path.join(args.output_dir, dir_name(w)), task.task_type, task.num_labels)
+        sub = elastic.extract_subnet(full, w, cfg, task.task_type)
+        sub.eval()
+        res, _ = evaluate_task(lambda i, s: sub(i, token_type_ids=s), test, collate_fn, task, args.batch_size)
+        out["widths"][w.tag()] = res["test"]
+        logger.info("width %s test: %s", w.tag(), format_results(res))
+    return out
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    training.setup_logging()
+    requested = distill.parse_widths(args)
+    training.setup_device(args)
+    training.set_seed(args.seed)
+
+    saved_labels = teacher_labels(args)
+    task = resolve_task(args, known_labels=saved_labels)
+    if saved_labels and task.labels and list(task.labels) != list(saved_labels):
+        raise UserError(f"--model_name_or_path: the teacher was fine-tuned with labels {', '.join(saved_labels)}; "
+                        f"this data has {', '.join(task.labels)} (class indices would not match; "
+                        f"pass the teacher's order with --label_list)")
+    splits = ("train",) + tuple(task.dev_splits) + (("test",) if task.file("test") else ())
+    data = load_glue(task, args.data_dir, splits)
+    if "test" in data and any(e.label is None for e in data["test"]):
+        raise UserError(f"--test_file {task.file('test')}: no label column '{task.label}' (the OFA script scores "
+                        f"the test file; predict unlabelled text with predict.py)")
+    kind = task.task_type
+    teacher, tokenizer, config = load_model(args.model_name_or_path, kind, task.num_labels, require_head=True,
+                                            task_name=task.name, expect_task_type=kind)
+    widths = elastic.snap_widths(requested, config.num_attention_heads, config.intermediate_size)
+    feats = {s: encode(data[s], tokenizer, args.max_seq_length) for s in splits}
+    train_feats, imp_feats = distill.split_importance(args, feats["train"], feats[task.dev_splits[0]])
+    collate_fn = Batcher.for_task(task, tokenizer.pad_token_id)
+    per_epoch, total_steps = training.num_steps(args, len(train_feats))
 
     os.makedirs(args.output_dir, exist_ok=True)
     if training.is_master():
@@ -75,18 +126,23 @@ def main(argv=None):
                     config.num_attention_heads, w.ffn, config.intermediate_size)
     dev_sets = {s: feats[s] for s in task.dev_splits}
     ofa = distill.prepare_supernet(args, teacher, config, widths, imp_feats, dev_sets[task.dev_splits[0]][:64],
-                           collate_fn, task_loss)
+                                   collate_fn, task_loss_fn(task))
 
     def evaluate_fn(forward):
         return evaluate_task(forward, dev_sets, collate_fn, task, args.batch_size)
 
     dir_name = lambda w: f"width_{w.tag()}"  # noqa: E731
-    info = {"task_type": kind, "task_name": task.name, "label_list": list(task.labels or [])}
+    info = task.suite_info()
     stage = distill.OFADistill(args, teacher, ofa, widths, tokenizer, config, kind, evaluate_fn, dir_name,
                                suite_info=info)
     optimizer, scheduler = training.build_optimizer(args, ofa.model, total_steps)
     training.train(args, stage, ofa.model, optimizer, scheduler, train_feats, collate_fn, total_steps, per_epoch)
-    distill.finish(args, stage, config, dir_name, task.metric)
+    table = distill.finish(args, stage, config, dir_name, task.metric)
+    if table is not None and "test" in feats:  # master only
+        table["test"] = evaluate_test(args, stage, task, feats["test"], collate_fn, dir_name)
+        for row, w in zip(table["rows"], widths):
+            row["test"] = table["test"]["widths"][w.tag()]
+        training.write_json_atomic(os.path.join(args.output_dir, "all_results.json"), table)
 
 
 if __name__ == "__main__":

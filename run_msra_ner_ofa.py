@@ -48,10 +48,11 @@ def parse_args(argv=None):
 
 
 def dir_name(w):
-    return f"model_{w.requested}"
+    """Upstream's ``model_{width}`` (``model_1.0``, ``model_0.5``; 5/6 -> ``model_0.8333``)."""
+    return f"model_{round(w.requested, 4)}"
 
 
-def evaluate_test(args, stage, config, feats, collate_fn, label_list):
+def evaluate_test(args, stage, feats, collate_fn, label_list):
     """The test split, once per width (its best checkpoint cut to the width)
     and once for the teacher."""
     test = {"test": feats}
@@ -59,23 +60,23 @@ def evaluate_test(args, stage, config, feats, collate_fn, label_list):
     res, _ = ner.evaluate_ner(lambda i, s: elastic.forward(stage.teacher, i, s), test, collate_fn, label_list,
                               args.batch_size)
     out = {"teacher": res["test"], "widths": {}}
-    for w in stage.widths:
-        full, _, cfg = load_model(os.path.join(args.output_dir, dir_name(w)), KIND, len(label_list),
+    for sn in stage.subnets:
+        full, _, cfg = load_model(os.path.join(args.output_dir, sn.dir_name(dir_name)), KIND, len(label_list),
                                   expect_task_type=KIND)
-        sub = elastic.extract_subnet(full, w, cfg, KIND)
+        sub = elastic.extract_subnet(full, sn.width, cfg, KIND, layers=sn.layers)
         sub.eval()
         res, _ = ner.evaluate_ner(lambda i, s: sub(i, token_type_ids=s), test, collate_fn, label_list,
                                   args.batch_size)
-        out["widths"][w.tag()] = res["test"]
+        out["widths"][sn.tag()] = res["test"]
     return out
 
 
-def format_test_table(test, widths):
-    lines = [f"{'test':>7} {'precision':>10} {'recall':>10} {'f1':>10}  dir"]
-    rows = [("teacher", test["teacher"], "")] + [(f"{w.ratio:.4f}", test["widths"][w.tag()], dir_name(w))
-                                                 for w in widths]
+def format_test_table(test, subnets):
+    lines = [f"{'test':>13} {'precision':>10} {'recall':>10} {'f1':>10}  dir"]
+    rows = [("teacher", test["teacher"], "")] + [(sn.tag(), test["widths"][sn.tag()], sn.dir_name(dir_name))
+                                                 for sn in subnets]
     for name, m, d in rows:
-        lines.append(f"{name:>7} {m['precision']:>10.4f} {m['recall']:>10.4f} {m['f1']:>10.4f}  {d}")
+        lines.append(f"{name:>13} {m['precision']:>10.4f} {m['recall']:>10.4f} {m['f1']:>10.4f}  {d}")
     return "\n".join(lines)
 
 
@@ -88,6 +89,10 @@ def main(argv=None):
 
     label_list = ner.resolve_label_list(args.label_list, args.model_name_or_path)
     data = ner.load_ner(args.data_dir, args.dev_ratio, args.seed, label_list)
+    if label_list is None:
+        logger.warning("%s records no label list: the labels are taken from the data (%s); they must be in the "
+                       "order of the teacher's classifier (else pass --label_list)", args.model_name_or_path,
+                       " ".join(data.label_list))
     label_list = data.label_list
     teacher, tokenizer, config = load_model(args.model_name_or_path, KIND, len(label_list), require_head=True,
                                             task_name=ner.TASK_NAME, expect_task_type=KIND)
@@ -121,12 +126,12 @@ def main(argv=None):
     if table is None:  # not the master process
         return
     if "test" in feats:
-        test = evaluate_test(args, stage, config, feats["test"], collate_fn, label_list)
+        test = evaluate_test(args, stage, feats["test"], collate_fn, label_list)
         table["test"] = test
-        for row, w in zip(table["rows"], widths):
-            row["test"] = test["widths"][w.tag()]
+        for row, sn in zip(table["rows"], stage.subnets):
+            row["test"] = test["widths"][sn.tag()]
         logger.info("teacher test: %s", format_results({"test": test["teacher"]}))
-        print(format_test_table(test, widths), flush=True)
+        print(format_test_table(test, stage.subnets), flush=True)
     else:
         table["test"] = None
     table["label_list"] = list(label_list)

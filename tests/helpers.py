@@ -132,3 +132,91 @@ def write_mnli(d, n_train=60, n_dev=20, seed=3):
                 row = [str(i), "p", "q", "fiction", "(x)", "(y)", "(X)", "(Y)", a, b] + [y] * len(extra) + [y]
                 f.write("\t".join(row) + "\n")
     return d
+
+
+# --------------------------------------------------------------------------- own data (TSV / CSV files)
+X_WORDS = ["w50", "w51", "w52", "w53"]   # the "x" marker of the multilabel task
+PLAIN = FILLER[:50]                            # filler that is never a marker
+
+
+def marked_sentence(rng, markers, n=None):
+    """Filler words with 1-2 words of each marker list in ``markers`` inserted."""
+    words = list(rng.choice(PLAIN, size=n or rng.randint(4, 10)))
+    for marker in markers:
+        for _ in range(rng.randint(1, 3)):
+            words.insert(rng.randint(0, len(words) + 1), str(rng.choice(marker)))
+    return " ".join(words)
+
+
+def write_own_csv(path, n=240, seed=4):
+    """CSV classification (id, review, sentiment): "positive" iff the review
+    holds a GOOD word.  Reviews contain commas and quotes, so the csv module's
+    quoting is needed to read them."""
+    import csv
+    rng = np.random.RandomState(seed)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(["id", "review", "sentiment"])
+        for i in range(n):
+            y = int(rng.randint(2))
+            words = sentence(rng, y).split()
+            words[0] = f'"{words[0]}",'                       # quotes and a comma inside the field
+            words.insert(len(words) // 2, "a, b")
+            w.writerow([i, " ".join(words), "positive" if y else "negative"])
+    return path
+
+
+def multilabel_tags(rng):
+    """A random subset of {pos, neg, x}, possibly empty."""
+    return [t for t in ("pos", "neg", "x") if rng.rand() < 0.5]
+
+
+def write_own_multilabel_tsv(path, n=240, seed=5):
+    """TSV multilabel (text, tags): "pos" iff a GOOD word, "neg" iff a BAD
+    word, "x" iff an X word (w50..w53) occurs; tags joined by ",", empty for none."""
+    rng = np.random.RandomState(seed)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    marker = {"pos": GOOD, "neg": BAD, "x": X_WORDS}
+    with open(path, "w", encoding="utf-8") as f:
+        f.write("text\ttags\n")
+        for _ in range(n):
+            tags = multilabel_tags(rng)
+            f.write(f"{marked_sentence(rng, [marker[t] for t in tags])}\t{','.join(tags)}\n")
+    return path
+
+
+def write_own_regression_tsv(path, n=240, seed=6):
+    """TSV pair regression (premise, hypothesis, similarity): 2.5 x the number
+    of positive sentences of the pair."""
+    rng = np.random.RandomState(seed)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w", encoding="utf-8") as f:
+        f.write("premise\thypothesis\tsimilarity\n")
+        for _ in range(n):
+            a, b = int(rng.randint(2)), int(rng.randint(2))
+            f.write(f"{sentence(rng, a)}\t{sentence(rng, b)}\t{2.5 * (a + b):.2f}\n")
+    return path
+
+
+_SCRIPTS = {}
+
+
+def script_module(script):
+    """One of the suite's scripts imported as a module (cached)."""
+    import importlib.util
+    if script not in _SCRIPTS:
+        name = "suite_script_" + os.path.splitext(os.path.basename(script))[0]
+        spec = importlib.util.spec_from_file_location(name, os.path.join(REPO, script))
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+        _SCRIPTS[script] = mod
+    return _SCRIPTS[script]
+
+
+def run_in_process(script, *args):
+    """Run a script's ``main`` in this process, as its command line would
+    (``run_main``: a UserError exits 2 with one line on stderr).  Saves the
+    1-2 s interpreter and library start of a fresh process per run."""
+    from utils.errors import run_main
+    return run_main(script_module(script).main, [str(a) for a in args])

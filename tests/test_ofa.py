@@ -166,3 +166,42 @@ def test_bad_widths_and_wrong_teacher_are_refused(tmp_path, glue_data, sst2_teac
     from helpers import write_tiny_bert
     enc = write_tiny_bert(str(tmp_path / "enc"))
     assert "head" in _bad(tmp_path, enc, glue_data)
+
+
+def test_depth_layers_follow_the_dynabert_paper():
+    from utils.elastic import depth_layers
+    from utils.errors import UserError
+    assert depth_layers(12, 0.5) == [0, 2, 4, 6, 8, 10]      # PaddleNLP would keep 1, 3, 5, ...
+    assert depth_layers(12, 0.75) == [0, 1, 2, 4, 5, 6, 8, 9, 10]
+    assert depth_layers(6, "1/2") == [0, 2, 4] and depth_layers(4, 1.0) == [0, 1, 2, 3]
+    for bad in (0, 1.5, 0.01):
+        with pytest.raises(UserError):
+            depth_layers(12, bad)
+
+
+def test_width_and_depth_subnetworks_train_and_export(tmp_path, glue_data, sst2_teacher):
+    out = str(tmp_path / "ofa")
+    run_script("run_glue_ofa.py", "--task_name", "SST-2", "--model_name_or_path", sst2_teacher, "--data_dir",
+               glue_data, "--output_dir", out, "--max_steps", "20", "--save_steps", "20", "--learning_rate", "1e-3",
+               "--width_mult_list", "1.0", "1/2", "--depth_mult_list", "1.0", "0.5", *FAST)
+    rows = read_json(os.path.join(out, "all_results.json"))["rows"]
+    got = {(r["width"], r["depth"]): r for r in rows}
+    assert set(got) == {(1.0, 1.0), (0.5, 1.0), (1.0, 0.5), (0.5, 0.5)}
+    assert got[(0.5, 0.5)]["layers"] == [0] and got[(1.0, 1.0)]["layers"] == [0, 1]
+    assert got[(0.5, 0.5)]["params"] < got[(0.5, 1.0)]["params"] < got[(1.0, 1.0)]["params"]
+    src = os.path.join(out, "width_0.5000_depth_0.5000")
+    assert read_json(os.path.join(src, "config.json"))["compression_suite"]["supernet"]["depths"] == [1.0, 0.5]
+    run_script("export_model.py", "--model_name_or_path", src, "--width_mult", "0.5", "--depth_mult", "0.5",
+               "--sub_model_output_dir", str(tmp_path / "dyn"), "--static_sub_model", str(tmp_path / "st" / "m"),
+               "--data_dir", glue_data, "--max_seq_length", "32")
+    info = read_json(str(tmp_path / "dyn" / "export_info.json"))
+    assert info["kept_layers"] == [0] and info["num_layers"] == 1 and info["check"]["passed"]
+    cfg = read_json(str(tmp_path / "dyn" / "config.json"))
+    assert cfg["num_hidden_layers"] == 1 and cfg["compression_suite"]["kept_layers"] == [0]
+    # a depth that was not trained is refused
+    r = run_script("export_model.py", "--model_name_or_path", os.path.join(out, "final"), "--width_mult", "1.0",
+                   "--depth_mult", "0.5", "--sub_model_output_dir", str(tmp_path / "dyn2"), check=False)
+    assert r.returncode == 0  # 0.5 of 2 layers was trained
+    r = run_script("export_model.py", "--model_name_or_path", sst2_teacher, "--depth_mult", "0.5",
+                   "--sub_model_output_dir", str(tmp_path / "dyn3"), check=False)
+    assert r.returncode == 2 and "was not trained" in r.stderr and not (tmp_path / "dyn3").exists()

@@ -28,9 +28,28 @@ def read_text_file(path, flag="--check_text"):
 
 
 def load_check_texts(args, info, limit=None):
+    """Texts for the check, from the first of: ``args.check_text`` (raw text);
+    for a model trained on own data (``info['own_data']`` records its
+    columns), ``args.dev_file`` read with those columns; for a GLUE or NER
+    model, ``args.data_dir``; else vocabulary sentences (with a warning)."""
     limit = limit or args.check_examples
     if getattr(args, "check_text", None):
         return read_text_file(args.check_text)[:limit]
+    if info.get("own_data"):
+        dev_file = getattr(args, "dev_file", None)
+        if dev_file:
+            from .data import read_glue_file
+            from .tasks import FILE_TYPES, own_task_from_info
+            if os.path.splitext(dev_file)[1].lower() not in FILE_TYPES:
+                raise UserError(f"--dev_file: {dev_file}: unknown file type (expected a .tsv or .csv file "
+                                f"with a header row)")
+            task = own_task_from_info(info, files=(("dev", dev_file),))
+            return [(e.text_a, e.text_b) for e in read_glue_file(dev_file, task, labelled=False)[:limit]]
+        if getattr(args, "data_dir", None):
+            logger.warning("the model was trained on own data: --data_dir is for GLUE tasks; pass --dev_file "
+                           "(its dev file) or --check_text for the check")
+        logger.warning("no --dev_file or --check_text: the check runs on sentences made of vocabulary words")
+        return synthetic_texts(limit)
     task_name = info.get("task_name")
     if getattr(args, "data_dir", None) and task_name:
         if info.get("task_type") == "token_classification":

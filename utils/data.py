@@ -16,7 +16,19 @@ Reading rules for the TSV files (the GLUE files as distributed):
 
 ``labelled=False`` reads files without a label column (GLUE ``test.tsv``:
 ``index`` + the text columns); the examples then carry ``label=None``.
+
+Own data (``--train_file`` ...; a TaskSpec from :func:`resolve_task`) follows
+the same rules, with the file type chosen by the extension: ``.tsv`` as above,
+``.csv`` through the csv module (RFC 4180: fields with commas, quotes or line
+breaks are quoted, ``""`` is a quote; malformed quoting is an error naming the
+line).  A header row naming the columns is required; the label column may be
+absent from a test file (it is then read unlabelled).  Multilabel cells hold
+the labels joined by the task's delimiter (``pos,x``; an empty cell = no label)
+and become multi-hot tuples.
 """
+import csv
+import io
+import logging
 import os
 import warnings
 from dataclasses import dataclass
@@ -25,7 +37,9 @@ from typing import Optional, Union
 import numpy as np
 
 from .errors import UserError
-from .tasks import TaskSpec
+from .tasks import TaskSpec, get_task, own_files, own_task
+
+logger = logging.getLogger("bert_suite")
 
 _BOM = b"\xef\xbb\xbf"
 
@@ -34,7 +48,7 @@ _BOM = b"\xef\xbb\xbf"
 class Example:
     text_a: str
     text_b: Optional[str]
-    label: Union[int, float, None]   # class index, float score, or None (unlabelled)
+    label: Union[int, float, tuple, None]   # class index, float score, multi-hot tuple, or None (unlabelled)
 
 
 # ----------------------------------------------------------------- labels
@@ -49,6 +63,14 @@ def parse_label(value, task: TaskSpec, where: str):
         if score is None or not np.isfinite(score):
             raise UserError(f"{where}: score '{value}' is not a number")
         return score
+    if task.multilabel:
+        hot = [0.0] * len(task.labels)
+        for name in split_labels(value, task.label_delimiter):
+            if name not in task.labels:
+                allowed = ", ".join(f"'{x}'" for x in task.labels)
+                raise UserError(f"{where}: label '{name}' is not one of {allowed}")
+            hot[task.labels.index(name)] = 1.0
+        return tuple(hot)
     text = str(value).strip()
     try:
         return task.labels.index(text)
@@ -57,7 +79,17 @@ def parse_label(value, task: TaskSpec, where: str):
         raise UserError(f"{where}: label '{value}' is not one of {allowed}") from None
 
 
+def split_labels(value, delimiter):
+    """The labels of one multilabel cell: split on ``delimiter``, stripped,
+    empty parts dropped (an empty cell is an example with no label)."""
+    return [x.strip() for x in str(value).split(delimiter) if x.strip()]
+
+
 # ----------------------------------------------------------------- local files
+def is_csv(path) -> bool:
+    return str(path).lower().endswith(".csv")
+
+
 def _lines(path):
     """Yield (lineno, text) for each line, split on '\\n' only (a stray '\\r'
     inside a field stays data), with the line end and a leading BOM removed."""
@@ -75,6 +107,43 @@ def _lines(path):
                 raise UserError(f"{path}:{lineno}: not UTF-8 text ({e.reason} at byte {e.start})") from None
 
 
+def _csv_records(path):
+    """Yield (lineno, fields) for each CSV record (``lineno``: its first line)."""
+    with open(path, "rb") as f:
+        raw = f.read()
+    if raw.startswith(_BOM):
+        raw = raw[len(_BOM):]
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw.count(b"\n", 0, e.start) + 1
+        raise UserError(f"{path}:{line}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+    start = 1
+    while True:
+        try:
+            fields = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as e:
+            raise UserError(f"{path}:{start}: malformed CSV ({e}; quote a field that holds commas, quotes "
+                            f"or line breaks, and write a quote inside it as \"\")") from None
+        yield start, fields
+        start = reader.line_num + 1
+
+
+def _records(path):
+    """Yield (lineno, fields) for each line (TSV) or record (CSV); fields is
+    None for a blank line."""
+    if is_csv(path):
+        for lineno, fields in _csv_records(path):
+            blank = not fields or (len(fields) == 1 and not fields[0].strip())
+            yield lineno, None if blank else fields
+    else:
+        for lineno, line in _lines(path):
+            yield lineno, line.split("\t") if line.strip() else None
+
+
 def _needed_columns(task: TaskSpec, labelled: bool):
     cols = [task.text_a]
     if task.text_b is not None:
@@ -84,32 +153,37 @@ def _needed_columns(task: TaskSpec, labelled: bool):
     return cols
 
 
-def read_glue_file(path, task: TaskSpec, labelled=True) -> list:
-    """Read one GLUE TSV file of ``task`` into a list of :class:`Example`."""
+def _table_rows(path, task: TaskSpec, labelled=True):
+    """Yield (lineno, text_a, text_b, label cell or None) for each data row of
+    ``path``, after checking the header and every row's column count.
+    ``labelled=None``: labelled iff the header names the label column."""
     path = str(path)
     if not os.path.isfile(path):
         raise UserError(f"{path}: file not found")
-    needed = _needed_columns(task, labelled)
-    examples = []
+    sep = "comma" if is_csv(path) else "tab"
     names = None        # column names of the file
     idx = None          # positions of text_a, text_b, label
     blank_at = None     # first blank line seen (allowed only at the end)
-    for lineno, line in _lines(path):
-        if not line.strip():
+    rows = 0
+    for lineno, fields in _records(path):
+        if fields is None:
             if blank_at is None:
                 blank_at = lineno
             continue
         if blank_at is not None:
             raise UserError(f"{path}:{blank_at}: empty line (blank lines are allowed only at the end of the file)")
-        fields = line.split("\t")
         if names is None:
+            if labelled is None:
+                labelled = task.label in fields
+            needed = _needed_columns(task, labelled)
             is_header = task.columns is None or all(c in fields for c in needed)
             if is_header:
                 missing = [c for c in needed if c not in fields]
                 if missing:
+                    hint = " (set --text_column, --text_pair_column, --label_column)" if task.is_own_data else ""
                     raise UserError(
                         f"{path}:{lineno}: header lacks column(s) {', '.join(repr(c) for c in missing)} "
-                        f"needed for {task.name} (header: {', '.join(repr(c) for c in fields)})")
+                        f"needed for {task.name}{hint} (header: {', '.join(repr(c) for c in fields)})")
                 names = fields
             else:
                 names = list(task.columns)
@@ -117,16 +191,65 @@ def read_glue_file(path, task: TaskSpec, labelled=True) -> list:
             if is_header:
                 continue
         if len(fields) != len(names):
-            raise UserError(f"{path}:{lineno}: expected {len(names)} tab-separated columns, found {len(fields)}")
-        text_a = fields[idx[0]]
-        text_b = fields[idx[1]] if task.text_b is not None else None
-        label = parse_label(fields[idx[-1]], task, f"{path}:{lineno}") if labelled else None
-        examples.append(Example(text_a, text_b, label))
+            raise UserError(f"{path}:{lineno}: expected {len(names)} {sep}-separated columns, found {len(fields)}")
+        rows += 1
+        yield (lineno, fields[idx[0]], fields[idx[1]] if task.text_b is not None else None,
+               fields[idx[-1]] if labelled else None)
     if names is None:
         raise UserError(f"{path}: empty file (expected {task.name} data)")
-    if not examples:
+    if not rows:
         raise UserError(f"{path}: no examples (only a header)")
-    return examples
+
+
+def read_glue_file(path, task: TaskSpec, labelled=True) -> list:
+    """Read one data file of ``task`` (a GLUE TSV file, or an own TSV/CSV
+    file) into a list of :class:`Example`.  ``labelled=None``: read the labels
+    if the header names the label column."""
+    return [Example(a, b, None if cell is None else parse_label(cell, task, f"{path}:{lineno}"))
+            for lineno, a, b, cell in _table_rows(path, task, labelled)]
+
+
+def infer_label_list(path, task: TaskSpec) -> list:
+    """The label strings found in the label column of ``path``, sorted
+    (multilabel: every label of every cell)."""
+    seen = set()
+    for lineno, _, _, cell in _table_rows(path, task, labelled=True):
+        if task.multilabel:
+            seen.update(split_labels(cell, task.label_delimiter))
+        elif cell.strip():
+            seen.add(cell.strip())
+        else:
+            raise UserError(f"{path}:{lineno}: empty label in column '{task.label}'")
+    need = 1 if task.multilabel else 2
+    if len(seen) < need:
+        raise UserError(f"{path}: the label column '{task.label}' holds {len(seen)} distinct label(s) "
+                        f"({', '.join(sorted(seen)) or 'none'}); {task.task_type} needs at least {need} "
+                        f"(or give --label_list)")
+    return sorted(seen)
+
+
+def resolve_task(args, known_labels=None) -> TaskSpec:
+    """The task the flags name (see ``tasks.add_task_args``): a GLUE task,
+    or own data.  The own label list is ``--label_list``, else
+    ``known_labels`` (the teacher's), else the sorted labels of
+    ``--train_file`` (said in the log)."""
+    if args.task_name:
+        return get_task(args.task_name)
+    columns = (args.text_column, args.text_pair_column, args.label_column)
+    labels = None
+    if args.task_type != "regression":
+        if args.label_list:
+            labels = list(args.label_list)
+        elif known_labels:
+            labels = list(known_labels)
+            logger.info("label list (from the model): %s", ", ".join(labels))
+        else:
+            probe = own_task(args.task_type, *columns, labels=(), label_delimiter=args.label_delimiter)
+            labels = infer_label_list(args.train_file, probe)
+            logger.info("label list inferred from %s (sorted; --label_list sets it): %s", args.train_file,
+                        ", ".join(labels))
+    return own_task(args.task_type, *columns, labels=labels, label_delimiter=args.label_delimiter,
+                    files=own_files(args))
 
 
 def _task_dirs(task: TaskSpec, data_dir: str):
@@ -197,7 +320,12 @@ def load_glue(task: TaskSpec, data_dir: Optional[str], splits) -> dict:
         splits = [splits]
     out = {}
     for split in splits:
-        if data_dir:
+        if task.is_own_data:
+            path = task.file(split)
+            if path is None:
+                raise UserError(f"own data: no --{split}_file given")
+            out[split] = read_glue_file(path, task, labelled=None if split.startswith("test") else True)
+        elif data_dir:
             out[split] = read_glue_file(find_split_file(task, data_dir, split), task,
                                         labelled=is_labelled_split(split))
         else:
@@ -226,11 +354,11 @@ def encode(examples, tokenizer, max_seq_length) -> list:
     return features
 
 
-def collate(features, pad_token_id, is_regression):
+def collate(features, pad_token_id, is_regression, multilabel=False):
     """Pad a batch to its longest sequence.  Returns ``(input_ids, token_type_ids,
     labels)`` as numpy arrays: int64 ``[B, T]``, int64 ``[B, T]``, and labels
-    float32 ``[B]`` (regression) or int64 ``[B]``; ``labels`` is None when the
-    batch is unlabelled."""
+    float32 ``[B]`` (regression), float32 multi-hot ``[B, C]`` (multilabel) or
+    int64 ``[B]``; ``labels`` is None when the batch is unlabelled."""
     if not features:
         raise ValueError("collate: empty batch")
     width = max(len(f["input_ids"]) for f in features)
@@ -246,7 +374,9 @@ def collate(features, pad_token_id, is_regression):
     elif any(x is None for x in raw):
         raise ValueError("collate: batch mixes labelled and unlabelled features")
     else:
-        labels = np.asarray(raw, dtype=np.float32 if is_regression else np.int64)
+        labels = np.asarray(raw, dtype=np.float32 if (is_regression or multilabel) else np.int64)
+        if multilabel and labels.ndim != 2:
+            raise ValueError("collate: multilabel labels must be multi-hot rows of equal length")
     return ids, types, labels
 
 
@@ -254,9 +384,14 @@ class Batcher:
     """``collate`` bound to a pad id and a task kind; usable as a DataLoader
     ``collate_fn`` or called directly on a list of features."""
 
-    def __init__(self, pad_token_id, is_regression):
+    def __init__(self, pad_token_id, is_regression, multilabel=False):
         self.pad_token_id = pad_token_id
         self.is_regression = is_regression
+        self.multilabel = multilabel
+
+    @classmethod
+    def for_task(cls, task: TaskSpec, pad_token_id):
+        return cls(pad_token_id, task.is_regression, task.multilabel)
 
     def __call__(self, features):
-        return collate(features, self.pad_token_id, self.is_regression)
+        return collate(features, self.pad_token_id, self.is_regression, self.multilabel)

@@ -49,12 +49,16 @@ def masked_mse(a, b, mask=None):
 
 def distill_loss(s_logits, s_hidden, t_logits, t_hidden, kind, lambda_logit, lambda_rep, token_mask=None):
     """Returns (total, rep, logit) for one width.  ``kind`` is the task
-    type: regression distils logits with MSE, token classification uses a
-    soft cross-entropy masked to real tokens."""
+    type: regression distils logits with MSE, multilabel with binary
+    cross-entropy of the student's logits against the teacher's sigmoid
+    probabilities (mean over examples and labels), token classification uses
+    a soft cross-entropy masked to real tokens."""
     import paddle.nn.functional as F
     rep = sum(masked_mse(s, t, token_mask) for s, t in zip(s_hidden, t_hidden)) / len(s_hidden)
     if kind == "regression":
         logit = F.mse_loss(s_logits, t_logits)
+    elif kind == "multilabel":
+        logit = F.binary_cross_entropy_with_logits(s_logits, F.sigmoid(t_logits))
     else:
         logit = soft_cross_entropy(s_logits, t_logits, token_mask if kind == "token_classification" else None)
     return lambda_rep * rep + lambda_logit * logit, rep, logit
@@ -77,12 +81,47 @@ def elastic_layer(ofa):
     return ElasticNet(ofa.model)
 
 
+class SubNet:
+    """One trained sub-network: a width and a depth (the encoder layers kept)."""
+
+    def __init__(self, width, depth, layers):
+        self.width, self.depth, self.layers = width, depth, layers   # layers None = all
+
+    def tag(self):
+        return self.width.tag() if self.layers is None else f"{self.width.tag()}_d{self.depth:.4f}"
+
+    def dir_name(self, width_dir_name):
+        base = width_dir_name(self.width)
+        return base if self.layers is None else f"{base}_depth_{self.depth:.4f}"
+
+    def describe(self):
+        d = "" if self.layers is None else f", depth {self.depth:.4f} (layers {self.layers})"
+        return f"width {self.width.tag()} ({self.width.heads} heads, FFN {self.width.ffn}){d}"
+
+
+def subnets(widths, num_layers, depth_mults=("1.0",)):
+    """Every width at every depth; depth 1.0 first."""
+    from .elastic import depth_layers
+    depths, seen = [], set()
+    for d in depth_mults:
+        keep = depth_layers(num_layers, d)
+        if len(keep) not in seen:
+            seen.add(len(keep))
+            depths.append((len(keep) / num_layers, None if len(keep) == num_layers else keep))
+    depths.sort(key=lambda x: -x[0])
+    return [SubNet(w, d, keep) for d, keep in depths for w in widths]
+
+
 class OFADistill(training.Stage):
     """The OFA training stage.
 
     ``evaluate_fn(forward) -> (results, score)`` evaluates a forward function
     ``forward(input_ids, token_type_ids) -> logits`` on dev; ``dir_name(w)``
-    names the directory of the best checkpoint of width ``w``.
+    names the directory of the best checkpoint of width ``w`` (sub-networks of
+    a smaller depth get ``_depth_{d:.4f}`` appended).  Depth (DynaBERT's
+    second stage) is distilled from the same fine-tuned teacher: the student's
+    j-th kept layer learns the output of the teacher's layer of the same
+    original index.
     """
 
     def __init__(self, args, teacher, ofa, widths, tokenizer, config, kind, evaluate_fn, dir_name,
@@ -92,10 +131,11 @@ class OFADistill(training.Stage):
         self.tokenizer, self.config, self.kind = tokenizer, config, kind
         self.evaluate_fn, self.dir_name, self.token_mask_fn = evaluate_fn, dir_name, token_mask_fn
         self.suite_info = dict(suite_info or {})
+        self.subnets = subnets(widths, config.num_hidden_layers, getattr(args, "depth_mult_list", None) or ["1.0"])
         self.net = elastic_layer(ofa)
         if training.rank_and_world()[1] > 1:
             self.net = paddle.DataParallel(self.net)
-        self.best = {}            # width tag -> {"step", "score", "results"}
+        self.best = {}            # sub-network tag -> {"step", "score", "results"}
         self.teacher_result = None
         self.teacher_per_width = False
         self.last_losses = []
@@ -111,16 +151,19 @@ class OFADistill(training.Stage):
             with paddle.no_grad():
                 teacher_out = elastic.forward(self.teacher, ids, seg, output_hidden_states=True)
         self.last_losses = []
-        for i, w in enumerate(self.widths):
+        for i, sub in enumerate(self.subnets):
             if self.teacher_per_width:
                 with paddle.no_grad():
                     teacher_out = elastic.forward(self.teacher, ids, seg, output_hidden_states=True)
-            elastic.set_width(self.ofa, w)
-            last = i == len(self.widths) - 1
+            t_logits, t_hidden = teacher_out
+            if sub.layers is not None:
+                t_hidden = [t_hidden[0]] + [t_hidden[k + 1] for k in sub.layers]
+            elastic.set_width(self.ofa, sub.width, sub.layers)
+            last = i == len(self.subnets) - 1
             sync = contextlib.nullcontext() if last or not hasattr(self.net, "no_sync") else self.net.no_sync()
             with sync:
                 s_logits, s_hidden = self.net(ids, seg)
-                loss, rep, logit = distill_loss(s_logits, s_hidden, teacher_out[0], teacher_out[1], self.kind,
+                loss, rep, logit = distill_loss(s_logits, s_hidden, t_logits, t_hidden, self.kind,
                                                 self.args.lambda_logit, self.args.lambda_rep, mask)
                 loss.backward()
             self.last_losses.append((float(loss), float(rep), float(logit)))
@@ -128,9 +171,9 @@ class OFADistill(training.Stage):
         return float(np.mean([l[0] for l in self.last_losses]))
 
     # ---------------------------------------------------------------- evaluation
-    def width_forward(self, w):
+    def sub_forward(self, sub):
         def fwd(ids, seg):
-            elastic.set_width(self.ofa, w)
+            elastic.set_width(self.ofa, sub.width, sub.layers)
             return elastic.forward(self.ofa.model, ids, seg)
         return fwd
 
@@ -142,29 +185,33 @@ class OFADistill(training.Stage):
             self.teacher_result = {"results": res, "score": score}
             logger.info("teacher: %s", format_results(res))
         record = {"step": step, "epoch": epoch, "teacher": self.teacher_result, "widths": {}}
-        for w in self.widths:
-            res, score = self.evaluate_fn(self.width_forward(w))
-            tag = w.tag()
+        for sub in self.subnets:
+            res, score = self.evaluate_fn(self.sub_forward(sub))
+            tag = sub.tag()
             improved = tag not in self.best or score > self.best[tag]["score"]
-            logger.info("eval step %d width %s (%d heads, FFN %d): %s%s", step, tag, w.heads, w.ffn,
-                        format_results(res), "  (best so far)" if improved else "")
+            logger.info("eval step %d %s: %s%s", step, sub.describe(), format_results(res),
+                        "  (best so far)" if improved else "")
             record["widths"][tag] = {"score": score, **res}
             if improved:
                 self.best[tag] = {"step": step, "score": score, "results": res}
-                self.save_width(w, step, score)
+                self.save_sub(sub, step, score)
         elastic.set_width(self.ofa, None)
         training.append_result(self.args.output_dir, record)
 
-    def save_width(self, w, step, score, directory=None):
+    def save_sub(self, sub, step, score, directory=None):
         """Save the supernet (full-size, reordered weights) as the checkpoint
-        of width ``w``; export_model.py cuts the sub-network out of it."""
+        of sub-network ``sub``; export_model.py cuts the sub-network out of it."""
         full = elastic.extract_subnet(self.ofa.model, self.full_width(), self.config, self.kind)
         info = dict(self.suite_info)
+        depths = sorted({s.depth for s in self.subnets}, reverse=True)
         info["supernet"] = {
             "widths": [x.ratio for x in self.widths], "requested": [x.requested for x in self.widths],
-            "num_heads": self.config.num_attention_heads, "selected_width": w.ratio if w else None,
-            "step": step, "score": score}
-        save_model(full, self.tokenizer, directory or os.path.join(self.args.output_dir, self.dir_name(w)), info)
+            "depths": depths, "num_heads": self.config.num_attention_heads,
+            "selected_width": sub.width.ratio if sub else None,
+            "selected_depth": sub.depth if sub else None,
+            "selected_layers": sub.layers if sub else None, "step": step, "score": score}
+        target = directory or os.path.join(self.args.output_dir, sub.dir_name(self.dir_name))
+        save_model(full, self.tokenizer, target, info)
 
     def full_width(self):
         return elastic.snap_widths([1.0], self.config.num_attention_heads, self.config.intermediate_size)[0]
@@ -178,28 +225,31 @@ class OFADistill(training.Stage):
 
 
 def summary_table(stage, config, dir_name):
-    """Rows of the final table: width, heads, FFN size, parameters, metric,
-    difference from the teacher."""
+    """Rows of the final table: width, depth, heads, FFN size, parameters,
+    metric, difference from the teacher."""
     teacher_score = stage.teacher_result["score"] if stage.teacher_result else float("nan")
     rows = []
-    for w in stage.widths:
-        best = stage.best.get(w.tag(), {})
-        sub = elastic.extract_subnet(stage.ofa.model, w, config, stage.kind)
-        rows.append({"width": w.ratio, "requested": w.requested, "heads": w.heads, "ffn": w.ffn,
-                     "params": elastic.param_count(sub), "score": best.get("score"), "step": best.get("step"),
+    for sub in stage.subnets:
+        best = stage.best.get(sub.tag(), {})
+        net = elastic.extract_subnet(stage.ofa.model, sub.width, config, stage.kind, layers=sub.layers)
+        rows.append({"width": sub.width.ratio, "requested": sub.width.requested, "depth": sub.depth,
+                     "layers": sub.layers or list(range(config.num_hidden_layers)),
+                     "heads": sub.width.heads, "ffn": sub.width.ffn,
+                     "params": elastic.param_count(net), "score": best.get("score"), "step": best.get("step"),
                      "diff_from_teacher": (best["score"] - teacher_score) if best else None,
-                     "dir": dir_name(w), "results": best.get("results")})
+                     "dir": sub.dir_name(dir_name), "results": best.get("results")})
     return {"teacher_score": teacher_score, "rows": rows}
 
 
 def format_table(table, metric_name):
-    lines = [f"{'width':>7} {'heads':>5} {'FFN':>6} {'params':>11} {metric_name:>10} {'vs teacher':>10}  dir",
-             f"{'teacher':>7} {'':>5} {'':>6} {'':>11} {table['teacher_score']:>10.4f} {'':>10}"]
+    lines = [f"{'width':>7} {'depth':>6} {'heads':>5} {'FFN':>6} {'params':>11} {metric_name:>10} {'vs teacher':>10}"
+             f"  dir",
+             f"{'teacher':>7} {'':>6} {'':>5} {'':>6} {'':>11} {table['teacher_score']:>10.4f} {'':>10}"]
     for r in table["rows"]:
         score = "-" if r["score"] is None else f"{r['score']:.4f}"
         diff = "-" if r["diff_from_teacher"] is None else f"{r['diff_from_teacher']:+.4f}"
-        lines.append(f"{r['width']:>7.4f} {r['heads']:>5d} {r['ffn']:>6d} {r['params']:>11,d} {score:>10} "
-                     f"{diff:>10}  {r['dir']}")
+        lines.append(f"{r['width']:>7.4f} {r.get('depth', 1.0):>6.3f} {r['heads']:>5d} {r['ffn']:>6d} "
+                     f"{r['params']:>11,d} {score:>10} {diff:>10}  {r['dir']}")
     return "\n".join(lines)
 
 
@@ -208,6 +258,9 @@ def add_ofa_args(p):
     """Flags shared by the OFA scripts (GLUE and NER)."""
     p.add_argument("--width_mult_list", nargs="+", default=["1.0", "0.75", "0.5"],
                    help="widths to train, as decimals or fractions (5/6 2/3 1/2); snapped to whole heads")
+    p.add_argument("--depth_mult_list", nargs="+", default=["1.0"],
+                   help="depths to train with every width (DynaBERT: layer floor(i/d) kept for i < round(d*L)); "
+                        "the depth sub-networks learn from the same fine-tuned teacher")
     p.add_argument("--lambda_logit", type=float, default=1.0, help="weight of the logit distillation loss")
     p.add_argument("--lambda_rep", type=float, default=0.1, help="weight of the hidden-state MSE loss")
     p.add_argument("--importance_split", choices=["train", "dev"], default="train",
@@ -285,10 +338,10 @@ def finish(args, stage, config, dir_name, metric_name):
     """Always write a final checkpoint of every width, then the table."""
     if not training.is_master():
         return None
-    for w in stage.widths:
-        if w.tag() not in stage.best:  # never evaluated (cannot happen unless interrupted): keep the last
-            stage.save_width(w, None, None, os.path.join(args.output_dir, dir_name(w)))
-    stage.save_width(None, None, None, os.path.join(args.output_dir, "final"))
+    for sub in stage.subnets:
+        if sub.tag() not in stage.best:  # never evaluated (cannot happen unless interrupted): keep the last
+            stage.save_sub(sub, None, None, os.path.join(args.output_dir, sub.dir_name(dir_name)))
+    stage.save_sub(None, None, None, os.path.join(args.output_dir, "final"))
     table = summary_table(stage, config, dir_name)
     training.write_json_atomic(os.path.join(args.output_dir, "all_results.json"), table)
     print(format_table(table, metric_name), flush=True)

