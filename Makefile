@@ -4,6 +4,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+TSTAMP := $(VENV)/.installed-test
 
 .PHONY: venv demo test clean
 
@@ -13,12 +14,17 @@ $(STAMP): requirements.txt constraints.txt
 	$(BIN)/python -m pip install -q -r requirements.txt -c constraints.txt
 	touch $(STAMP)
 
+# The test extras (onnxruntime for the ONNX parity check) on top of the stack.
+$(TSTAMP): $(STAMP) requirements-test.txt
+	$(BIN)/python -m pip install -q -r requirements-test.txt -c constraints.txt
+	touch $(TSTAMP)
+
 venv: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/python demo.py
 
-test: $(STAMP)
+test: $(TSTAMP)
 	$(BIN)/python -m pytest tests -q -p no:cacheprovider
 
 clean:

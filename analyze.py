@@ -24,7 +24,6 @@ projection, FFN, pooler, classifier); embedding lookups count 0.
 import utils  # noqa: F401  (first: stack fixes before paddle is imported)
 
 import argparse
-import json
 import os
 
 from utils import analysis

@@ -15,10 +15,19 @@ Reported per model and batch size: median and p90 latency (ms), throughput
 (examples/s from the median), the speed-up of the median over the FIRST
 model's at the same batch size, the speed-up its FLOPs predict (FLOPs of the
 first model / FLOPs of this one, counted by analyze.py's function from the
-shapes found in the program) and measured/predicted.  --memory adds the peak
-resident memory of each model, measured in a fresh process per model that
-creates the predictor and runs every batch size (getrusage ru_maxrss; it
-includes Python and paddle themselves, reported separately as the baseline).
+shapes found in the program) and measured/predicted.  "paired" is a second
+estimate of the speed-up, sturdier on a busy machine: the median over rounds
+of the ratio of the two models' runs within the same round.  --memory adds the peak
+resident memory of each model at each batch size, measured in a fresh process
+per model and batch size that creates the predictor and runs it (VmHWM, the
+peak resident set; it includes Python and paddle themselves, reported
+separately as the baseline).
+
+--profile then runs each model --profile_runs more times under paddle.profiler
+and prints the time per operator type (after Paddle Inference's fusions: fc =
+the linear layers, fused_matmul = attention scores and weighted sum, ...) with
+the first model's time / this model's: what shrinks with the width and what
+does not.
 
 --output P writes P.csv (one row per model and batch size) and P.json
 (settings, models, rows with every timed run).
@@ -56,7 +65,7 @@ def setup_logging():
     logger.propagate = False
 
 CSV_COLUMNS = ["model", "batch_size", "seq_len", "median_ms", "p90_ms", "mean_ms", "min_ms", "throughput",
-               "speedup", "flops_speedup", "measured_over_predicted", "gflops_per_example", "params",
+               "speedup", "speedup_paired", "flops_speedup", "measured_over_predicted", "gflops_per_example", "params",
                "peak_rss_mb", "runs", "prefix"]
 
 
@@ -76,6 +85,9 @@ def parse_args(argv=None):
     p.add_argument("--no_memory_optim", action="store_true", help="disable Paddle Inference's memory reuse")
     p.add_argument("--memory", action="store_true",
                    help="also measure peak memory per model (one extra process per model)")
+    p.add_argument("--profile", action="store_true",
+                   help="after timing, profile each model with paddle.profiler and print time per operator type")
+    p.add_argument("--profile_runs", type=int, default=5, help="runs per model and batch size under --profile")
     p.add_argument("--seed", type=int, default=0, help="seed of the random token ids")
     p.add_argument("--output", default=None, help="write OUTPUT.csv and OUTPUT.json")
     p.add_argument("--_memory_probe", default=None, help=argparse.SUPPRESS)
@@ -84,6 +96,8 @@ def parse_args(argv=None):
         args.output = os.path.splitext(args.output)[0]
     if args.repeats < 3:
         raise UserError(f"--repeats must be at least 3, got {args.repeats}")
+    if args.profile_runs < 1:
+        raise UserError(f"--profile_runs must be positive, got {args.profile_runs}")
     if args.warmup < 0:
         raise UserError(f"--warmup must be >= 0, got {args.warmup}")
     if args.threads < 1:
@@ -192,7 +206,10 @@ class Runner:
 
     def __init__(self, predictor):
         self.p = predictor
-        self.inputs = [predictor.get_input_handle(n) for n in predictor.get_input_names()]
+        names = predictor.get_input_names()
+        if set(names) == {"input_ids", "token_type_ids"}:   # by name when the graph has save_static's names
+            names = ["input_ids", "token_type_ids"]
+        self.inputs = [predictor.get_input_handle(n) for n in names]
         self.output = predictor.get_output_handle(predictor.get_output_names()[0])
         self.arrays = None
 
@@ -243,6 +260,9 @@ def summarize(args, models, times):
             t = np.asarray(times[(m["name"], bs)]) * 1e3
             median = float(np.median(t))
             speedup = base_median * 1e3 / median
+            # per-round ratio: the runs of one round are adjacent in time, so a slow
+            # spell of the machine cancels out; its median is a second, sturdier estimate
+            paired = float(np.median(np.asarray(times[(first["name"], bs)]) * 1e3 / t))
             predicted = None
             if first["flops_per_example"] and m["flops_per_example"]:
                 predicted = first["flops_per_example"] / m["flops_per_example"]
@@ -250,45 +270,124 @@ def summarize(args, models, times):
                 "model": m["name"], "batch_size": bs, "seq_len": args.max_seq_length,
                 "median_ms": median, "p90_ms": float(np.percentile(t, 90)), "mean_ms": float(t.mean()),
                 "min_ms": float(t.min()), "throughput": bs * 1e3 / median, "speedup": speedup,
+                "speedup_paired": paired,
                 "flops_speedup": predicted,
                 "measured_over_predicted": (speedup / predicted) if predicted else None,
                 "gflops_per_example": (m["flops_per_example"] / 1e9) if m["flops_per_example"] else None,
-                "params": m["params"], "peak_rss_mb": m.get("peak_rss_mb"), "runs": len(t),
+                "params": m["params"], "peak_rss_mb": (m.get("peak_rss_mb") or {}).get(str(bs)), "runs": len(t),
                 "prefix": m["prefix"], "times_ms": [round(float(x), 4) for x in t]})
     return rows
 
 
+def peak_rss_mb():
+    """Peak resident memory of this process in MB: VmHWM of /proc/self/status
+    (reset by exec; getrusage's ru_maxrss is not: a child forked from a big
+    process inherits the parent's peak), else ru_maxrss."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024.0
+    except (OSError, ValueError, IndexError):
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
 def memory_probe(args):
-    """Child process of --memory: one model, every batch size; prints JSON."""
-    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    """Child process of --memory: one model at one batch size; prints JSON."""
     m = describe_model(args._memory_probe, "probe", args.max_seq_length)
-    after_import = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    baseline = peak_rss_mb()          # python + paddle imported, no predictor yet
     r = Runner(predictor_for(args, args._memory_probe))
     for bs in args.batch_sizes:
         r.set(*make_inputs(m["vocab_size"], bs, args.max_seq_length, args.seed))
         for _ in range(3):
             r()
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    print(json.dumps({"peak_rss_mb": peak / 1024.0, "baseline_rss_mb": after_import / 1024.0,
-                      "start_rss_mb": base / 1024.0}), flush=True)
+    print(json.dumps({"peak_rss_mb": peak_rss_mb(), "baseline_rss_mb": baseline}), flush=True)
 
 
 def measure_memory(args, models):
+    """m["peak_rss_mb"] = {batch size: MB}: a fresh process per model and batch
+    size (one process running several shapes keeps oneDNN's per-shape caches
+    of all of them, so its peak would depend on the list of batch sizes)."""
     for m in models:
-        cmd = [sys.executable, os.path.abspath(__file__), "--models", m["prefix"], "--_memory_probe", m["prefix"],
-               "--batch_sizes", *map(str, args.batch_sizes), "--max_seq_length", str(args.max_seq_length),
-               "--threads", str(args.threads), "--device", args.device, "--seed", str(args.seed)]
-        cmd += ["--no_mkldnn"] * args.no_mkldnn + ["--trt_fp16"] * args.trt_fp16
-        cmd += ["--no_memory_optim"] * args.no_memory_optim
-        r = subprocess.run(cmd, capture_output=True, text=True)
-        line = [l for l in r.stdout.splitlines() if l.startswith("{")]
-        if r.returncode != 0 or not line:
-            logger.warning("%s: memory probe failed (exit %d): %s", m["name"], r.returncode,
-                           (r.stderr.strip().splitlines() or ["?"])[-1])
-            m["peak_rss_mb"] = None
+        m["peak_rss_mb"], m["baseline_rss_mb"] = {}, None
+        for bs in args.batch_sizes:
+            cmd = [sys.executable, os.path.abspath(__file__), "--models", m["prefix"], "--_memory_probe", m["prefix"],
+                   "--batch_sizes", str(bs), "--max_seq_length", str(args.max_seq_length),
+                   "--threads", str(args.threads), "--device", args.device, "--seed", str(args.seed)]
+            cmd += ["--no_mkldnn"] * args.no_mkldnn + ["--trt_fp16"] * args.trt_fp16
+            cmd += ["--no_memory_optim"] * args.no_memory_optim
+            r = subprocess.run(cmd, capture_output=True, text=True)
+            line = [l for l in r.stdout.splitlines() if l.startswith("{")]
+            if r.returncode != 0 or not line:
+                logger.warning("%s: memory probe at batch %d failed (exit %d): %s", m["name"], bs, r.returncode,
+                               (r.stderr.strip().splitlines() or ["?"])[-1])
+                continue
+            res = json.loads(line[-1])
+            m["peak_rss_mb"][str(bs)] = res["peak_rss_mb"]
+            m["baseline_rss_mb"] = res["baseline_rss_mb"]
+
+
+def profile_ops(runner, runs):
+    """{op type: {"calls": per run, "ms": per run}} of ``runs`` calls under paddle.profiler (CPU host events)."""
+    import paddle.profiler as profiler
+    from paddle.profiler.profiler_statistic import TracerEventType
+    # on_trace_ready: keep the events in memory (the default writes ./profiler_log/*.json)
+    prof = profiler.Profiler(targets=[profiler.ProfilerTarget.CPU], on_trace_ready=lambda p: None)
+    prof.start()
+    for _ in range(runs):
+        runner()
+    prof.stop()
+    agg = {}
+    stack = list(prof.profiler_result.get_data().values())
+    while stack:
+        node = stack.pop()
+        if node.type == TracerEventType.Operator:   # outermost operator event; its children are its phases
+            c, t = agg.get(node.name, (0, 0))
+            agg[node.name] = (c + 1, t + node.end_ns - node.start_ns)
             continue
-        res = json.loads(line[-1])
-        m["peak_rss_mb"], m["baseline_rss_mb"] = res["peak_rss_mb"], res["baseline_rss_mb"]
+        stack.extend(node.children_node)
+    return {op: {"calls": c / runs, "ms": t / 1e6 / runs} for op, (c, t) in agg.items()}
+
+
+def profile_all(args, models, runners):
+    """{batch size: {model name: op table}}; each model profiled on its own after a warm-up run."""
+    out = {}
+    for bs in args.batch_sizes:
+        out[bs] = {}
+        for m, r in zip(models, runners):
+            r.set(*make_inputs(m["vocab_size"], bs, args.max_seq_length, args.seed))
+            r()
+            out[bs][m["name"]] = profile_ops(r, args.profile_runs)
+    return out
+
+
+def format_profile(models, profiles, runs):
+    names = [m["name"] for m in models]
+    w = max(10, *(len(n) for n in names)) + 9
+    lines = []
+    for bs, per_model in profiles.items():
+        first = per_model[names[0]]
+        ops = sorted({op for t in per_model.values() for op in t}, key=lambda op: -first.get(op, {"ms": 0})["ms"])
+        totals = {n: sum(v["ms"] for v in per_model[n].values()) for n in names}
+        lines.append(f"time per operator type, batch {bs} (paddle.profiler, {runs} runs per model; ms per run, "
+                     f"in brackets: {names[0]}'s time / this model's)")
+        lines.append(f"{'operator':<22} {'calls':>5}  " + " ".join(f"{n:>{w - 9}}{'':9}" for n in names))
+        for op in ops + ["(all operators)"]:
+            cells = []
+            for n in names:
+                v = totals[n] if op == "(all operators)" else per_model[n].get(op, {}).get("ms")
+                ref = totals[names[0]] if op == "(all operators)" else first.get(op, {}).get("ms")
+                if v is None:
+                    cells.append(f"{'-':>{w}}")
+                elif n == names[0] or not ref or not v:
+                    cells.append(f"{v:>{w - 9}.2f}{'':9}")
+                else:
+                    cells.append(f"{v:>{w - 9}.2f} ({ref / v:>5.2f}x)")
+            calls = "" if op == "(all operators)" else f"{first.get(op, {}).get('calls', 0):.0f}"
+            lines.append(f"{op:<22} {calls:>5}  " + " ".join(cells))
+        lines.append("")
+    return "\n".join(lines)
 
 
 # --------------------------------------------------------------------------- output
@@ -308,8 +407,8 @@ def _si(v):
 def format_table(settings, models, rows):
     name_w = max(8, *(len(m["name"]) for m in models))
     head = (f"{'batch':>5}  {'model':<{name_w}} {'params':>8} {'FLOPs/ex':>8} {'median ms':>10} {'p90 ms':>9} "
-            f"{'ex/s':>8} {'speed-up':>8} {'FLOPs-pred':>10} {'meas/pred':>9}")
-    mem = any(m.get("peak_rss_mb") for m in models)
+            f"{'ex/s':>8} {'speed-up':>8} {'paired':>7} {'FLOPs-pred':>10} {'meas/pred':>9}")
+    mem = any(r.get("peak_rss_mb") for r in rows)
     if mem:
         head += f" {'peak MB':>8}"
     lines = [f"Paddle Inference {settings['paddle']} on {settings['device']}"
@@ -320,7 +419,6 @@ def format_table(settings, models, rows):
                f"model and batch, interleaved rounds"
              + (f"; load average {settings['loadavg_before']:.1f} -> {settings['loadavg_after']:.1f}"
                 if settings.get("loadavg_after") is not None else ""), head]
-    by_name = {m["name"]: m for m in models}
     last_bs = None
     for r in rows:
         if last_bs is not None and r["batch_size"] != last_bs:
@@ -329,14 +427,17 @@ def format_table(settings, models, rows):
         flops = None if r["gflops_per_example"] is None else r["gflops_per_example"] * 1e9
         line = (f"{r['batch_size']:>5}  {r['model']:<{name_w}} {_si(r['params']):>8} {_si(flops):>8} "
                 f"{r['median_ms']:>10.2f} {r['p90_ms']:>9.2f} {r['throughput']:>8.1f} {r['speedup']:>7.3f}x "
+                f"{r['speedup_paired']:>6.3f}x "
                 f"{_fmt(r['flops_speedup'], '.3f'):>9}x {_fmt(r['measured_over_predicted'], '.1%'):>9}")
         if mem:
-            line += f" {_fmt(by_name[r['model']].get('peak_rss_mb'), '.0f'):>8}"
+            line += f" {_fmt(r.get('peak_rss_mb'), '.0f'):>8}"
         lines.append(line)
+    lines.append("speed-up: median of the first model / median of this one; paired: median over rounds of the "
+                 "same ratio within a round; meas/pred: speed-up / FLOPs-predicted speed-up")
     if mem:
         base = [m.get("baseline_rss_mb") for m in models if m.get("baseline_rss_mb")]
         if base:
-            lines.append(f"peak MB: peak resident memory of a process running that model at every batch size "
+            lines.append(f"peak MB: peak resident memory of a fresh process running that model at that batch size "
                          f"(python + paddle alone: {min(base):.0f} MB)")
     return "\n".join(lines)
 
@@ -352,7 +453,7 @@ def cpu_name():
     return platform.processor() or platform.machine()
 
 
-def write_outputs(prefix, settings, models, rows):
+def write_outputs(prefix, settings, models, rows, profiles=None):
     d = os.path.dirname(os.path.abspath(prefix))
     os.makedirs(d, exist_ok=True)
     tmp = prefix + ".csv.tmp"
@@ -363,7 +464,10 @@ def write_outputs(prefix, settings, models, rows):
             w.writerow({k: ("" if r.get(k) is None else r.get(k)) for k in CSV_COLUMNS})
     os.replace(tmp, prefix + ".csv")
     from utils.training import write_json_atomic
-    write_json_atomic(prefix + ".json", {"settings": settings, "models": models, "rows": rows})
+    out = {"settings": settings, "models": models, "rows": rows}
+    if profiles:
+        out["profile_ms_per_run"] = {str(bs): t for bs, t in profiles.items()}
+    write_json_atomic(prefix + ".json", out)
 
 
 def main(argv=None):
@@ -388,17 +492,20 @@ def main(argv=None):
                 "timed_call": "copy inputs in + run + copy logits out",
                 "flops": "analyze.py: 2 x multiply-adds of the matrix products, one example",
                 "date": datetime.datetime.now().isoformat(timespec="seconds"), "host": platform.node()}
+    if args.memory:   # first, one process per model, while this one is still small
+        measure_memory(args, models)
     settings["loadavg_before"] = os.getloadavg()[0]
     runners = [Runner(predictor_for(args, m["prefix"])) for m in models]
     times = measure(args, models, runners)
     settings["loadavg_after"] = os.getloadavg()[0]
+    profiles = profile_all(args, models, runners) if args.profile else None
     del runners
-    if args.memory:
-        measure_memory(args, models)
     rows = summarize(args, models, times)
     print(format_table(settings, models, rows), flush=True)
+    if profiles:
+        print("\n" + format_profile(models, profiles, args.profile_runs), flush=True)
     if args.output:
-        write_outputs(args.output, settings, models, rows)
+        write_outputs(args.output, settings, models, rows, profiles)
         print(f"wrote {args.output}.csv and {args.output}.json", flush=True)
     return rows
 

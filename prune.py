@@ -159,7 +159,8 @@ def max_diff(fn_a, fn_b, batches):
     worst = 0.0
     with paddle.no_grad():
         for ids, seg, *_ in batches:
-            a, b = fn_a(paddle.to_tensor(ids), paddle.to_tensor(seg)), fn_b(paddle.to_tensor(ids), paddle.to_tensor(seg))
+            i, s = paddle.to_tensor(ids), paddle.to_tensor(seg)
+            a, b = fn_a(i, s), fn_b(i, s)
             worst = max(worst, float(np.abs(a.numpy() - b.numpy()).max()))
     return worst
 
@@ -291,7 +292,8 @@ def write_static(args, model, tokenizer, info, batches, work):
                                   "tokenizer_dir": os.path.basename(target) + inference.TOKENIZER_SUFFIX})
     tokenizer.save_pretrained(prefix + inference.TOKENIZER_SUFFIX)
     return prefix, {"static_model": target, "static_vs_dynamic": worst,
-                    "static_bytes": os.path.getsize(prefix + ".pdiparams") + os.path.getsize(inference.model_file(prefix))}
+                    "static_bytes": os.path.getsize(prefix + ".pdiparams")
+                    + os.path.getsize(inference.model_file(prefix))}
 
 
 def move_static(tmp_prefix, target):
@@ -406,7 +408,8 @@ def main(argv=None):
         s = report["structured"]
         brief["structured"] = {k: s[k] for k in ("pruning_mode", "head_score", "n_iters", "check_cut_vs_masked")}
     if "vocabulary" in report:
-        brief["vocabulary"] = {k: report["vocabulary"][k] for k in ("vocab_before", "vocab_after", "check_max_abs_diff")}
+        brief["vocabulary"] = {k: report["vocabulary"][k]
+                               for k in ("vocab_before", "vocab_after", "check_max_abs_diff")}
     brief.update(heads_before=before["heads_per_layer"], heads_after=after["heads_per_layer"],
                  ffn_before=before["ffn_per_layer"], ffn_after=after["ffn_per_layer"],
                  params_before=before["params"]["total"], params_after=after["params"]["total"],

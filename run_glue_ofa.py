@@ -73,21 +73,22 @@ def task_loss_fn(task):
 
 
 def evaluate_test(args, stage, task, feats, collate_fn, dir_name):
-    """The labelled test file, once for the teacher and once per width (its
-    best checkpoint cut to the width)."""
+    """The labelled test file, once for the teacher and once per trained
+    sub-network (its best checkpoint cut to its width and depth)."""
     test = {"test": feats}
     stage.teacher.eval()
     res, _ = evaluate_task(lambda i, s: elastic.forward(stage.teacher, i, s), test, collate_fn, task,
                            args.batch_size)
     out = {"teacher": res["test"], "widths": {}}
     logger.info("teacher test: %s", format_results(res))
-    for w in stage.widths:
-        full, _, cfg = load_model(os.path.join(args.output_dir, dir_name(w)), task.task_type, task.num_labels)
-        sub = elastic.extract_subnet(full, w, cfg, task.task_type)
-        sub.eval()
-        res, _ = evaluate_task(lambda i, s: sub(i, token_type_ids=s), test, collate_fn, task, args.batch_size)
-        out["widths"][w.tag()] = res["test"]
-        logger.info("width %s test: %s", w.tag(), format_results(res))
+    for sub in stage.subnets:
+        full, _, cfg = load_model(os.path.join(args.output_dir, sub.dir_name(dir_name)), task.task_type,
+                                  task.num_labels)
+        net = elastic.extract_subnet(full, sub.width, cfg, task.task_type, layers=sub.layers)
+        net.eval()
+        res, _ = evaluate_task(lambda i, s: net(i, token_type_ids=s), test, collate_fn, task, args.batch_size)
+        out["widths"][sub.tag()] = res["test"]
+        logger.info("%s test: %s", sub.describe(), format_results(res))
     return out
 
 
@@ -140,8 +141,8 @@ def main(argv=None):
     table = distill.finish(args, stage, config, dir_name, task.metric)
     if table is not None and "test" in feats:  # master only
         table["test"] = evaluate_test(args, stage, task, feats["test"], collate_fn, dir_name)
-        for row, w in zip(table["rows"], widths):
-            row["test"] = table["test"]["widths"][w.tag()]
+        for row, sub in zip(table["rows"], stage.subnets):   # the table has a row per sub-network, in order
+            row["test"] = table["test"]["widths"][sub.tag()]
         training.write_json_atomic(os.path.join(args.output_dir, "all_results.json"), table)
 
 

@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from helpers import read_json, run_script, tiny_config, write_tiny_bert, write_vocab
+from helpers import REPO, read_json, run_script, tiny_config, write_tiny_bert, write_vocab
 
 PRUNED = ([2, 2], [32, 32])   # tiny config: 4 heads of 8, FFN 64 -> width 1/2
 
@@ -44,7 +44,8 @@ def bench(static_models):
     root, prefixes, _ = static_models
     out = str(root / "out" / "bench")
     r = run_script("benchmark.py", "--models", prefixes["teacher"], prefixes["half"], "--batch_sizes", "1", "2",
-                   "--max_seq_length", "16", "--repeats", "3", "--warmup", "1", "--memory", "--output", out)
+                   "--max_seq_length", "16", "--repeats", "3", "--warmup", "1", "--memory", "--profile",
+                   "--profile_runs", "2", "--output", out)
     return out, r
 
 
@@ -144,7 +145,8 @@ def test_benchmark_writes_csv_and_json_side_by_side(bench, static_models):
     predicted = analysis.flops(base, 16) / analysis.flops(analysis.at_width(base, 0.5), 16)
     with open(out + ".csv") as f:
         rows = list(csv.DictReader(f))
-    for col in ("model", "batch_size", "seq_len", "median_ms", "p90_ms", "throughput", "speedup", "flops_speedup",
+    for col in ("model", "batch_size", "seq_len", "median_ms", "p90_ms", "throughput", "speedup", "speedup_paired",
+                "flops_speedup",
                 "measured_over_predicted", "params", "peak_rss_mb"):
         assert col in rows[0], col
     assert [(x["model"], x["batch_size"]) for x in rows] == [("teacher", "1"), ("half", "1"),
@@ -156,15 +158,23 @@ def test_benchmark_writes_csv_and_json_side_by_side(bench, static_models):
         assert len(row["times_ms"]) == 3 and row["median_ms"] > 0 and row["p90_ms"] >= row["median_ms"]
         assert abs(row["throughput"] - row["batch_size"] * 1e3 / row["median_ms"]) < 1e-6
         if row["model"] == "teacher":
-            assert row["speedup"] == 1.0 and row["flops_speedup"] == 1.0
+            assert row["speedup"] == 1.0 and row["speedup_paired"] == 1.0 and row["flops_speedup"] == 1.0
         else:
             assert row["flops_speedup"] == pytest.approx(predicted)
             assert row["measured_over_predicted"] == pytest.approx(row["speedup"] / row["flops_speedup"])
     models = {m["name"]: m for m in res["models"]}
     assert models["half"]["width"] == 0.5 and models["half"]["vocab_size"] == 73
     assert models["half"]["heads_per_layer"] == [2, 2] and models["teacher"]["params"] == 22722
-    assert all(m["peak_rss_mb"] > 50 for m in res["models"])
+    for m in res["models"]:   # --memory: one fresh process per model and batch size
+        assert set(m["peak_rss_mb"]) == {"1", "2"}
+        assert all(v > m["baseline_rss_mb"] > 50 for v in m["peak_rss_mb"].values())
+    assert all(row["peak_rss_mb"] > 50 for row in res["rows"])
     assert "speed-up" in r.stdout and "FLOPs-pred" in r.stdout and "meas/pred" in r.stdout
+    # --profile: time per operator type of every model; the linear layers are fc ops after oneDNN fusion
+    prof = res["profile_ms_per_run"]["2"]
+    assert set(prof) == {"teacher", "half"} and prof["half"]["fc"]["calls"] == 2 * 6 + 2
+    assert "time per operator type, batch 2" in r.stdout
+    assert not os.path.exists(os.path.join(REPO, "profiler_log"))  # the profiler writes no trace files (cwd = REPO)
 
 
 def test_benchmark_bad_input_is_one_error_line(static_models, tmp_path):
@@ -221,7 +231,7 @@ def test_report_cli_with_the_benchmark(bench, tmp_path):
     out, _ = bench
     d = _fake_ofa_dir(str(tmp_path / "ofa"))
     # benchmark names: "teacher" (by name) and "half" (by the width in its info.json)
-    r = run_script("report.py", "--ofa_dir", d, "--benchmark", out + ".json", "--batch_size", "2")
+    run_script("report.py", "--ofa_dir", d, "--benchmark", out + ".json", "--batch_size", "2")
     md = open(os.path.join(d, "report.md")).read()
     assert os.path.getsize(os.path.join(d, "report.png")) > 5000
     assert "latency b=1 (ms)" in md and "latency b=2 (ms)" in md and "dev acc" in md

@@ -11,7 +11,7 @@ import os
 import numpy as np
 import pytest
 
-from helpers import REPO, run_script, write_sst2, write_tiny_bert
+from helpers import run_script, write_sst2, write_tiny_bert
 
 import prune
 from utils.errors import run_main
@@ -89,8 +89,9 @@ def _masked_reference(teacher, kept_heads, kept_neurons, batches):
         dead = np.setdiff1d(np.arange(w.shape[0]), kn)
         w[dead, :] = 0
         layer.linear2.weight.set_value(w)
+    head_mask = paddle.to_tensor(mask)
     with paddle.no_grad():
-        return [elastic.forward(model, paddle.to_tensor(i), paddle.to_tensor(s), head_mask=paddle.to_tensor(mask)).numpy()
+        return [elastic.forward(model, paddle.to_tensor(i), paddle.to_tensor(s), head_mask=head_mask).numpy()
                 for i, s in batches]
 
 
@@ -151,7 +152,6 @@ def test_global_iterative_sizes_sum_to_targets(setup, tmp_path):
 def test_output_proj_score_runs_differs_and_global_ranks_across_layers(setup, tmp_path):
     """output_proj scores are the norms of each head's out_proj rows: with the
     norms set by hand the global choice is known exactly."""
-    import paddle
     from utils.modeling import load_model, save_model
     model, tok, _ = load_model(setup[2])
     norms = [[4, 3, 2, 1], [10, .1, .1, .1], [1.3, 1.2, 1.1, .4]]
@@ -181,7 +181,6 @@ def test_output_proj_score_runs_differs_and_global_ranks_across_layers(setup, tm
     assert g.shape == p.shape == (L, H)
     assert any(list(np.argsort(-a)) != list(np.argsort(-b)) for a, b in zip(g, p))
     assert grad["structured"]["kept_heads"] != proj["structured"]["kept_heads"]
-    del paddle
 
 
 def test_run_glue_refinetunes_pruned_dir(setup, tmp_path):
@@ -296,4 +295,3 @@ def test_cli_subprocess_bad_mode(setup, tmp_path):
     assert [l for l in r.stderr.splitlines() if l.startswith("error:")] == [
         "error: argument --pruning_mode: invalid choice: 'sideways' (choose from 'even', 'global')"]
     assert not (tmp_path / "x").exists()
-    assert REPO

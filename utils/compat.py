@@ -4,7 +4,9 @@ works around and the versions it applies to.
 
 Fixes applied at import time:
 
-0. ``OMP_NUM_THREADS`` defaults to the machine's cores (see below, fix 4).
+0. ``OMP_NUM_THREADS`` defaults to the machine's cores (see below, fix 4),
+   and paddle is imported here with its "OMP_NUM_THREADS set to N, not 1"
+   banner filtered out of stderr (paddle 2.6.x prints it for any N > 1).
 1. ``import zlib`` before ``import paddle`` (paddle 2.6.x wheels).  Paddle's
    wheel bundles its own zlib; if paddle loads first, paddlenlp / scipy /
    pyarrow later fail with ``zlib.error: Error -2 ... inconsistent stream
@@ -43,6 +45,40 @@ os.environ.setdefault("GLOG_minloglevel", "2")       # paddle C++ INFO spam
 os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1)
                                                  // int(os.environ.get("PADDLE_TRAINERS_NUM", "1") or 1))))
 os.environ.setdefault("FLAGS_call_stack_level", "1")
+
+
+class _DropOmpBanner:
+    """A stand-in for sys.stderr while paddle is imported.  paddle 2.6's
+    ``paddle.base.__bootstrap__`` prints a two-line "WARNING: OMP_NUM_THREADS
+    set to N, not 1 ..." banner whenever OMP_NUM_THREADS > 1, which fix 4 sets
+    on purpose; every other line passes through."""
+
+    PREFIXES = ("WARNING: OMP_NUM_THREADS set to", "PLEASE USE OMP_NUM_THREADS WISELY")
+
+    def __init__(self, stream):
+        self.stream = stream
+
+    def write(self, text):
+        if text.startswith(self.PREFIXES):
+            return len(text)
+        return self.stream.write(text)
+
+    def __getattr__(self, name):
+        return getattr(self.stream, name)
+
+
+def _import_paddle_quietly():
+    import sys
+    if "paddle" in sys.modules:   # somebody imported paddle first: too late to filter
+        return
+    real, sys.stderr = sys.stderr, _DropOmpBanner(sys.stderr)
+    try:
+        import paddle  # noqa: F401
+    finally:
+        sys.stderr = real
+
+
+_import_paddle_quietly()
 warnings.filterwarnings("ignore", category=DeprecationWarning)
 warnings.filterwarnings("ignore", message=".*pkg_resources.*")
 

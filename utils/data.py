@@ -244,7 +244,8 @@ def resolve_task(args, known_labels=None) -> TaskSpec:
             labels = list(known_labels)
             logger.info("label list (from the model): %s", ", ".join(labels))
         else:
-            probe = own_task(args.task_type, *columns, labels=(), label_delimiter=args.label_delimiter)
+            probe = own_task(args.task_type, *columns, labels=(), label_delimiter=args.label_delimiter,
+                             files=own_files(args))
             labels = infer_label_list(args.train_file, probe)
             logger.info("label list inferred from %s (sorted; --label_list sets it): %s", args.train_file,
                         ", ".join(labels))

@@ -513,7 +513,7 @@ def _status_kb(key):
 def _memory_probe(model_dir):
     """Child process: RSS before and after ``load_model`` (printed as JSON)."""
     import gc
-    import paddle  # noqa: F401
+    import paddle  # noqa: F401  (imported before the baseline is read)
     from paddlenlp.transformers import BertForSequenceClassification, BertTokenizer  # noqa: F401
     from .modeling import load_model
     gc.collect()

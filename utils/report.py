@@ -65,7 +65,7 @@ def write_report(output_dir, rows, teacher, metric_name="dev score", batch_size=
         batch_size = sizes[0]
     if batch_size is not None and sizes and batch_size not in sizes:
         raise ValueError(f"batch size {batch_size} was not benchmarked (measured: {sizes})")
-    t_params, t_flops, t_score = teacher.get("params"), teacher.get("flops"), teacher.get("score")
+    t_params, t_score = teacher.get("params"), teacher.get("score")
 
     # ---------------------------------------------------------------- markdown
     head = ["model", "width", "heads", "FFN", "params", "params vs teacher", "FLOPs/example", metric_name,
@@ -121,27 +121,32 @@ def plot(path, rows, teacher, metric_name, batch_size, title=None):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    flops = [e.get("flops") for e in list(rows) + [teacher] if _num(e.get("flops"))]
+    unit, scale = ("GFLOPs", 1e9) if not flops or max(flops) >= 1e9 else ("MFLOPs", 1e6)
+
     def x_of(e):
         if batch_size is not None:
             return _lat(e, batch_size)
-        return e["flops"] / 1e9 if _num(e.get("flops")) else None
+        return e["flops"] / scale if _num(e.get("flops")) else None
 
     xlabel = (f"latency at batch {batch_size} (ms, median)" if batch_size is not None
-              else "GFLOPs per example")
+              else f"{unit} per example")
     pts = [(x_of(r), r.get("score"), f"{_label(r)}\n{si(r.get('params'))} params") for r in rows]
     pts = [p for p in pts if _num(p[0]) and _num(p[1])]
     fig, ax = plt.subplots(figsize=(7.5, 5), dpi=120)
     if pts:
         pts_sorted = sorted(pts)
         ax.plot([p[0] for p in pts_sorted], [p[1] for p in pts_sorted], "-o", color="tab:blue", markersize=7,
-                label="OFA sub-models", zorder=2)
+                label="OFA sub-models", zorder=3)
         for x, y, lab in pts:
-            ax.annotate(lab, (x, y), textcoords="offset points", xytext=(6, -14), fontsize=9, color="tab:blue")
+            ax.annotate(lab, (x, y), textcoords="offset points", xytext=(7, -5), fontsize=9, color="tab:blue",
+                        va="top")
     tx, ty = x_of(teacher), teacher.get("score")
     if _num(tx) and _num(ty):
-        ax.plot([tx], [ty], "*", color="tab:red", markersize=15, label=teacher.get("label", "teacher"), zorder=3)
-        ax.annotate(teacher.get("label", "teacher"), (tx, ty), textcoords="offset points", xytext=(6, 6),
-                    fontsize=9, color="tab:red")
+        ax.plot([tx], [ty], "*", color="tab:red", markersize=16, alpha=0.75, label=teacher.get("label", "teacher"),
+                zorder=2)
+        ax.annotate(teacher.get("label", "teacher"), (tx, ty), textcoords="offset points", xytext=(7, 5),
+                    fontsize=9, color="tab:red", va="bottom")
     ys = [p[1] for p in pts] + ([ty] if _num(ty) and _num(tx) else [])
     xs = [p[0] for p in pts] + ([tx] if _num(ty) and _num(tx) else [])
     if ys:

@@ -1,0 +1,143 @@
+"""INT8 vs FP32 latency of a MiniLM-sized BERT classifier on CPU (Paddle Inference).
+
+    python benchmarks/int8_minilm.py --workdir out/int8_minilm
+
+Builds ``BertForSequenceClassification`` with random weights (hidden 384,
+6 layers, 12 heads, FFN 1536, vocabulary 30522 -- no download), saves it as a
+static model, quantizes it with quantize.py's own ``quantize()`` on random
+token ids (``--calib_batches`` batches of ``--batch_size`` x ``--seq_len``),
+then times, interleaved over ``--rounds`` rounds (the median is reported):
+
+* FP32 without oneDNN, FP32 with oneDNN,
+* INT8 with oneDNN + ``enable_mkldnn_int8()`` (every op type, as
+  ``utils.inference.create_predictor(int8=True)`` does),
+* INT8 with ``enable_mkldnn_int8({"fc", "matmul", "matmul_v2"})``,
+* with ``--compare_observers``: the model quantized with ``--with_observers``
+  (stock PaddleSlim), ``enable_mkldnn_int8()``.
+
+Also: file sizes, max |INT8 - FP32| of the logits, and whether two runs of the
+INT8 predictor on the same input agree exactly.  Random weights say nothing
+about accuracy; the figures are about speed and size.  One JSON line on stdout.
+"""
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import utils  # noqa: E402,F401  (first: stack fixes before paddle is imported)
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import time  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--workdir", default="out/int8_minilm")
+    p.add_argument("--batch_size", type=int, default=16)
+    p.add_argument("--seq_len", type=int, default=128)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--calib_batches", type=int, default=4)
+    p.add_argument("--algo", default="hist")
+    p.add_argument("--compare_observers", action="store_true",
+                   help="also quantize with quantize.py --with_observers (stock PaddleSlim: elementwise_add, "
+                        "reshape2, transpose2, ... observed too) and time that model in the same rounds")
+    p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--runs", type=int, default=2, help="timed runs per predictor and round")
+    p.add_argument("--skip_no_onednn", action="store_true", help="skip the slow FP32 run without oneDNN")
+    return p.parse_args(argv)
+
+
+def make_predictor(prefix, threads, mkldnn=True, int8_ops=None):
+    import paddle.inference as pi
+    from utils import inference
+    config = pi.Config(inference.model_file(prefix), prefix + ".pdiparams")
+    config.disable_glog_info()
+    config.disable_gpu()
+    config.set_cpu_math_library_num_threads(threads)
+    if mkldnn:
+        config.enable_mkldnn()
+        if int8_ops == "all":
+            config.enable_mkldnn_int8()
+        elif int8_ops:
+            config.enable_mkldnn_int8(set(int8_ops))
+    else:
+        config.disable_mkldnn()
+    config.enable_memory_optim()
+    return pi.create_predictor(config)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    import paddle
+    from paddlenlp.transformers import BertConfig, BertForSequenceClassification
+    import quantize as Q
+    from utils import inference
+
+    fp32 = os.path.join(args.workdir, "fp32", "model")
+    int8 = os.path.join(args.workdir, f"int8_{args.algo}", "model")
+    int8_obs = os.path.join(args.workdir, f"int8_{args.algo}_obs", "model")
+    rng = np.random.RandomState(0)
+
+    def batch():
+        ids = rng.randint(1000, 30000, (args.batch_size, args.seq_len)).astype("int64")
+        ids[:, 0] = 2  # [CLS]-like first token
+        ids[:, -rng.randint(1, args.seq_len // 4):] = 0  # some padding, so the attention mask matters
+        return ids, np.zeros_like(ids)
+
+    if inference.model_file(fp32) is None:
+        paddle.seed(0)
+        model = BertForSequenceClassification(BertConfig(
+            vocab_size=30522, hidden_size=384, num_hidden_layers=6, num_attention_heads=12,
+            intermediate_size=1536, max_position_embeddings=512, num_labels=2))
+        inference.save_static(model, fp32)
+    calib_seconds = {}
+    calib = [batch() for _ in range(args.calib_batches)]
+    for prefix, observers in ((int8, False), (int8_obs, True)):
+        if inference.model_file(prefix) is None and (not observers or args.compare_observers):
+            qargs = argparse.Namespace(model_prefix=fp32, algo=args.algo, hist_percent=0.9999,
+                                       batch_size=args.batch_size, weight_quantize_type="channel_wise_abs_max",
+                                       quant_format="qdq", with_observers=observers)
+            t = time.time()
+            Q.quantize(qargs, calib, ["input_ids", "token_type_ids"], os.path.dirname(prefix), Q.fp32_layers(fp32))
+            calib_seconds[os.path.basename(os.path.dirname(prefix))] = time.time() - t
+    ids, seg = batch()
+
+    setups = {"fp32_onednn": (fp32, True, None), "int8_all_ops": (int8, True, "all"),
+              "int8_fc_matmul": (int8, True, ["fc", "matmul", "matmul_v2"])}
+    if args.compare_observers:
+        setups["int8_observers_all_ops"] = (int8_obs, True, "all")
+    if not args.skip_no_onednn:
+        setups = {"fp32_no_onednn": (fp32, False, None), **setups}
+    preds = {k: make_predictor(p, args.threads, mk, ops) for k, (p, mk, ops) in setups.items()}
+    outs = {k: inference.run_predictor(p, ids, seg) for k, p in preds.items()}  # warm-up (oneDNN primitives)
+    times = {k: [] for k in preds}
+    for _ in range(args.rounds):
+        for k, p in preds.items():
+            t = time.perf_counter()
+            for _ in range(args.runs):
+                inference.run_predictor(p, ids, seg)
+            times[k].append((time.perf_counter() - t) / args.runs * 1000)
+    ms = {k: float(np.median(v)) for k, v in times.items()}
+    ref = outs["fp32_onednn"]
+    result = {
+        "shape": [args.batch_size, args.seq_len], "threads": args.threads, "algo": args.algo,
+        "calibration_seconds": calib_seconds,
+        "median_ms": ms, "all_ms": times,
+        "speedup_vs_fp32_onednn": {k: ms["fp32_onednn"] / v for k, v in ms.items()},
+        "max_abs_diff_vs_fp32": {k: float(np.abs(o - ref).max()) for k, o in outs.items()},
+        "fp32_logit_abs_max": float(np.abs(ref).max()),
+        "int8_rerun_identical": {k: bool(np.array_equal(outs[k], inference.run_predictor(preds[k], ids, seg)))
+                                 for k in preds if k.startswith("int8")},
+        "bytes": {"fp32": Q.model_bytes(fp32), "int8": Q.model_bytes(int8),
+                  "fp32_pdiparams": os.path.getsize(fp32 + ".pdiparams"),
+                  "int8_pdiparams": os.path.getsize(int8 + ".pdiparams")},
+        "int8_params_by_dtype": Q.inspect_program(int8)["param_bytes_by_dtype"],
+        "load_average": os.getloadavg()[0],
+    }
+    print(json.dumps(result), flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,173 @@
+"""quantize.py (post-training INT8) and export_onnx.py on the tiny SST-2 teacher."""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from helpers import REPO, read_json, run_script
+
+
+@pytest.fixture(scope="module")
+def fp32_static(sst2_teacher, glue_data, tmp_path_factory):
+    root = tmp_path_factory.mktemp("quant")
+    run_script("export_model.py", "--model_name_or_path", sst2_teacher, "--sub_model_output_dir", str(root / "dyn"),
+               "--static_sub_model", str(root / "fp32" / "model"), "--data_dir", glue_data, "--max_seq_length", "32")
+    return root, str(root / "fp32" / "model")
+
+
+@pytest.fixture(scope="module")
+def int8_model(fp32_static, glue_data):
+    root, fp32 = fp32_static
+    out = str(root / "int8" / "model")
+    r = run_script("quantize.py", "--model_prefix", fp32, "--output_prefix", out, "--data_dir", glue_data,
+                   "--batch_num", "4", "--batch_size", "16")
+    return fp32, out, r
+
+
+def dev_batch(glue_data, prefix, n=60):
+    from utils import inference
+    from utils.data import collate, encode, load_glue
+    from utils.modeling import load_tokenizer
+    from utils.tasks import get_task
+    tok = load_tokenizer(os.path.join(os.path.dirname(prefix), inference.read_info(prefix)["tokenizer_dir"]))
+    feats = encode(load_glue(get_task("SST-2"), glue_data, ("dev",))["dev"][:n], tok, 32)
+    ids, seg, labels = collate(feats, tok.pad_token_id, False)
+    return ids, seg, labels
+
+
+def test_int8_model_is_written_beside_its_info_and_tokenizer(int8_model):
+    fp32, out, r = int8_model
+    for suffix in (".pdmodel", ".pdiparams", ".info.json", "_tokenizer/vocab.txt"):
+        assert os.path.exists(out + suffix), suffix
+    info = read_json(out + ".info.json")
+    fp32_info = read_json(fp32 + ".info.json")
+    assert info["int8"] is True and info["tokenizer_dir"] == "model_tokenizer"
+    for k in ("task_type", "task_name", "label_list", "max_seq_length"):
+        assert info[k] == fp32_info[k], k
+    q = info["quantization"]
+    assert q["metric"] == "acc" and q["fp32"] >= 0.9 and q["drop"] <= 0.015 and not q["forced"]
+    assert q["prediction_agreement"] >= 0.95
+    assert q["calibration"]["algo"] == "hist" and q["calibration"]["examples"] == 64
+    assert q["calibration"]["weight_quantize_type"] == "channel_wise_abs_max"
+    assert "dev acc: FP32" in r.stdout and "INT8" in r.stdout
+    summary = json.loads(r.stdout.strip().splitlines()[-1])
+    assert summary["int8"] == q["int8"]
+    # quantized weights are stored as int8 (the QDQ format): smaller parameter file
+    assert summary["program"]["param_bytes_by_dtype"].get("int8", 0) > 0
+    assert os.path.getsize(out + ".pdiparams") < os.path.getsize(fp32 + ".pdiparams")
+
+
+def test_int8_program_really_is_quantized(int8_model, glue_data):
+    """Would fail if quantization silently did nothing: the saved program holds
+    quantize/dequantize ops and int8 weights of the encoder's matmuls, and the
+    oneDNN INT8 predictor computes something measurably different from FP32
+    while agreeing on the predictions."""
+    import paddle
+    from utils import inference
+    fp32, out, _ = int8_model
+    paddle.enable_static()
+    try:
+        exe = paddle.static.Executor(paddle.CPUPlace())
+        scope = paddle.static.Scope()
+        with paddle.static.scope_guard(scope):
+            program, _, _ = paddle.static.load_inference_model(out, exe)
+            ops = [op.type for op in program.global_block().ops]
+            matmul_weights = [n for op in program.global_block().ops if op.type == "dequantize_linear"
+                              for n in op.input("X") if program.global_block().var(n).persistable]
+            dtypes = {n: np.asarray(scope.find_var(n).get_tensor()).dtype for n in matmul_weights}
+    finally:
+        paddle.disable_static()
+    assert ops.count("quantize_linear") >= 12 and ops.count("dequantize_linear") >= 12
+    # 2 layers x (q, k, v, out, ffn1, ffn2) quantized; pooler and classifier stay FP32
+    assert len(dtypes) == 12 and all(d == np.int8 for d in dtypes.values()), dtypes
+
+    ids, seg, labels = dev_batch(glue_data, fp32)
+    ref = inference.run_predictor(inference.create_predictor(fp32), ids, seg)
+    pred = inference.create_predictor(out, int8=True)
+    q8 = inference.run_predictor(pred, ids, seg)
+    assert q8.shape == ref.shape
+    assert np.abs(q8 - ref).max() > 1e-4                      # int8 arithmetic happened
+    assert np.mean(q8.argmax(-1) == ref.argmax(-1)) >= 0.95   # ... and predicts like FP32
+    assert np.array_equal(q8, inference.run_predictor(pred, ids, seg))  # deterministic
+    # without enable_mkldnn_int8 the same program runs in FP32 (dequantized weights)
+    fp_mode = inference.run_predictor(inference.create_predictor(out, int8=False), ids, seg)
+    assert np.abs(q8 - fp_mode).max() > 1e-4
+    assert inference.run_predictor(pred, ids[:3, :9], seg[:3, :9]).shape == (3, 2)  # any shape runs
+
+
+def test_accuracy_guard_refuses_unless_forced(fp32_static, glue_data, tmp_path):
+    _, fp32 = fp32_static
+    args = ["--model_prefix", fp32, "--data_dir", glue_data, "--batch_num", "1", "--batch_size", "8",
+            "--max_drop", "-1"]  # any result "drops" more than -1
+    out = tmp_path / "refused" / "model"
+    r = run_script("quantize.py", *args, "--output_prefix", str(out), check=False)
+    assert r.returncode == 1, r.stderr[-2000:]
+    assert "nothing written" in r.stderr and "--max_drop" in r.stderr
+    assert not (tmp_path / "refused").exists()
+    r = run_script("quantize.py", *args, "--output_prefix", str(tmp_path / "forced" / "model"), "--force",
+                   "--algo", "abs_max", "--weight_quantize_type", "abs_max")
+    assert "anyway (--force)" in r.stdout + r.stderr
+    info = read_json(str(tmp_path / "forced" / "model.info.json"))
+    assert info["int8"] and info["quantization"]["forced"] and info["quantization"]["calibration"]["algo"] == "abs_max"
+
+
+def test_bad_input_is_one_line_and_exit_2(fp32_static, glue_data, int8_model, tmp_path):
+    _, fp32 = fp32_static
+    out = str(tmp_path / "x" / "model")
+    cases = [
+        (["--model_prefix", str(tmp_path / "nope"), "--data_dir", glue_data], "nope"),
+        (["--model_prefix", fp32, "--data_dir", str(tmp_path / "no_data")], "no_data"),
+        (["--model_prefix", fp32, "--data_dir", glue_data, "--batch_num", "0"], "--batch_num"),
+        (["--model_prefix", int8_model[1], "--data_dir", glue_data], "already an INT8 model"),
+    ]
+    for args, needle in cases:
+        r = run_script("quantize.py", *args, "--output_prefix", out, check=False)
+        assert r.returncode == 2 and needle in r.stderr, (args, r.stderr[-1500:])
+        assert len([l for l in r.stderr.splitlines() if l.startswith("error:")]) == 1
+    assert not (tmp_path / "x").exists()
+
+
+def test_onnx_export_matches_paddle_inference(fp32_static, glue_data, tmp_path):
+    import onnxruntime as ort
+    from utils import inference
+    _, fp32 = fp32_static
+    onnx_file = str(tmp_path / "onnx" / "model.onnx")
+    r = run_script("export_onnx.py", "--model_prefix", fp32, "--output", onnx_file, "--data_dir", glue_data)
+    report = read_json(onnx_file + ".json")
+    assert report["passed"] and report["max_abs_diff"] <= 1e-4 and report["examples"] == 60
+    assert report["inputs"] == "dev data" and report["opset"] == 13 and report["paddle2onnx"] == "1.3.1"
+    assert "max |diff|" in r.stdout
+    # independent of the script's check, on other shapes (dynamic batch and length)
+    ids, seg, _ = dev_batch(glue_data, fp32, n=7)
+    sess = ort.InferenceSession(onnx_file, providers=["CPUExecutionProvider"])
+    got = sess.run(None, {"input_ids": ids, "token_type_ids": seg})[0]
+    ref = inference.run_predictor(inference.create_predictor(fp32, mkldnn=False), ids, seg)
+    assert got.shape == ref.shape == (7, 2) and np.abs(got - ref).max() <= 1e-4
+
+
+def test_onnx_export_refusals(fp32_static, int8_model, tmp_path):
+    _, fp32 = fp32_static
+    # an impossible tolerance (checked on random token ids: no data given): exit 1, no file left
+    out = tmp_path / "strict.onnx"
+    r = run_script("export_onnx.py", "--model_prefix", fp32, "--output", str(out), "--tolerance", "0",
+                   "--check_examples", "16", check=False)
+    assert '"inputs": "random token ids"' in r.stdout
+    if r.returncode == 0:  # bit-identical outputs are possible; then the check passed legitimately
+        assert read_json(str(out) + ".json")["max_abs_diff"] == 0.0
+    else:
+        assert r.returncode == 1 and "not written" in r.stderr and not out.exists()
+        assert not [p for p in os.listdir(tmp_path) if p.endswith(".onnx")]
+    r = run_script("export_onnx.py", "--model_prefix", int8_model[1], "--output", str(tmp_path / "q.onnx"),
+                   check=False)
+    assert r.returncode == 2 and "INT8" in r.stderr
+    # onnxruntime missing: says how to install it
+    shadow = tmp_path / "shadow"
+    shadow.mkdir()
+    (shadow / "onnxruntime.py").write_text("raise ImportError('no onnxruntime here')\n")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(shadow), REPO]))
+    r = subprocess.run([sys.executable, os.path.join(REPO, "export_onnx.py"), "--model_prefix", fp32, "--output",
+                        str(tmp_path / "m.onnx")], capture_output=True, text=True, env=env, cwd=REPO, timeout=300)
+    assert r.returncode == 2 and "pip install" in r.stderr and "onnxruntime" in r.stderr
