@@ -65,7 +65,7 @@ def setup_logging():
     logger.propagate = False
 
 CSV_COLUMNS = ["model", "batch_size", "seq_len", "median_ms", "p90_ms", "mean_ms", "min_ms", "throughput",
-               "speedup", "speedup_paired", "flops_speedup", "measured_over_predicted", "gflops_per_example", "params",
+               "speedup", "speedup_paired", "precision", "flops_speedup", "measured_over_predicted", "gflops_per_example", "params",
                "peak_rss_mb", "runs", "prefix"]
 
 
@@ -176,7 +176,8 @@ def describe_model(prefix, name, seq_len):
                         f"{prefix}{inference.INFO_SUFFIX} and the program could not be read: {why})")
     m = {"name": name, "prefix": os.path.abspath(prefix), "vocab_size": int(vocab),
          "width": (info or {}).get("width", shape.width if shape is not None else None),
-         "task_type": (info or {}).get("task_type")}
+         "depth": (info or {}).get("depth"),
+         "task_type": (info or {}).get("task_type"), "int8": inference.is_int8(prefix)}
     if shape is not None:
         c = analysis.count(shape, seq_len)
         m.update(heads_per_layer=shape.heads_per_layer, ffn_per_layer=shape.ffn_per_layer,
@@ -270,7 +271,7 @@ def summarize(args, models, times):
                 "model": m["name"], "batch_size": bs, "seq_len": args.max_seq_length,
                 "median_ms": median, "p90_ms": float(np.percentile(t, 90)), "mean_ms": float(t.mean()),
                 "min_ms": float(t.min()), "throughput": bs * 1e3 / median, "speedup": speedup,
-                "speedup_paired": paired,
+                "speedup_paired": paired, "precision": "INT8" if m.get("int8") else "FP32",
                 "flops_speedup": predicted,
                 "measured_over_predicted": (speedup / predicted) if predicted else None,
                 "gflops_per_example": (m["flops_per_example"] / 1e9) if m["flops_per_example"] else None,
@@ -406,7 +407,7 @@ def _si(v):
 
 def format_table(settings, models, rows):
     name_w = max(8, *(len(m["name"]) for m in models))
-    head = (f"{'batch':>5}  {'model':<{name_w}} {'params':>8} {'FLOPs/ex':>8} {'median ms':>10} {'p90 ms':>9} "
+    head = (f"{'batch':>5}  {'model':<{name_w}} {'prec':>4} {'params':>8} {'FLOPs/ex':>8} {'median ms':>10} {'p90 ms':>9} "
             f"{'ex/s':>8} {'speed-up':>8} {'paired':>7} {'FLOPs-pred':>10} {'meas/pred':>9}")
     mem = any(r.get("peak_rss_mb") for r in rows)
     if mem:
@@ -425,7 +426,7 @@ def format_table(settings, models, rows):
             lines.append("")
         last_bs = r["batch_size"]
         flops = None if r["gflops_per_example"] is None else r["gflops_per_example"] * 1e9
-        line = (f"{r['batch_size']:>5}  {r['model']:<{name_w}} {_si(r['params']):>8} {_si(flops):>8} "
+        line = (f"{r['batch_size']:>5}  {r['model']:<{name_w}} {r['precision']:>4} {_si(r['params']):>8} {_si(flops):>8} "
                 f"{r['median_ms']:>10.2f} {r['p90_ms']:>9.2f} {r['throughput']:>8.1f} {r['speedup']:>7.3f}x "
                 f"{r['speedup_paired']:>6.3f}x "
                 f"{_fmt(r['flops_speedup'], '.3f'):>9}x {_fmt(r['measured_over_predicted'], '.1%'):>9}")
@@ -433,7 +434,9 @@ def format_table(settings, models, rows):
             line += f" {_fmt(r.get('peak_rss_mb'), '.0f'):>8}"
         lines.append(line)
     lines.append("speed-up: median of the first model / median of this one; paired: median over rounds of the "
-                 "same ratio within a round; meas/pred: speed-up / FLOPs-predicted speed-up")
+                 "same ratio within a round; meas/pred: speed-up / FLOPs-predicted speed-up (FLOPs do not "
+                 "see INT8: for an INT8 model it is the gain over the FP32 graph's prediction); INT8 models run "
+                 "with oneDNN's INT8 kernels")
     if mem:
         base = [m.get("baseline_rss_mb") for m in models if m.get("baseline_rss_mb")]
         if base:

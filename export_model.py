@@ -22,7 +22,7 @@ import numpy as np
 
 from utils import elastic, inference, training
 from utils.errors import UserError, run_main
-from utils.modeling import load_model, save_model, suite_info
+from utils.modeling import WEIGHT_FILES, find_file, layer_shapes, load_model, save_model, suite_info
 
 logger = logging.getLogger("bert_suite")
 
@@ -40,6 +40,9 @@ def parse_args(argv=None):
                    help="path prefix of the static model (PREFIX.pdmodel/.pdiparams); omit or 'None' to skip")
     p.add_argument("--max_seq_length", type=int, default=128)
     p.add_argument("--data_dir", default=None, help="task data; the export check runs on its dev inputs")
+    p.add_argument("--dev_file", default=None,
+                   help="own data: the dev file (TSV/CSV) the model was fine-tuned with; the check runs on its "
+                        "texts, read with the columns the model records")
     p.add_argument("--check_text", default=None, help="file of raw text (one example a line, TAB for pairs) "
                                                        "for the export check instead of dev data")
     p.add_argument("--check_examples", type=int, default=64)
@@ -93,6 +96,22 @@ def choose_layers(args, config, info):
     return keep
 
 
+def check_pruned_request(args, model):
+    """A model pruned by prune.py is exported whole: its width is its own.
+    Returns a Width describing it (heads and FFN of its first layer)."""
+    heads, ffn = layer_shapes(model)
+    for flag, value in (("--width_mult", args.width_mult), ("--depth_mult", args.depth_mult)):
+        try:
+            ok = abs(elastic.parse_width(value) - 1.0) < 1e-6
+        except ValueError as e:
+            raise UserError(f"{flag}: {e}")
+        if not ok:
+            raise UserError(f"{flag} {value}: {args.model_name_or_path} is already pruned (heads per layer "
+                            f"{heads}, FFN {ffn}); it is exported as it is, with {flag} 1.0")
+    full = model.config.num_attention_heads
+    return elastic.Width(requested=1.0, ratio=heads[0] / full, heads=heads[0], ffn=ffn[0])
+
+
 def check_inputs(args, info, tokenizer):
     """(input_ids, token_type_ids) numpy batches from dev data, given text,
     or, failing both, sentences made from the vocabulary (with a warning)."""
@@ -124,25 +143,33 @@ def main(argv=None):
     training.setup_logging()
     if args.n_gpu is not None:
         args.device = "cpu" if args.n_gpu == 0 else "gpu"
+    training.setup_device(args)   # --device gpu without CUDA support is an error, not a quiet CPU run
     import paddle
-    paddle.set_device(args.device if args.device != "gpu" or paddle.is_compiled_with_cuda() else "cpu")
 
-    model, tokenizer, config = load_model(args.model_name_or_path)
+    model, tokenizer, config = load_model(args.model_name_or_path, require_head=True)
     info = suite_info(config)
     task_type = info.get("task_type", "classification")
-    width = choose_width(args, config, info)
-    layers = choose_layers(args, config, info)
+    pruned = "heads_per_layer" in info
+    if pruned:
+        width, layers = check_pruned_request(args, model), None
+    else:
+        width = choose_width(args, config, info)
+        layers = choose_layers(args, config, info)
     batches = check_inputs(args, info, tokenizer)
 
-    # Reference: the supernet at this width (the full model at width 1.0).
+    # Reference: the supernet at this width (the full model at width 1.0;
+    # a model pruned by prune.py is exported as it is).
     model.eval()
-    ofa = elastic.build_supernet(model, [width])
-    ofa.model.eval()
-    elastic.set_width(ofa, width, layers)
+    if pruned:
+        forward, sub = (lambda i, s: model(i, token_type_ids=s)), model
+    else:
+        ofa = elastic.build_supernet(model, [width])
+        ofa.model.eval()
+        elastic.set_width(ofa, width, layers)
+        forward = lambda i, s: elastic.forward(ofa.model, i, s)  # noqa: E731
+        sub = elastic.extract_subnet(model, width, config, task_type, layers=layers)
     with paddle.no_grad():
-        reference = [elastic.forward(ofa.model, paddle.to_tensor(i), paddle.to_tensor(s)).numpy()
-                     for i, s in batches]
-    sub = elastic.extract_subnet(model, width, config, task_type, layers=layers)
+        reference = [forward(paddle.to_tensor(i), paddle.to_tensor(s)).numpy() for i, s in batches]
     n_full, n_sub = elastic.param_count(model), elastic.param_count(sub)
 
     # Write everything beside its destination, check, then move into place.
@@ -172,7 +199,7 @@ def main(argv=None):
             diffs["static_vs_supernet"] = max(float(np.abs(a - b).max()) for a, b in zip(st_out, reference))
         worst = max(diffs.values())
         n_layers = len(layers) if layers is not None else config.num_hidden_layers
-        heads, ffn = [width.heads] * n_layers, [width.ffn] * n_layers
+        heads, ffn = layer_shapes(reloaded)
         export_info = {
             "width": width.ratio, "width_requested": width.requested, "heads_per_layer": heads,
             "ffn_per_layer": ffn, "num_layers": n_layers, "task_type": task_type,
@@ -181,7 +208,7 @@ def main(argv=None):
             "params_before": n_full, "params_after": n_sub, "param_ratio": n_sub / n_full,
             "check": {"examples": int(sum(len(i) for i, _ in batches)), "max_abs_diff": worst, **diffs,
                       "tolerance": args.tolerance, "passed": worst <= args.tolerance},
-            "dynamic_model_dir": out_dir, "dynamic_model_bytes": file_size(os.path.join(tmp_dyn, "model_state.pdparams")),
+            "dynamic_model_dir": out_dir, "dynamic_model_bytes": file_size(find_file(tmp_dyn, WEIGHT_FILES)),
         }
         if worst > args.tolerance:
             raise SystemExit(f"error: export check failed: outputs differ by {worst:.3e} (> {args.tolerance}): "
@@ -192,7 +219,8 @@ def main(argv=None):
                                + file_size(inference.model_file(tmp_prefix)))
             inference.write_info(tmp_prefix, {
                 "task_type": task_type, "task_name": info.get("task_name"), "label_list": info.get("label_list"),
-                "max_seq_length": args.max_seq_length, "width": width.ratio,
+                "max_seq_length": args.max_seq_length, "width": None if pruned else width.ratio,
+                "depth": n_layers / config.num_hidden_layers, "pruned": pruned,
                 "tokenizer_dir": os.path.basename(prefix) + inference.TOKENIZER_SUFFIX})
             tokenizer.save_pretrained(tmp_prefix + inference.TOKENIZER_SUFFIX)
             os.makedirs(os.path.dirname(prefix), exist_ok=True)

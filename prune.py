@@ -181,7 +181,7 @@ def has_task_head(model_dir):
 def strip_task_head(model_dir):
     """Drop the classifier a headless source never had (load_model initialised it)."""
     import paddle
-    path = os.path.join(model_dir, "model_state.pdparams")
+    path = find_file(model_dir, WEIGHT_FILES)
     state = paddle.load(path, return_numpy=True)
     paddle.save({k: v for k, v in state.items() if not k.startswith("classifier.")}, path)
 

@@ -1,22 +1,19 @@
 #!/usr/bin/env bash
-# MSRA NER: teacher, OFA, export of width 0.5.  Edit the variables below.
+# MSRA NER stage 1: fine-tune the teacher (token classification).  Edit the variables below.
 set -euo pipefail
-MODEL=${MODEL:-bert-base-chinese}          # or a directory (config.json + vocab.txt starts from random init)
-DATA_DIR=${DATA_DIR:-}                     # empty = paddlenlp's msra_ner (online)
-OUT=${OUT:-../tmp}
+MODEL=${MODEL:-bert-base-chinese}          # PaddleNLP name (online), a model directory, or a directory with only
+                                           # config.json + vocab.txt (starts from random initialisation)
+DATA_DIR=${DATA_DIR:-}                     # msra_train.txt/msra_test.txt or train/dev/test.tsv; empty = paddlenlp's msra_ner
+OUTPUT_DIR=${OUTPUT_DIR:-../tmp/msra_ner}
 DEVICE=${DEVICE:-gpu}
+MAX_SEQ_LENGTH=${MAX_SEQ_LENGTH:-128}
+BATCH_SIZE=${BATCH_SIZE:-32}
+LEARNING_RATE=${LEARNING_RATE:-2e-5}
 EPOCHS=${EPOCHS:-30}
-WIDTHS=${WIDTHS:-"1.0 0.8333333333333334 0.6666666666666666 0.5"}
+LOGGING_STEPS=${LOGGING_STEPS:-1}
+SAVE_STEPS=${SAVE_STEPS:-500}
 cd "$(dirname "$0")/.."
-python -u ./run_msra_ner.py --model_name_or_path "$MODEL" ${DATA_DIR:+--data_dir "$DATA_DIR"} --max_seq_length 128 \
-    --batch_size 32 --learning_rate 2e-5 --num_train_epochs "$EPOCHS" --logging_steps 1 --save_steps 500 \
-    --output_dir "$OUT/msra_ner/" --device "$DEVICE"
-# shellcheck disable=SC2086
-python -u ./run_msra_ner_ofa.py --model_type bert --model_name_or_path "$OUT/msra_ner/model_best/" --task_name msra \
-    ${DATA_DIR:+--data_dir "$DATA_DIR"} --max_seq_length 128 --batch_size 32 --learning_rate 2e-5 \
-    --num_train_epochs "$EPOCHS" --logging_steps 1 --save_steps 100 --output_dir "$OUT/msra_ner_ofa/" \
-    --device "$DEVICE" --width_mult_list $WIDTHS
-python -u ./export_model.py --model_type bert --model_name_or_path "$OUT/msra_ner_ofa/model_0.5" --max_seq_length 128 \
-    --sub_model_output_dir "$OUT/msra_ner_ofa/model_0.5/dynamic_model" \
-    --static_sub_model "$OUT/msra_ner_ofa/model_0.5/static_model" --width_mult 0.5 \
-    ${DATA_DIR:+--data_dir "$DATA_DIR"} --device "$DEVICE"
+python -u ./run_msra_ner.py --model_name_or_path "$MODEL" ${DATA_DIR:+--data_dir "$DATA_DIR"} \
+    --max_seq_length "$MAX_SEQ_LENGTH" --batch_size "$BATCH_SIZE" --learning_rate "$LEARNING_RATE" \
+    --num_train_epochs "$EPOCHS" --logging_steps "$LOGGING_STEPS" --save_steps "$SAVE_STEPS" \
+    --output_dir "$OUTPUT_DIR" --device "$DEVICE" "$@"

@@ -250,3 +250,36 @@ def test_report_cli_with_the_benchmark(bench, tmp_path):
     assert bad.returncode == 2 and [l for l in bad.stderr.splitlines() if l.startswith("error:")]
     bad = run_script("report.py", "--ofa_dir", str(tmp_path / "none"), check=False)
     assert bad.returncode == 2 and "error:" in bad.stderr
+
+
+def test_report_covers_depth_and_keeps_int8_apart(tmp_path):
+    """Rows of every (width, depth); each benchmarked model's latency goes to
+    its own (width, depth) (recorded by export_model.py); an INT8 model is
+    not the latency of the FP32 sub-network of its width."""
+    from utils.report import build_ofa_report
+    d = _fake_ofa_dir(str(tmp_path / "ofa"))
+    table = read_json(os.path.join(d, "all_results.json"))
+    for r in table["rows"]:
+        r.update(depth=1.0, layers=[0, 1])
+    table["rows"].append({"width": 0.5, "requested": 0.5, "depth": 0.5, "layers": [0], "heads": 2, "ffn": 32,
+                          "params": None, "score": 0.88, "step": 20, "dir": "width_0.5000_depth_0.5000",
+                          "results": {"dev": {"acc": 0.88}}})
+    with open(os.path.join(d, "all_results.json"), "w") as f:
+        json.dump(table, f)
+    models = [{"name": "teacher", "width": 1.0}, {"name": "half", "width": 0.5, "depth": 1.0},
+              {"name": "half_shallow", "width": 0.5, "depth": 0.5}, {"name": "half_int8", "width": 0.5, "int8": True}]
+    ms = {"teacher": 10.0, "half": 6.0, "half_shallow": 3.5, "half_int8": 2.0}
+    bench = {"settings": {"seq_len": 32, "repeats": 3}, "models": models,
+             "rows": [{"model": m, "batch_size": 16, "median_ms": v, "precision": "INT8" if "int8" in m else "FP32"}
+                      for m, v in ms.items()]}
+    paths = build_ofa_report(d, bench=bench, bench_path="b.json")
+    rep = read_json(paths["json"])
+    rows = {(r["width"], r["depth"]): r for r in rep["rows"]}
+    assert set(rows) == {(1.0, 1.0), (0.75, 1.0), (0.5, 1.0), (0.5, 0.5)}
+    assert rows[(0.5, 1.0)]["latency_ms"] == {"16": 6.0} and rows[(0.5, 0.5)]["latency_ms"] == {"16": 3.5}
+    assert rows[(0.5, 0.5)]["flops"] < rows[(0.5, 1.0)]["flops"] < rows[(1.0, 1.0)]["flops"]
+    assert rep["teacher"]["latency_ms"] == {"16": 10.0}
+    assert rows[(1.0, 1.0)]["latency_ms"] == {"16": 10.0} and "latency_ms" not in rows[(0.75, 1.0)]
+    md = open(paths["md"]).read()
+    assert "width 0.5000, depth 0.5000" in md and "| 0.5000 | 0.5000 |" in md
+    assert "2.86x" in md                    # 10 / 3.5: the shallow half-width model's speed-up

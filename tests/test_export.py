@@ -98,7 +98,9 @@ def test_untrained_width_is_refused_unless_forced(sst2_ofa, glue_data, tmp_path)
     assert "exporting anyway" in r.stdout + r.stderr
     info = read_json(str(tmp_path / "dyn" / "export_info.json"))
     assert info["heads_per_layer"] == [1, 1] and info["check"]["passed"]
-    assert not os.path.exists(str(tmp_path / "static"))  # --static_sub_model omitted: no static model
+    # --static_sub_model omitted: no static model anywhere
+    assert "static_model" not in info
+    assert not [f for _, _, fs in os.walk(tmp_path) for f in fs if f.endswith((".pdmodel", ".pdiparams"))]
 
 
 def test_export_of_a_plain_model_only_at_full_width(sst2_teacher, tmp_path):
@@ -127,3 +129,34 @@ def test_predict_writes_labelled_predictions(exported, tmp_path):
     r = run_script("predict.py", "--model_prefix", str(root / "static" / "model"), "--input_file",
                    str(tmp_path / "missing.txt"), "--output_file", str(tmp_path / "x.tsv"), check=False)
     assert r.returncode == 2 and "missing.txt" in r.stderr and not (tmp_path / "x.tsv").exists()
+
+
+def test_export_check_failure_exits_nonzero_and_writes_nothing(sst2_ofa, glue_data, tmp_path, monkeypatch, capsys):
+    """If the static model disagreed with the supernet (a patch leaking into
+    the graph, a wrong slice), the export must fail and leave nothing."""
+    import export_model
+    from utils import inference
+    out, _ = sst2_ofa
+    real = inference.run_predictor
+    monkeypatch.setattr(inference, "run_predictor", lambda *a, **k: real(*a, **k) + 1e-3)
+    with pytest.raises(SystemExit) as e:
+        export_model.main(["--model_name_or_path", os.path.join(out, "width_0.5000"), "--width_mult", "1/2",
+                           "--sub_model_output_dir", str(tmp_path / "dyn"), "--data_dir", glue_data,
+                           "--static_sub_model", str(tmp_path / "st" / "model"), "--max_seq_length", "32"])
+    assert "export check failed" in str(e.value) and "static_vs_supernet=1.0" in str(e.value)
+    assert "nothing written" in str(e.value)
+    assert not (tmp_path / "dyn").exists() and not (tmp_path / "st").exists()
+    assert not [p for p in os.listdir(tmp_path) if p.startswith(".export-")]
+
+
+def test_pruned_export_refuses_paddlenlp_from_pretrained(exported):
+    """PaddleNLP's from_pretrained cannot build pruned shapes: with the
+    weights under paddlenlp's file name it would skip them and predict
+    garbage (PaddleNLP #1466); it must fail instead.  The suite loads them."""
+    from paddlenlp.transformers import BertForSequenceClassification
+    from utils.modeling import load_model
+    _, root, _ = exported
+    assert sorted(f for f in os.listdir(root / "dyn") if f.endswith(".pdparams")) == ["model_state.pruned.pdparams"]
+    with pytest.raises(OSError, match="model_state.pdparams"):
+        BertForSequenceClassification.from_pretrained(str(root / "dyn"))
+    assert load_model(str(root / "dyn"))[0].bert.encoder.layers[0].linear1.weight.shape == [32, 32]

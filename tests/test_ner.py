@@ -400,3 +400,37 @@ def test_ofa_on_the_ner_teacher(teacher_run, ner_data, tmp_path):
     assert [e["step"] for e in evals] == [15, 30] and all("test" not in e["teacher"]["results"] for e in evals)
     assert "reordered width-1.0 supernet vs teacher" in r.stdout
     assert "vs teacher" in r.stdout and "model_0.5" in r.stdout and "precision" in r.stdout
+    # the per-width report is written when the run ends (FLOPs, no latency yet)
+    rep = read_json(os.path.join(out, "report.json"))
+    assert [r_["width"] for r_ in rep["rows"]] == [1.0, 0.5] and rep["rows"][1]["flops"] < rep["rows"][0]["flops"]
+    assert os.path.getsize(os.path.join(out, "report.png")) > 5000
+
+    # export the half width (checked on the dev sentences) and tag raw text with the static model
+    dyn, prefix = str(tmp_path / "dyn"), str(tmp_path / "static" / "model")
+    run_script("export_model.py", "--model_name_or_path", os.path.join(out, "model_0.5"), "--width_mult", "0.5",
+               "--data_dir", ner_data, "--sub_model_output_dir", dyn, "--static_sub_model", prefix,
+               "--max_seq_length", "32")
+    info = read_json(os.path.join(dyn, "export_info.json"))
+    assert info["task_type"] == "token_classification" and info["heads_per_layer"] == [2, 2]
+    assert info["check"]["passed"] and info["check"]["examples"] == 40        # the 40 dev sentences
+    lines = ["我和张伟明在北京", "他说", "海" * 50]                                 # the last is longer than 32
+    inp, pred = tmp_path / "in.txt", tmp_path / "pred.jsonl"
+    inp.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    run_script("predict.py", "--model_prefix", prefix, "--input_file", str(inp), "--output_file", str(pred))
+    rows = [json.loads(l) for l in pred.read_text(encoding="utf-8").splitlines()]
+    assert [row["text"] for row in rows] == lines
+    for row in rows:
+        for e in row["entities"]:
+            assert row["text"][e["start"]:e["end"]] == e["text"] and e["type"] in ("PER", "LOC")
+    # the static model tags as the reloaded dynamic sub-model does
+    import paddle
+    from utils.modeling import load_model
+    from utils.ner import predict_tags, tags_to_spans
+    sub, tok, _ = load_model(dyn)
+    sub.eval()
+
+    def run(ids, seg):
+        with paddle.no_grad():
+            return sub(paddle.to_tensor(ids), token_type_ids=paddle.to_tensor(seg)).numpy()
+    tags = predict_tags(run, tok, [list(t) for t in lines], LABELS, 32)
+    assert [row["entities"] for row in rows] == [tags_to_spans(list(t), tg) for t, tg in zip(lines, tags)]

@@ -215,16 +215,26 @@ def test_export_and_predict_multilabel(ml_ofa, ml_data, tmp_path):
     assert np.mean(hits) >= 0.6, np.mean(hits)
 
 
-def test_export_check_reads_the_own_dev_file(ml_teacher, ml_data):
-    """export_model.py's check inputs for an own-data model: --dev_file with the recorded columns."""
-    from argparse import Namespace
+def test_export_check_reads_the_own_dev_file(ml_teacher, ml_data, tmp_path, caplog):
+    """export_model.py --dev_file: the check runs on that file's texts (read
+    with the columns the model records), not on made-up sentences."""
+    import logging
     from utils.check_inputs import load_check_texts
     from utils.modeling import load_config, suite_info
-    info = suite_info(load_config(str(ml_teacher / "best")))
-    args = Namespace(check_text=None, data_dir=None, dev_file=str(ml_data / "dev.tsv"), check_examples=5)
-    texts = load_check_texts(args, info)
+    dyn = tmp_path / "dyn"
+    with caplog.at_level(logging.WARNING, logger="bert_suite"):
+        run_in_process("export_model.py", "--model_name_or_path", ml_teacher / "best", "--dev_file",
+                       ml_data / "dev.tsv", "--sub_model_output_dir", dyn, "--check_examples", "7",
+                       "--max_seq_length", "32")
+    assert not [r for r in caplog.records if "vocabulary words" in r.getMessage()]
+    info = read_json(dyn / "export_info.json")
+    assert info["check"]["passed"] and info["check"]["examples"] == 7
+    # the same texts the CLI used: the first rows of dev.tsv, text column only
+    from argparse import Namespace
+    texts = load_check_texts(Namespace(check_text=None, data_dir=None, dev_file=str(ml_data / "dev.tsv"),
+                                       check_examples=7), suite_info(load_config(str(ml_teacher / "best"))))
     first = (ml_data / "dev.tsv").read_text().splitlines()[1].split("\t")[0]
-    assert len(texts) == 5 and texts[0] == (first, None)
+    assert len(texts) == 7 and texts[0] == (first, None)
 
 
 # ======================================================================= metrics and loss

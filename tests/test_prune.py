@@ -195,6 +195,37 @@ def test_run_glue_refinetunes_pruned_dir(setup, tmp_path):
     assert layer_shapes(m)[0] == heads
 
 
+def test_pruned_dir_exports_benchmarks_and_refuses_plain_from_pretrained(setup, tmp_path):
+    """prune.py's output goes through export_model.py (as it is: width 1.0)
+    and benchmark.py; paddlenlp's from_pretrained, which would build the full
+    shapes and skip the pruned tensors, finds no weights file and raises."""
+    from paddlenlp.transformers import BertForSequenceClassification
+    from utils import inference
+    out = tmp_path / "pruned"
+    _prune(setup, out, "--target_num_of_heads", "2", "--target_ffn_size", "16", "--pruning_mode", "global")
+    after = json.load(open(out / "prune_info.json"))["after"]
+    heads, ffn = after["heads_per_layer"], after["ffn_per_layer"]
+    assert len(set(heads)) > 1 or len(set(ffn)) > 1          # global mode: layers differ
+    assert not (out / "model_state.pdparams").exists() and (out / "model_state.pruned.pdparams").exists()
+    with pytest.raises(OSError, match="model_state.pdparams"):
+        BertForSequenceClassification.from_pretrained(str(out))
+    static = tmp_path / "static" / "model"
+    run_script("export_model.py", "--model_name_or_path", str(out), "--data_dir", setup[1],
+               "--sub_model_output_dir", str(tmp_path / "dyn"), "--static_sub_model", str(static),
+               "--max_seq_length", "32")
+    info = json.load(open(tmp_path / "dyn" / "export_info.json"))
+    assert info["heads_per_layer"] == heads and info["ffn_per_layer"] == ffn and info["check"]["passed"]
+    assert info["params_after"] == info["params_before"]     # exported whole
+    assert inference.read_info(str(static))["pruned"] is True
+    r = run_script("export_model.py", "--model_name_or_path", str(out), "--width_mult", "1/2",
+                   "--sub_model_output_dir", str(tmp_path / "dyn2"), check=False)
+    assert r.returncode == 2 and "already pruned" in r.stderr and not (tmp_path / "dyn2").exists()
+    r = run_script("benchmark.py", "--models", str(static), "--batch_sizes", "1", "--repeats", "3",
+                   "--warmup", "1", "--max_seq_length", "16", "--output", str(tmp_path / "bench"))
+    row = json.load(open(tmp_path / "bench.json"))["rows"][0]
+    assert row["params"] == info["params_after"] and row["median_ms"] > 0
+
+
 VOCAB_PAD_MOVES = ["[unused0]", "[PAD]", "[UNK]", "[unused1]", "[CLS]", "[SEP]", "[MASK]", "zzz", "good", "bad",
                    "movie", "plot", "yyy", "the", "was", "##s", "very", "xxx"]
 

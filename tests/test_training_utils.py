@@ -54,6 +54,27 @@ def test_a_crash_while_saving_never_leaves_a_corrupt_latest(tmp_path, monkeypatc
     assert sorted(os.listdir(tmp_path / "checkpoints")) == ["latest", "step-10"]
 
 
+def test_resume_refuses_a_checkpoint_of_another_model(tmp_path):
+    """set_state_dict alone would skip the misfitting tensors with a warning."""
+    import paddle
+    from paddlenlp.transformers import BertConfig, BertForSequenceClassification
+    from helpers import tiny_config
+    from utils.errors import UserError
+    model = _model()
+    opt, sched = training.build_optimizer(_Args(), model, 10)
+    training.save_checkpoint(str(tmp_path), 5, model, opt, sched, {"epoch": 0})
+    paddle.seed(1)
+    other = BertForSequenceClassification(BertConfig(**tiny_config(intermediate_size=48)))
+    before = {k: v.numpy().copy() for k, v in other.state_dict().items()}
+    opt2, sched2 = training.build_optimizer(_Args(), other, 10)
+    with pytest.raises(UserError, match=r"another model.*linear1\.\w+ is \[.*\] there but \[.*48\] here"):
+        training.load_checkpoint(str(tmp_path), other, opt2, sched2)
+    assert all(np.array_equal(before[k], v.numpy()) for k, v in other.state_dict().items())
+    # the same model resumes
+    same = _model()
+    assert training.load_checkpoint(str(tmp_path), same, *training.build_optimizer(_Args(), same, 10))["step"] == 5
+
+
 def test_epoch_batches_are_seeded_permutations_covering_the_data():
     a = training.epoch_batches(50, 8, epoch=0, seed=1)
     b = training.epoch_batches(50, 8, epoch=0, seed=1)

@@ -78,9 +78,11 @@ def _import_paddle_quietly():
         sys.stderr = real
 
 
-_import_paddle_quietly()
 warnings.filterwarnings("ignore", category=DeprecationWarning)
 warnings.filterwarnings("ignore", message=".*pkg_resources.*")
+# setuptools' _distutils_hack warns on every run when paddlenlp imports distutils
+warnings.filterwarnings("ignore", message="Setuptools is replacing distutils")
+_import_paddle_quietly()
 
 _PATCHED = False
 

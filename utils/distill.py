@@ -39,22 +39,34 @@ def soft_cross_entropy(student, teacher, mask=None):
 
 
 def masked_mse(a, b, mask=None):
+    """MSE of [B, T, H] states; with a [B, T] ``mask``: the mean over each
+    example's masked positions, then over the examples (so that every example
+    weighs the same and a batch split across processes averages to the same
+    loss as the whole batch)."""
     import paddle
     import paddle.nn.functional as F
     if mask is None:
         return F.mse_loss(a, b)
-    m = mask.astype(a.dtype).unsqueeze(-1)
-    return (((a - b) ** 2) * m).sum() / paddle.clip(m.sum() * a.shape[-1], min=1.0)
+    m = mask.astype(a.dtype)
+    per_example = (((a - b) ** 2).mean(axis=-1) * m).sum(axis=-1) / paddle.clip(m.sum(axis=-1), min=1.0)
+    return per_example.mean()
 
 
-def distill_loss(s_logits, s_hidden, t_logits, t_hidden, kind, lambda_logit, lambda_rep, token_mask=None):
+def distill_loss(s_logits, s_hidden, t_logits, t_hidden, kind, lambda_logit, lambda_rep, token_mask=None,
+                 rep_mask=None):
     """Returns (total, rep, logit) for one width.  ``kind`` is the task
     type: regression distils logits with MSE, multilabel with binary
     cross-entropy of the student's logits against the teacher's sigmoid
     probabilities (mean over examples and labels), token classification uses
-    a soft cross-entropy masked to real tokens."""
+    a soft cross-entropy masked to the labelled tokens (``token_mask``).
+    ``rep_mask`` [B, T]: the positions whose hidden states are distilled (the
+    real, non-padding tokens; default ``token_mask``): the teacher's states
+    at padding mean nothing, and averaging over them would make the loss
+    depend on how much padding a batch has (a launch of several processes
+    pads each share to its own length)."""
     import paddle.nn.functional as F
-    rep = sum(masked_mse(s, t, token_mask) for s, t in zip(s_hidden, t_hidden)) / len(s_hidden)
+    rep_mask = token_mask if rep_mask is None else rep_mask
+    rep = sum(masked_mse(s, t, rep_mask) for s, t in zip(s_hidden, t_hidden)) / len(s_hidden)
     if kind == "regression":
         logit = F.mse_loss(s_logits, t_logits)
     elif kind == "multilabel":
@@ -145,6 +157,8 @@ class OFADistill(training.Stage):
         import paddle
         ids, seg, labels = to_tensors(batch)
         mask = self.token_mask_fn(ids, labels) if self.token_mask_fn else None
+        pad = self.tokenizer.pad_token_id if self.tokenizer is not None else getattr(self.config, "pad_token_id", 0)
+        real = ids != pad      # the hidden states of real tokens are distilled
         self.teacher.eval()
         teacher_out = None
         if not self.teacher_per_width:
@@ -164,7 +178,7 @@ class OFADistill(training.Stage):
             with sync:
                 s_logits, s_hidden = self.net(ids, seg)
                 loss, rep, logit = distill_loss(s_logits, s_hidden, t_logits, t_hidden, self.kind,
-                                                self.args.lambda_logit, self.args.lambda_rep, mask)
+                                                self.args.lambda_logit, self.args.lambda_rep, mask, rep_mask=real)
                 loss.backward()
             self.last_losses.append((float(loss), float(rep), float(logit)))
         elastic.set_width(self.ofa, None)
@@ -308,8 +322,11 @@ def prepare_supernet(args, teacher, config, widths, importance_feats, check_feat
     ofa = elastic.build_supernet(teacher, widths)
     if args.resume and os.path.isfile(os.path.join(args.output_dir, training.CHECKPOINT_DIR, training.LATEST)):
         return ofa
-    batches = [to_tensors(collate_fn(importance_feats[i:i + args.batch_size]))
-               for i in range(0, len(importance_feats), args.batch_size)]
+    # Every process computes the same importance on the same examples, in
+    # batches of the GLOBAL batch size: summed |gradients| depend on the batch
+    # size, and a launch must reorder as one process of the same global batch.
+    bs = args.batch_size * training.rank_and_world()[1]
+    batches = [to_tensors(collate_fn(importance_feats[i:i + bs])) for i in range(0, len(importance_feats), bs)]
     head_imp, neuron_imp = elastic.compute_importance(ofa.model, batches, loss_fn)
     elastic.reorder(ofa.model, head_imp, neuron_imp)
     if training.is_master():
@@ -345,6 +362,11 @@ def finish(args, stage, config, dir_name, metric_name):
     table = summary_table(stage, config, dir_name)
     training.write_json_atomic(os.path.join(args.output_dir, "all_results.json"), table)
     print(format_table(table, metric_name), flush=True)
+    from .report import build_ofa_report
+    teacher_dir = args.model_name_or_path if os.path.isdir(args.model_name_or_path) else None
+    paths = build_ofa_report(args.output_dir, teacher_dir=teacher_dir)
+    logger.info("report (parameters, FLOPs, dev metric; add latencies with report.py --benchmark): %s, plot %s",
+                paths["md"], paths["png"])
     return table
 
 

@@ -1,6 +1,7 @@
 """Paddle static inference models: writing them and running them with
 Paddle Inference (shared by export, predict and benchmark)."""
 import json
+import logging
 import os
 
 import numpy as np
@@ -9,6 +10,7 @@ from .errors import UserError
 
 INFO_SUFFIX = ".info.json"        # beside the static model: task type, labels, tokenizer dir
 TOKENIZER_SUFFIX = "_tokenizer"   # directory with the tokenizer files
+logger = logging.getLogger("bert_suite")
 
 
 def model_file(prefix):
@@ -31,9 +33,26 @@ def save_static(model, prefix):
     return model_file(prefix)
 
 
+def is_int8(prefix):
+    """Whether PREFIX.info.json says the model was quantized by quantize.py."""
+    path = prefix + INFO_SUFFIX
+    if not os.path.isfile(path):
+        return False
+    with open(path, encoding="utf-8") as f:
+        return bool(json.load(f).get("int8"))
+
+
 def create_predictor(prefix, device="cpu", threads=2, mkldnn=True, memory_optim=True, trt_fp16=False,
-                     int8=False):
+                     int8=None):
+    """A Paddle Inference predictor.  ``int8=None`` (default) follows the
+    model's info file: an INT8 model from quantize.py gets oneDNN's INT8
+    kernels, without which Paddle Inference runs its quantize/dequantize ops
+    in FP32 (correct outputs, no speed-up)."""
     import paddle.inference as pi
+    if int8 is None:
+        int8 = is_int8(prefix)
+        if int8 and (device != "cpu" or not mkldnn):
+            logger.warning("%s is an INT8 model: without oneDNN on the CPU it runs dequantized in FP32", prefix)
     mfile = model_file(prefix)
     if mfile is None or not os.path.isfile(prefix + ".pdiparams"):
         raise UserError(f"{prefix}: no static model here (expected {prefix}.pdmodel and {prefix}.pdiparams)")

@@ -2,7 +2,10 @@
 which weights it takes, and what its saved directory records.
 
 A saved model directory is PaddleNLP's ``save_pretrained`` layout
-(``config.json``, ``model_state.pdparams``, tokenizer files).  The suite adds
+(``config.json``, ``model_state.pdparams``, tokenizer files); a pruned model
+keeps its weights in ``model_state.pruned.pdparams`` instead, so that
+PaddleNLP's ``from_pretrained``, which cannot build pruned shapes, fails
+rather than skipping the pruned tensors.  The suite adds
 one key to ``config.json``, ``compression_suite``, recording what a loader
 must know to rebuild the model exactly:
 
@@ -32,7 +35,12 @@ logger = logging.getLogger("bert_suite")
 
 SUITE_KEY = "compression_suite"
 CONFIG_FILES = ("config.json", "model_config.json")
-WEIGHT_FILES = ("model_state.pdparams", "model.safetensors")
+# A pruned model's weights go to PRUNED_WEIGHTS, not to paddlenlp's file name:
+# ``from_pretrained`` would build the full-size model from config.json and
+# skip every pruned tensor with a mere warning (PaddleNLP #1466, PaddleSlim
+# #716); without its file it raises instead.  The suite's loader reads both.
+PRUNED_WEIGHTS = "model_state.pruned.pdparams"
+WEIGHT_FILES = (PRUNED_WEIGHTS, "model_state.pdparams", "model.safetensors")
 TASK_TYPES = ("classification", "regression", "multilabel", "token_classification")
 HEAD_PREFIXES = ("classifier.",)
 # Pre-training heads that a fine-tuning model does not have (BertForPretraining checkpoints).
@@ -226,6 +234,9 @@ def load_model(path_or_name, task_type=None, num_labels=None, flag="--model_name
     if not os.path.isdir(path_or_name):
         if looks_like_path(path_or_name):
             raise UserError(f"{flag}: {path_or_name} does not exist")
+        if require_head:
+            raise UserError(f"{flag}: {path_or_name} is a model name: a pre-trained encoder without a fine-tuned "
+                            f"task head; fine-tune it first (run_glue.py / run_msra_ner.py) and pass that directory")
         return _load_by_name(path_or_name, task_type, num_labels)
     config = load_config(path_or_name, flag)
     info = suite_info(config)
@@ -293,6 +304,8 @@ def save_model(model, tokenizer, out_dir, info=None):
     os.chmod(tmp, 0o755)  # mkdtemp makes it private; a model directory is not
     try:
         model.save_pretrained(tmp)
+        if "heads_per_layer" in merged:
+            os.replace(os.path.join(tmp, "model_state.pdparams"), os.path.join(tmp, PRUNED_WEIGHTS))
         if tokenizer is not None:
             tokenizer.save_pretrained(tmp)
         replace_dir(tmp, out_dir)

@@ -1,16 +1,24 @@
 """The compression report of an OFA run: a Markdown table, its JSON, and a
 plot of the dev metric against latency (or against FLOPs when nothing was
-benchmarked), one point per width plus the teacher.
+benchmarked), one point per sub-network (width x depth) plus the teacher.
 
-:func:`write_report` takes plain rows; ``report.py`` (top level) builds them
-from ``all_results.json`` of run_glue_ofa.py / run_msra_ner.py, the model
-config (for FLOPs) and optionally a ``benchmark.py`` JSON.
+:func:`write_report` takes plain rows; :func:`build_ofa_report` builds them
+from ``all_results.json`` of run_glue_ofa.py / run_msra_ner_ofa.py, the model
+config (for FLOPs) and optionally a ``benchmark.py`` JSON.  The OFA scripts
+call it when they finish (FLOPs only); ``report.py`` adds latencies.
 """
 import json
+import logging
 import math
 import os
+import re
 
+from .errors import UserError
 from .training import write_json_atomic
+
+logger = logging.getLogger("bert_suite")
+NAME_WIDTH = re.compile(r"^w(?:idth)?[_-]?(\d+(?:\.\d*)?(?:/\d+)?)$", re.IGNORECASE)
+TOL = 1e-3
 
 
 def _num(v):
@@ -43,13 +51,16 @@ def si(v):
 
 
 def _label(r):
-    return r.get("label") or f"width {r['width']:.4f}"
+    if r.get("label"):
+        return r["label"]
+    depth = r.get("depth", 1.0)
+    return f"width {r['width']:.4f}" + (f", depth {depth:.4f}" if depth is not None and depth < 1 else "")
 
 
 def write_report(output_dir, rows, teacher, metric_name="dev score", batch_size=None, title=None, notes=None):
     """Write ``report.md``, ``report.json`` and ``report.png`` into ``output_dir``.
 
-    ``rows``: one dict per width: ``width``, ``heads``, ``ffn``, ``params``,
+    ``rows``: one dict per sub-network: ``width``, ``depth`` (default 1.0), ``heads``, ``ffn``, ``params``,
     ``flops`` (per example), ``score`` (dev metric, None if never evaluated),
     optional ``latency_ms`` ({batch size: median ms}) and ``label``.
     ``teacher``: dict with ``score``, ``params``, ``flops``, optional
@@ -57,7 +68,7 @@ def write_report(output_dir, rows, teacher, metric_name="dev score", batch_size=
     latency plotted (default: the smallest batch size measured).
     Returns the paths written."""
     os.makedirs(output_dir, exist_ok=True)
-    rows = sorted(rows, key=lambda r: -r["width"])
+    rows = sorted(rows, key=lambda r: (-(r.get("depth") or 1.0), -r["width"]))
     teacher = dict(teacher or {})
     teacher.setdefault("label", "teacher")
     sizes = batch_sizes_of(rows, teacher)
@@ -68,7 +79,7 @@ def write_report(output_dir, rows, teacher, metric_name="dev score", batch_size=
     t_params, t_score = teacher.get("params"), teacher.get("score")
 
     # ---------------------------------------------------------------- markdown
-    head = ["model", "width", "heads", "FFN", "params", "params vs teacher", "FLOPs/example", metric_name,
+    head = ["model", "width", "depth", "heads", "FFN", "params", "params vs teacher", "FLOPs/example", metric_name,
             "vs teacher"]
     for bs in sizes:
         head += [f"latency b={bs} (ms)", f"speed-up b={bs}"]
@@ -78,6 +89,7 @@ def write_report(output_dir, rows, teacher, metric_name="dev score", batch_size=
     def line(e, is_teacher):
         cells = [e.get("label") if is_teacher else _label(e),
                  "1.0000" if is_teacher else f"{e['width']:.4f}",
+                 "1.0000" if is_teacher else f"{e.get('depth') or 1.0:.4f}",
                  str(e.get("heads", "")) if not is_teacher else str(e.get("heads", "-")),
                  str(e.get("ffn", "")) if not is_teacher else str(e.get("ffn", "-")),
                  f"{e['params']:,}" if _num(e.get("params")) else "-",
@@ -172,7 +184,6 @@ def plot(path, rows, teacher, metric_name, batch_size, title=None):
 
 
 def read_json(path, what):
-    from .errors import UserError
     if not os.path.isfile(path):
         raise UserError(f"{what} {path}: no such file")
     try:
@@ -180,3 +191,189 @@ def read_json(path, what):
             return json.load(f)
     except (OSError, ValueError) as e:
         raise UserError(f"{what} {path}: not readable JSON ({e})")
+
+
+# --------------------------------------------------------------------------- building the report of an OFA run
+def metric_name_of(table):
+    for r in table["rows"]:
+        res, score = r.get("results"), r.get("score")
+        if isinstance(res, dict) and score is not None:
+            for split, metrics in res.items():
+                if isinstance(metrics, dict):
+                    for k, v in metrics.items():
+                        if isinstance(v, (int, float)) and abs(v - score) < 1e-12:
+                            return f"{split} {k}"
+    return "dev score"
+
+
+def find_config(ofa_dir, table):
+    for d in ["final"] + [r.get("dir") for r in table["rows"] if r.get("dir")]:
+        path = os.path.join(ofa_dir, d, "config.json")
+        if os.path.isfile(path):
+            return path
+    return None
+
+
+def parse_map(items):
+    """``NAME=WIDTH``, ``NAME=WIDTH@DEPTH`` or ``NAME=teacher`` -> {name: (width, depth) | "teacher"}."""
+    from .elastic import parse_width
+    out = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise UserError(f"--map {item}: expected NAME=WIDTH, NAME=WIDTH@DEPTH or NAME=teacher")
+        if value.strip().lower() == "teacher":
+            out[name] = "teacher"
+            continue
+        w, _, d = value.partition("@")
+        try:
+            out[name] = (parse_width(w), parse_width(d) if d else 1.0)
+        except ValueError as e:
+            raise UserError(f"--map {item}: {e}")
+    return out
+
+
+def target_of(model, explicit):
+    """What a benchmarked model is: ("teacher" | (width, depth) | None, how we know)."""
+    from .elastic import parse_width
+    name = model["name"]
+    if name in explicit:
+        return explicit[name], "--map"
+    if name.lower() == "teacher":
+        return "teacher", "name"
+    if model.get("width") is not None:
+        return (float(model["width"]), float(model.get("depth") or 1.0)), "recorded width"
+    m = NAME_WIDTH.match(name)
+    if m:
+        try:
+            return (parse_width(m.group(1)), 1.0), "name"
+        except ValueError:
+            pass
+    return None, None
+
+
+def latencies(bench, explicit, keys):
+    """({target: {bs: median ms}}, {target: model name}); target = a
+    (width, depth) of ``keys`` or "teacher"."""
+    models = bench.get("models") or []
+    names = {m["name"] for m in models}
+    unknown = sorted(set(explicit) - names)
+    if unknown:
+        raise UserError(f"--map: no benchmarked model named {', '.join(unknown)} (models: {', '.join(sorted(names))})")
+    medians = {}
+    for r in bench.get("rows") or []:
+        if r.get("precision", "FP32") != "FP32" and r["model"] not in explicit:
+            continue   # an INT8 model is not the FP32 sub-network of its width
+        medians.setdefault(r["model"], {})[str(r["batch_size"])] = r["median_ms"]
+    found, source = {}, {}
+    for m in models:
+        if m.get("int8") and m["name"] not in explicit:
+            logger.info("benchmark model %s is INT8: not used as the latency of an FP32 sub-network", m["name"])
+            continue
+        target, how = target_of(m, explicit)
+        if target is None:
+            logger.warning("benchmark model %s: no width for it (name it teacher / w0.5000, or --map %s=WIDTH); "
+                           "left out", m["name"], m["name"])
+            continue
+        if target != "teacher":
+            match = [k for k in keys if abs(k[0] - target[0]) < TOL and abs(k[1] - target[1]) < TOL]
+            if not match:
+                logger.warning("benchmark model %s has width %.4f, depth %.4f (%s), which this run did not train; "
+                               "left out", m["name"], target[0], target[1], how)
+                continue
+            target = match[0]
+        if target in found:
+            logger.warning("benchmark models %s and %s both map to %s; using %s", source[target], m["name"],
+                           target, source[target])
+            continue
+        found[target], source[target] = medians.get(m["name"], {}), m["name"]
+    return found, source
+
+
+def _shape_at(analysis, shape, width, layers):
+    sub = analysis.at_width(shape, width)
+    if layers is not None and len(layers) < sub.num_layers:
+        d = dict(sub.__dict__)
+        d.update(heads_per_layer=sub.heads_per_layer[:len(layers)], ffn_per_layer=sub.ffn_per_layer[:len(layers)])
+        sub = type(sub)(**d)
+    return sub
+
+
+def build_ofa_report(ofa_dir, bench=None, bench_path=None, explicit_map=(), batch_size=None, seq_len=None,
+                     metric_name=None, title=None, output_dir=None, teacher_dir=None):
+    """Rows from OFA_DIR/all_results.json (+ FLOPs from the config, latencies
+    from a benchmark.py JSON), written by :func:`write_report`.  Returns its paths."""
+    from . import analysis
+    if not os.path.isdir(ofa_dir):
+        raise UserError(f"--ofa_dir {ofa_dir}: not a directory")
+    table = read_json(os.path.join(ofa_dir, "all_results.json"), "--ofa_dir")
+    if not isinstance(table, dict) or not table.get("rows"):
+        raise UserError(f"--ofa_dir {ofa_dir}: all_results.json has no rows (did the OFA run finish?)")
+    if bench is not None and not isinstance(bench.get("rows"), list):
+        raise UserError(f"--benchmark {bench_path}: not a benchmark.py JSON (no rows)")
+    seq_len = seq_len or ((bench or {}).get("settings", {}).get("seq_len")) or 128
+
+    cfg_path = find_config(ofa_dir, table)
+    shape = None
+    if cfg_path:
+        shape = analysis.shape_from_config(analysis.read_config_file(cfg_path), source=cfg_path)
+    else:
+        logger.warning("no config.json under %s: FLOPs left out", ofa_dir)
+
+    rows = []
+    for r in table["rows"]:
+        layers = r.get("layers")
+        depth = float(r.get("depth") or 1.0)
+        row = {"width": float(r["width"]), "depth": depth, "layers": layers, "heads": r.get("heads"),
+               "ffn": r.get("ffn"), "params": r.get("params"), "score": r.get("score"), "step": r.get("step"),
+               "dir": r.get("dir"), "flops": None}
+        if shape is not None:
+            c = analysis.count(_shape_at(analysis, shape, row["width"], layers if depth < 1 else None), seq_len)
+            row["flops"] = c["flops"]["total"]
+            if row["params"] is not None and row["params"] != c["params"]["total"]:
+                logger.warning("%s: all_results.json says %s parameters, the config gives %s",
+                               _label(row), row["params"], c["params"]["total"])
+        rows.append(row)
+    teacher = {"label": "teacher", "score": table.get("teacher_score")}
+    t_shape = shape
+    if teacher_dir:
+        t_cfg = os.path.join(teacher_dir, "config.json")
+        if not os.path.isfile(t_cfg):
+            raise UserError(f"--teacher_dir {teacher_dir}: no config.json")
+        t_shape = analysis.shape_from_config(analysis.read_config_file(t_cfg), source=t_cfg)
+    if t_shape is not None:
+        c = analysis.count(t_shape, seq_len)
+        teacher.update(params=c["params"]["total"], flops=c["flops"]["total"], heads=t_shape.num_attention_heads,
+                       ffn=t_shape.intermediate_size)
+
+    notes = [f"Scores: {ofa_dir}/all_results.json (best dev score of each sub-network). FLOPs at {seq_len} tokens."]
+    if bench is not None:
+        keys = [(r["width"], r["depth"]) for r in rows]
+        found, source = latencies(bench, parse_map(explicit_map), keys)
+        for row in rows:
+            k = (row["width"], row["depth"])
+            if k in found:
+                row["latency_ms"], row["benchmark_model"] = found[k], source[k]
+        if "teacher" in found:
+            teacher["latency_ms"], teacher["benchmark_model"] = found["teacher"], source["teacher"]
+            for row in rows:   # the width-1.0, depth-1.0 sub-network has the teacher's graph shapes
+                if "latency_ms" not in row and abs(row["width"] - 1.0) < TOL and abs(row["depth"] - 1.0) < TOL:
+                    row["latency_ms"], row["benchmark_model"] = found["teacher"], source["teacher"]
+                    notes.append(f"Latency of width 1.0: measured on {source['teacher']} (the same graph shapes).")
+        else:
+            full = [k for k in found if k != "teacher" and abs(k[0] - 1.0) < TOL and abs(k[1] - 1.0) < TOL]
+            if full:
+                teacher["latency_ms"] = found[full[0]]
+                teacher["latency_note"] = (f"measured on {source[full[0]]}, the width-1.0 graph "
+                                           f"(same shapes as the teacher)")
+        st = bench.get("settings", {})
+        notes.append(f"Latency: median of {st.get('repeats')} runs, Paddle Inference {st.get('paddle')} on "
+                     f"{st.get('device')}, {st.get('threads')} threads, oneDNN {'on' if st.get('mkldnn') else 'off'}, "
+                     f"seq {st.get('seq_len')} ({bench_path}).")
+        if not found:
+            logger.warning("no benchmarked model matched a sub-network of this run: plotting against FLOPs")
+    try:
+        return write_report(output_dir or ofa_dir, rows, teacher, metric_name=metric_name or metric_name_of(table),
+                            batch_size=batch_size, title=title, notes=notes)
+    except ValueError as e:
+        raise UserError(f"--batch_size: {e}")

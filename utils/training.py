@@ -213,6 +213,21 @@ def save_checkpoint(output_dir, step, model, optimizer, scheduler, state):
             shutil.rmtree(os.path.join(root, old), ignore_errors=True)
 
 
+def check_same_tensors(saved, own, ckpt):
+    """A checkpoint must hold exactly this model's tensors, in its shapes
+    (paddle's set_state_dict would skip the others with a mere warning)."""
+    missing, extra = sorted(set(own) - set(saved)), sorted(set(saved) - set(own))
+    shapes = [(k, list(saved[k].shape), list(own[k].shape)) for k in sorted(set(own) & set(saved))
+              if list(saved[k].shape) != list(own[k].shape)]
+    problems = ([f"{len(missing)} tensors of the model are not in it (first: {missing[0]})"] if missing else []) + \
+               ([f"{len(extra)} of its tensors are not in the model (first: {extra[0]})"] if extra else []) + \
+               ([f"{shapes[0][0]} is {shapes[0][1]} there but {shapes[0][2]} here"
+                 + (f" (and {len(shapes) - 1} more)" if len(shapes) > 1 else "")] if shapes else [])
+    if problems:
+        raise UserError(f"--resume: checkpoint {ckpt} is of another model or configuration: " + "; ".join(problems)
+                        + " (resume with the flags of the interrupted run, or start over with --overwrite_output_dir)")
+
+
 def load_checkpoint(output_dir, model, optimizer, scheduler):
     """Restore the latest checkpoint; returns its state dict (None if none)."""
     import paddle
@@ -226,7 +241,9 @@ def load_checkpoint(output_dir, model, optimizer, scheduler):
         with open(os.path.join(ckpt, "state.json")) as f:
             state = json.load(f)
         net = model._layers if isinstance(model, paddle.DataParallel) else model
-        net.set_state_dict(paddle.load(os.path.join(ckpt, "model.pdparams")))
+        saved = paddle.load(os.path.join(ckpt, "model.pdparams"))
+        check_same_tensors(saved, net.state_dict(), ckpt)
+        net.set_state_dict(saved)
         optimizer.set_state_dict(paddle.load(os.path.join(ckpt, "optimizer.pdopt")))
     except (OSError, ValueError) as e:
         raise UserError(f"--resume: checkpoint {ckpt} is unreadable ({e})")
