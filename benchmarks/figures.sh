@@ -102,6 +102,10 @@ if has bench; then
   if [ -d "$OUT/ofa" ]; then
     $PY report.py --ofa_dir "$OUT/ofa" --benchmark "$OUT/benchmark.json" --teacher_dir "$TEACHER" --batch_size 16
   fi
+  say "where the time goes: the demo's teacher and width 1/2, per operator type (paddle.profiler)"
+  $PY benchmark.py --models "$DEMO/export/teacher/static/model" "$DEMO/export/w0.5000/static/model" \
+      --names teacher w0.5000 --batch_sizes 1 16 --max_seq_length 128 --threads 2 --profile \
+      --output "$OUT/profile"
 fi
 
 if has train_bench; then

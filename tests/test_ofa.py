@@ -198,10 +198,10 @@ def test_width_and_depth_subnetworks_train_and_export(tmp_path, glue_data, sst2_
     assert info["kept_layers"] == [0] and info["num_layers"] == 1 and info["check"]["passed"]
     cfg = read_json(str(tmp_path / "dyn" / "config.json"))
     assert cfg["num_hidden_layers"] == 1 and cfg["compression_suite"]["kept_layers"] == [0]
-    # a depth that was not trained is refused
+    # any trained (width, depth) pair exports from final/ too; a depth that was not trained is refused
     r = run_script("export_model.py", "--model_name_or_path", os.path.join(out, "final"), "--width_mult", "1.0",
                    "--depth_mult", "0.5", "--sub_model_output_dir", str(tmp_path / "dyn2"), check=False)
-    assert r.returncode == 0  # 0.5 of 2 layers was trained
+    assert r.returncode == 0 and read_json(str(tmp_path / "dyn2" / "export_info.json"))["kept_layers"] == [0]
     r = run_script("export_model.py", "--model_name_or_path", sst2_teacher, "--depth_mult", "0.5",
                    "--sub_model_output_dir", str(tmp_path / "dyn3"), check=False)
     assert r.returncode == 2 and "was not trained" in r.stderr and not (tmp_path / "dyn3").exists()
