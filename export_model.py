@@ -174,8 +174,11 @@ def main(argv=None):
 
     # Write everything beside its destination, check, then move into place.
     out_dir = os.path.abspath(args.sub_model_output_dir)
-    os.makedirs(os.path.dirname(out_dir), exist_ok=True)
+    made_dirs = training.make_dirs(os.path.dirname(out_dir))
+    if args.static_sub_model:
+        made_dirs += training.make_dirs(os.path.dirname(os.path.abspath(args.static_sub_model)))
     work = tempfile.mkdtemp(prefix=".export-", dir=os.path.dirname(out_dir))
+    written = False
     try:
         sub_info = dict(info, width=width.ratio, width_requested=width.requested, parent=args.model_name_or_path)
         if layers is not None:
@@ -223,7 +226,6 @@ def main(argv=None):
                 "depth": n_layers / config.num_hidden_layers, "pruned": pruned,
                 "tokenizer_dir": os.path.basename(prefix) + inference.TOKENIZER_SUFFIX})
             tokenizer.save_pretrained(tmp_prefix + inference.TOKENIZER_SUFFIX)
-            os.makedirs(os.path.dirname(prefix), exist_ok=True)
             for name in os.listdir(os.path.dirname(tmp_prefix)):
                 dst = os.path.join(os.path.dirname(prefix), name.replace("model", os.path.basename(prefix), 1))
                 if os.path.isdir(dst):
@@ -232,8 +234,11 @@ def main(argv=None):
         training.write_json_atomic(os.path.join(tmp_dyn, "export_info.json"), export_info)
         from utils.modeling import replace_dir
         replace_dir(tmp_dyn, out_dir)
+        written = True
     finally:
         shutil.rmtree(work, ignore_errors=True)
+        if not written:
+            training.remove_empty_dirs(made_dirs)
     logger.info("width %.4f: %d heads x %d layers, FFN %d; parameters %s -> %s (%.1f%%)", width.ratio, width.heads,
                 export_info["num_layers"], width.ffn, f"{n_full:,}", f"{n_sub:,}", 100.0 * n_sub / n_full)
     logger.info("check on %d examples: %s", export_info["check"]["examples"],

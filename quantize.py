@@ -391,8 +391,7 @@ def main(argv=None):
 
     out_prefix = os.path.abspath(args.output_prefix)
     out_dir = os.path.dirname(out_prefix)
-    made_dir = not os.path.isdir(out_dir)
-    os.makedirs(out_dir, exist_ok=True)
+    made_dirs = training.make_dirs(out_dir)
     work = tempfile.mkdtemp(prefix=".quantize-", dir=out_dir)
     written = False
     try:
@@ -453,8 +452,8 @@ def main(argv=None):
         written = True
     finally:
         shutil.rmtree(work, ignore_errors=True)
-        if made_dir and not written and not os.listdir(out_dir):
-            os.rmdir(out_dir)
+        if not written:
+            training.remove_empty_dirs(made_dirs)
     b = summary["bytes"]
     logger.info("wrote %s (.pdmodel/.pdiparams/.info.json, %s): %.1f MB vs FP32 %.1f MB; prediction agreement %s; "
                 "dev pass %.2f s INT8 vs %.2f s FP32", out_prefix, tok_name, b["int8"] / 1e6, b["fp32"] / 1e6,

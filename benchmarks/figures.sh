@@ -15,7 +15,8 @@ OUT=${OUT:-out/figures}
 DATA=$DEMO/data
 TEACHER=$DEMO/teacher/best
 OFA_STEPS=${OFA_STEPS:-150}
-MSRA_STEPS=${MSRA_STEPS:-750}
+MSRA_STEPS=${MSRA_STEPS:-400}
+MSRA_OFA_STEPS=${MSRA_OFA_STEPS:-200}
 C=(--max_seq_length 64 --batch_size 32 --device cpu --logging_steps 25)
 STAGES=${*:-ofa prune msra bench train_bench ofa_bench}
 mkdir -p "$OUT"
@@ -44,9 +45,12 @@ if has ofa; then
       --output_prefix "$OUT/export/w0.5000_int8/static/model" --data_dir "$DATA" --batch_num 8 --batch_size 16
   rm -rf "$OUT/export/teacher_int8"
   $PY quantize.py --model_prefix "$OUT/export/teacher/static/model" \
-      --output_prefix "$OUT/export/teacher_int8/static/model" --data_dir "$DATA" --batch_num 8 --batch_size 16
+      --output_prefix "$OUT/export/teacher_int8/static/model" --data_dir "$DATA" --batch_num 8 --batch_size 16 \
+      || echo "(the teacher's INT8 model was refused by the accuracy guard: see above)"
   say "dev metric of the static models (Paddle Inference, as deployed)"
-  $PY benchmarks/static_dev_metric.py --data_dir "$DATA" --models "$OUT"/export/*/static/model
+  prefixes=()
+  for f in "$OUT"/export/*/static/model.pdiparams; do prefixes+=("${f%.pdiparams}"); done
+  $PY benchmarks/static_dev_metric.py --data_dir "$DATA" --max_seq_length 64 --models "${prefixes[@]}"
 fi
 
 if has prune; then
@@ -60,7 +64,7 @@ if has prune; then
   $PY prune.py --model_name_or_path "$TEACHER" --output_dir "$OUT/vocab" --prune_vocab \
       --vocab_texts "$DATA/SST-2/train.tsv" "$DATA/SST-2/dev.tsv" --vocab_text_column 1 --measure_memory
   export_static vocab "$OUT/vocab" 1.0 1.0 --data_dir "$DATA"
-  $PY benchmarks/static_dev_metric.py --data_dir "$DATA" --models "$OUT/export/pruned_ft/static/model" \
+  $PY benchmarks/static_dev_metric.py --data_dir "$DATA" --max_seq_length 64 --models "$OUT/export/pruned_ft/static/model" \
       "$OUT/export/vocab/static/model"
   $PY prune.py --analyze "$TEACHER" "$OUT/pruned_ft/best" "$OUT/vocab" --names teacher pruned_ft vocab \
       --output_json "$OUT/prune_analysis.json"
@@ -71,11 +75,11 @@ if has msra; then
   $PY benchmarks/msra_setup.py --output_dir "$OUT/msra"
   $PY run_msra_ner.py --model_name_or_path "$OUT/msra/model" --data_dir "$OUT/msra/data" \
       --output_dir "$OUT/msra/teacher" --max_seq_length 128 --batch_size 32 --learning_rate 5e-4 \
-      --max_steps "$MSRA_STEPS" --warmup_proportion 0.1 --save_steps 250 --logging_steps 50 --device cpu \
+      --max_steps "$MSRA_STEPS" --warmup_proportion 0.1 --save_steps 200 --logging_steps 50 --device cpu \
       --overwrite_output_dir
   $PY run_msra_ner_ofa.py --model_name_or_path "$OUT/msra/teacher/model_best" --data_dir "$OUT/msra/data" \
       --output_dir "$OUT/msra/ofa" --max_seq_length 128 --batch_size 32 --learning_rate 1e-4 \
-      --max_steps 300 --save_steps 100 --logging_steps 50 --device cpu --width_mult_list 1.0 1/2 \
+      --max_steps "$MSRA_OFA_STEPS" --save_steps 100 --logging_steps 50 --device cpu --width_mult_list 1.0 1/2 \
       --overwrite_output_dir
   for spec in "teacher $OUT/msra/teacher/model_best 1.0" "w0.5 $OUT/msra/ofa/model_0.5 0.5"; do
     set -- $spec

@@ -25,13 +25,15 @@ def main():
     p.add_argument("--data_dir", required=True)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--batch_size", type=int, default=32)
+    p.add_argument("--max_seq_length", type=int, default=None,
+                   help="tokens per example (default: the length the model was exported with)")
     a = p.parse_args()
     import quantize
     out = {}
     for prefix in a.models:
         info = inference.read_info(prefix)
         tok = load_tokenizer(os.path.join(os.path.dirname(os.path.abspath(prefix)), info["tokenizer_dir"]))
-        args = argparse.Namespace(model_prefix=prefix, data_dir=a.data_dir, max_seq_length=None, batch_num=1,
+        args = argparse.Namespace(model_prefix=prefix, data_dir=a.data_dir, max_seq_length=a.max_seq_length, batch_num=1,
                                   batch_size=1, seed=0)
         data = quantize.TaskData(args, info, tok)
         pred = inference.create_predictor(prefix, threads=a.threads)

@@ -102,7 +102,7 @@ def test_accuracy_guard_refuses_unless_forced(fp32_static, glue_data, tmp_path):
     _, fp32 = fp32_static
     args = ["--model_prefix", fp32, "--data_dir", glue_data, "--batch_num", "1", "--batch_size", "8",
             "--max_drop", "-1"]  # any result "drops" more than -1
-    out = tmp_path / "refused" / "model"
+    out = tmp_path / "refused" / "static" / "model"      # two directories that do not exist yet
     r = run_script("quantize.py", *args, "--output_prefix", str(out), check=False)
     assert r.returncode == 1, r.stderr[-2000:]
     assert "nothing written" in r.stderr and "--max_drop" in r.stderr

@@ -173,6 +173,26 @@ def build_optimizer(args, model, total_steps, parameters=None):
     return optimizer, scheduler
 
 
+# --------------------------------------------------------------------------- files
+def make_dirs(path):
+    """``os.makedirs(path)``; returns the directories it created (deepest
+    first), for :func:`remove_empty_dirs` when the run fails."""
+    made = []
+    p = os.path.abspath(path)
+    while p and not os.path.isdir(p):
+        made.append(p)
+        p = os.path.dirname(p)
+    os.makedirs(path, exist_ok=True)
+    return made
+
+
+def remove_empty_dirs(made):
+    """Undo :func:`make_dirs` as far as the directories are still empty."""
+    for d in sorted(made, key=len, reverse=True):      # children before their parents
+        if os.path.isdir(d) and not os.listdir(d):
+            os.rmdir(d)
+
+
 # --------------------------------------------------------------------------- checkpoints
 def write_json_atomic(path, obj):
     tmp = path + ".tmp"
