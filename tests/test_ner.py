@@ -400,6 +400,11 @@ def test_ofa_on_the_ner_teacher(teacher_run, ner_data, tmp_path):
     assert [e["step"] for e in evals] == [15, 30] and all("test" not in e["teacher"]["results"] for e in evals)
     assert "reordered width-1.0 supernet vs teacher" in r.stdout
     assert "vs teacher" in r.stdout and "model_0.5" in r.stdout and "precision" in r.stdout
+    # analyze.py's count from the config matches the model's parameters (its unused pooler included)
+    from utils import analysis
+    shape = analysis.shape_from_config(analysis.read_config_file(os.path.join(out, "model_1.0", "config.json")))
+    assert analysis.count(shape, 32)["params"]["total"] == rows["model_1.0"]["params"]
+    assert analysis.count(analysis.at_width(shape, 0.5), 32)["params"]["total"] == rows["model_0.5"]["params"]
     # the per-width report is written when the run ends (FLOPs, no latency yet)
     rep = read_json(os.path.join(out, "report.json"))
     assert [r_["width"] for r_ in rep["rows"]] == [1.0, 0.5] and rep["rows"][1]["flops"] < rep["rows"][0]["flops"]

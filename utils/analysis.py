@@ -53,7 +53,9 @@ class BertShape:
     max_position_embeddings: int = 512
     type_vocab_size: int = 2
     num_labels: int = 2
-    token_level: bool = False         # token classification: no pooler, classifier on every token
+    token_level: bool = False         # token classification: pooler unused, classifier on every token
+    unused_pooler: bool = True        # token level: the model holds the pooler's weights anyway (paddlenlp's
+                                      # BertForTokenClassification does); a static program has them pruned
     head_dim: Optional[int] = None    # default hidden / num_attention_heads
     name: str = ""
     extra: dict = field(default_factory=dict)
@@ -207,7 +209,7 @@ def count(shape, seq_len=128, batch=1):
         flops["ffn"] += 2 * b * 2 * s * h * m
     c = shape.num_labels
     if shape.token_level:
-        params["head"] = h * c + c
+        params["head"] = h * c + c + ((h * h + h) if shape.unused_pooler else 0)
         flops["head"] = 2 * b * s * h * c
     else:
         params["head"] = (h * h + h) + (h * c + c)
@@ -342,7 +344,7 @@ def shape_from_static(prefix, num_attention_heads=None, intermediate_size=None):
     return BertShape(vocab_size=vocab, hidden_size=hidden, num_attention_heads=H,
                      intermediate_size=I, heads_per_layer=heads, ffn_per_layer=ffn,
                      max_position_embeddings=positions, type_vocab_size=types, num_labels=classifier[1],
-                     token_level=token_level, head_dim=hd, name=prefix)
+                     token_level=token_level, unused_pooler=False, head_dim=hd, name=prefix)
 
 
 # --------------------------------------------------------------------------- formatting
