@@ -177,7 +177,7 @@ def describe_model(prefix, name, seq_len):
     m = {"name": name, "prefix": os.path.abspath(prefix), "vocab_size": int(vocab),
          "width": (info or {}).get("width", shape.width if shape is not None else None),
          "depth": (info or {}).get("depth"),
-         "task_type": (info or {}).get("task_type"), "int8": inference.is_int8(prefix)}
+         "task_type": (info or {}).get("task_type"), "int8": bool((info or {}).get("int8"))}
     if shape is not None:
         c = analysis.count(shape, seq_len)
         m.update(heads_per_layer=shape.heads_per_layer, ffn_per_layer=shape.ffn_per_layer,

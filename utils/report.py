@@ -262,12 +262,10 @@ def latencies(bench, explicit, keys):
         raise UserError(f"--map: no benchmarked model named {', '.join(unknown)} (models: {', '.join(sorted(names))})")
     medians = {}
     for r in bench.get("rows") or []:
-        if r.get("precision", "FP32") != "FP32" and r["model"] not in explicit:
-            continue   # an INT8 model is not the FP32 sub-network of its width
         medians.setdefault(r["model"], {})[str(r["batch_size"])] = r["median_ms"]
     found, source = {}, {}
     for m in models:
-        if m.get("int8") and m["name"] not in explicit:
+        if m.get("int8") and m["name"] not in explicit:   # not the FP32 sub-network of its width
             logger.info("benchmark model %s is INT8: not used as the latency of an FP32 sub-network", m["name"])
             continue
         target, how = target_of(m, explicit)
