@@ -108,6 +108,93 @@ def test_forward_matches_stock_paddle_forward(which, seq4, tok4, batch):
     assert diff(E.forward(model, ids, tt).numpy(), stock) <= TOL
 
 
+def test_cpu_dropout_rate_scale_seed_and_gradient():
+    x = paddle.ones([200, 500])
+    x.stop_gradient = False
+    E.seed_dropout(3)
+    y = E.dropout(x, 0.1, True)
+    vals = np.unique(y.numpy())
+    assert len(vals) == 2 and vals[0] == 0.0 and vals[1] == pytest.approx(1 / 0.9, rel=1e-6)
+    dropped = float((y.numpy() == 0).mean())
+    assert abs(dropped - 0.1) < 0.005          # 100,000 draws: 5 sigma is 0.005
+    y.sum().backward()
+    np.testing.assert_array_equal(x.grad.numpy(), y.numpy())   # d(x*mask)/dx = mask
+    E.seed_dropout(3)
+    np.testing.assert_array_equal(E.dropout(x, 0.1, True).numpy(), y.numpy())
+    assert not np.array_equal(E.dropout(x, 0.1, True).numpy(), y.numpy())   # the stream moves on
+    assert E.dropout(x, 0.1, False) is x and E.dropout(x, 0.0, True) is x
+    assert float(E.dropout(x, 1.0, True).abs().sum()) == 0.0
+
+
+def test_addmm_linear_equals_the_layer_values_and_gradients(seq4):
+    """utils.elastic.linear (one addmm, GEMM backward) against calling the
+    layer: plain nn.Linear and every super linear Block at every width."""
+    widths = E.snap_widths([1.0, 0.75, 0.5, 0.25], 4, 128)
+    ofa = E.build_supernet(seq4, widths)
+    rs = np.random.RandomState(4)
+
+    def run(fn, layer, x, scale):
+        x = paddle.to_tensor(x, stop_gradient=False)
+        leaf = E._leaf(layer)
+        for p in (leaf.weight, leaf.bias):
+            p.clear_gradient()
+        y = fn(layer, x, scale)
+        g = paddle.to_tensor(np.random.RandomState(9).randn(*y.shape).astype("float32"))
+        (y * g).sum().backward()
+        out = [y.numpy(), x.grad.numpy(), leaf.weight.grad.numpy(), leaf.bias.grad.numpy()]
+        for p in (leaf.weight, leaf.bias):
+            p.clear_gradient()
+        return out
+
+    def called(layer, x, scale):
+        y = layer(x)
+        return y if scale is None else y * scale
+
+    checked = 0
+    for w in widths + [None]:
+        E.set_width(ofa, w)
+        for name, layer in ofa.model.named_sublayers():
+            leaf = E._leaf(layer)
+            if leaf is layer or not name.startswith("bert.encoder"):
+                continue
+            n_in = int(leaf.weight.shape[0]) if "linear2" not in name and "out_proj" not in name else \
+                (w.ffn if "linear2" in name and w else w.heads * 16 if w else int(leaf.weight.shape[0]))
+            x = rs.randn(2, 5, n_in).astype("float32")
+            for scale in (None, 0.25):
+                a, b = run(E.linear, layer, x, scale), run(called, layer, x, scale)
+                for u, v in zip(a, b):
+                    assert u.shape == v.shape and diff(u, v) <= 1e-5
+                checked += 1
+    assert checked == 5 * 2 * 12       # 5 widths x 2 scales x (2 layers x 6 linears)
+    plain = paddle.nn.Linear(7, 3)
+    x = rs.randn(4, 7).astype("float32")
+    for u, v in zip(run(E.linear, plain, x, 0.5), run(called, plain, x, 0.5)):
+        assert diff(u, v) <= 1e-5
+    E.set_width(ofa, None)
+
+
+def test_train_mode_forward_drops_out_as_configured(batch):
+    ids, tt = batch
+    still = make_model(BertForSequenceClassification, make_config(dropout=0.0), 5)
+    still.train()
+    a = E.forward(still, ids, tt).numpy()
+    still.eval()
+    assert diff(a, E.forward(still, ids, tt).numpy()) == 0.0     # rate 0: no dropout anywhere
+    noisy = make_model(BertForSequenceClassification, make_config(dropout=0.3), 5)
+    evals = E.forward(noisy, ids, tt).numpy()
+    noisy.train()
+    runs = []
+    for seed in (11, 11, 12):
+        E.seed_dropout(seed)
+        runs.append(E.forward(noisy, ids, tt, output_hidden_states=True))
+    noisy.eval()
+    assert diff(runs[0][0].numpy(), runs[1][0].numpy()) == 0.0   # same seed, same masks
+    assert diff(runs[0][0].numpy(), runs[2][0].numpy()) > 1e-4
+    assert diff(runs[0][0].numpy(), evals) > 1e-4
+    emb = runs[0][1][0].numpy()                                   # the embedding output is dropped too
+    assert 0.2 < float((emb == 0).mean()) < 0.4
+
+
 def test_forward_head_mask_and_layers(seq4, batch):
     ids, tt = batch
     L, H = 2, 4

@@ -31,12 +31,12 @@ def test_every_width_learns_and_each_has_a_checkpoint(sst2_ofa):
     assert [e["step"] for e in evals] == [20, 40] and set(evals[0]["widths"]) == {"1.0000", "0.7500", "0.5000"}
 
 
-def _tiny_teacher_and_batch(num_labels=2):
+def _tiny_teacher_and_batch(num_labels=2, dropout=0.0):
     import paddle
     from paddlenlp.transformers import BertConfig, BertForSequenceClassification
     paddle.seed(1)
-    cfg = BertConfig(**tiny_config(num_labels=num_labels, hidden_dropout_prob=0.0,
-                                   attention_probs_dropout_prob=0.0))
+    cfg = BertConfig(**tiny_config(num_labels=num_labels, hidden_dropout_prob=dropout,
+                                   attention_probs_dropout_prob=dropout))
     teacher = BertForSequenceClassification(cfg)
     rng = np.random.RandomState(0)
     ids = rng.randint(5, cfg.vocab_size, size=(8, 20)).astype("int64")
@@ -57,14 +57,19 @@ def _stage(teacher, cfg, widths, per_width):
     return stage, ofa
 
 
-def test_teacher_once_per_batch_gives_the_upstream_losses_and_gradients():
+@pytest.mark.parametrize("dropout", [0.0, 0.1])
+def test_teacher_once_per_batch_gives_the_upstream_losses_and_gradients(dropout):
+    # with dropout, too: the student draws the same masks in both recipes
+    # (the teacher runs in eval mode and draws none)
     from utils import elastic
-    teacher, cfg, batch = _tiny_teacher_and_batch()
+    from utils.training import reseed
+    teacher, cfg, batch = _tiny_teacher_and_batch(dropout=dropout)
     widths = elastic.snap_widths([1.0, 0.75, 0.5, 0.25], 4, cfg.intermediate_size)
     results = []
     for per_width in (False, True):
         stage, ofa = _stage(teacher, cfg, widths, per_width)
         ofa.model.train()
+        reseed(7)
         stage.step(batch, 0)
         grads = {p.name: p.grad.numpy().copy() for p in ofa.model.parameters() if p.grad is not None}
         results.append((stage.last_losses, grads))
@@ -76,6 +81,47 @@ def test_teacher_once_per_batch_gives_the_upstream_losses_and_gradients():
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
     # every width contributed: the losses differ between widths
     assert len({round(l[0], 6) for l in l_once}) == 4
+
+
+def test_cpu_fast_paths_compute_the_stock_step(monkeypatch):
+    """utils.elastic's CPU fast paths (addmm linear layers, the padding mask
+    expanded once, stride kernels off) against paddle's stock ops
+    (``stock_ops``): the same OFA step, losses and gradients.  Dropout 0: the
+    two draw their masks from different generators."""
+    import contextlib
+    import paddle
+    from utils import elastic
+    teacher, cfg, batch = _tiny_teacher_and_batch()
+    widths = elastic.snap_widths([1.0, 0.5], 4, cfg.intermediate_size)
+    real = elastic._addmm_linear
+    calls = []
+
+    def counting():
+        calls.append(1)
+        return real()
+
+    monkeypatch.setattr(elastic, "_addmm_linear", counting)
+    results = []
+    for stock in (False, True):
+        calls.clear()
+        stage, ofa = _stage(teacher, cfg, widths, False)
+        ofa.model.train()
+        with elastic.stock_ops() if stock else contextlib.nullcontext():
+            if stock:
+                assert paddle.get_flags(["FLAGS_use_stride_kernel"])["FLAGS_use_stride_kernel"] is True
+                assert not any(elastic._FAST.values())
+            stage.step(batch, 0)
+        # fast: every encoder linear of teacher + 2 widths ran as addmm; stock: none
+        assert len(calls) == (3 * 2 * 6 if not stock else 0)
+        grads = {n: p.grad.numpy().copy() for n, p in ofa.model.named_parameters() if p.grad is not None}
+        results.append((stage.last_losses, grads))
+    assert paddle.get_flags(["FLAGS_use_stride_kernel"])["FLAGS_use_stride_kernel"] is False
+    assert all(elastic._FAST.values())
+    (l_fast, g_fast), (l_stock, g_stock) = results
+    np.testing.assert_allclose(np.array(l_fast), np.array(l_stock), rtol=1e-5, atol=1e-7)
+    assert g_fast.keys() == g_stock.keys() and len(g_fast) > 0
+    for k in g_fast:
+        np.testing.assert_allclose(g_fast[k], g_stock[k], rtol=1e-4, atol=1e-6)
 
 
 def test_teacher_runs_once_per_batch(monkeypatch):
@@ -93,6 +139,25 @@ def test_teacher_runs_once_per_batch(monkeypatch):
     monkeypatch.setattr(distill.elastic, "forward", counting)
     stage.step(batch, 0)
     assert sum(calls) == 1 and len(calls) == 3
+
+
+def test_masked_mse_is_a_per_example_mean_over_real_tokens():
+    import paddle
+    from utils.distill import masked_mse
+    rng = np.random.RandomState(1)
+    a, b = rng.randn(3, 6, 4).astype("float32"), rng.randn(3, 6, 4).astype("float32")
+    mask = np.array([[1, 1, 1, 1, 1, 1], [1, 1, 0, 0, 0, 0], [1, 1, 1, 0, 0, 0]])
+    got = float(masked_mse(paddle.to_tensor(a), paddle.to_tensor(b), paddle.to_tensor(mask)))
+    sq = ((a - b) ** 2).mean(-1)
+    want = np.mean([sq[i][mask[i] == 1].mean() for i in range(3)])
+    assert got == pytest.approx(float(want), rel=1e-6)
+    assert float(masked_mse(paddle.to_tensor(a), paddle.to_tensor(b))) == \
+        pytest.approx(float(((a - b) ** 2).mean()), rel=1e-6)
+    ta = paddle.to_tensor(a, stop_gradient=False)
+    masked_mse(ta, paddle.to_tensor(b), paddle.to_tensor(mask)).backward()
+    n = mask.sum(-1)[:, None, None]
+    want_grad = 2 * (a - b) * mask[:, :, None] / (n * a.shape[-1] * a.shape[0])
+    np.testing.assert_allclose(ta.grad.numpy(), want_grad, rtol=1e-5, atol=1e-7)
 
 
 def test_soft_cross_entropy_is_masked_to_real_tokens():

@@ -147,3 +147,25 @@ def test_supernet_of_any_bert_shape_equals_teacher_and_exports_exactly(shape):
             outs.append(sup)
     np.testing.assert_allclose(outs[0], ref, atol=1e-5)
     assert np.abs(outs[0] - outs[2]).max() > 1e-4
+
+
+@pytest.mark.parametrize("env, want", [(None, "False"), ("1", "True")])
+def test_stride_kernels_are_off_unless_the_user_turns_them_on(env, want):
+    """utils.compat turns paddle 2.6's strided views off (a CPU transpose by
+    the strided-copy kernel is ~5x slower than by the transpose kernel);
+    FLAGS_use_stride_kernel in the environment wins.  Off, a transpose is a
+    real copy: writing into it leaves the source alone."""
+    import subprocess
+    import sys
+    code = ("import utils, paddle; f = paddle.get_flags(['FLAGS_use_stride_kernel'])['FLAGS_use_stride_kernel']; "
+            "x = paddle.arange(6, dtype='float32').reshape([2, 3]); t = paddle.transpose(x, [1, 0]); "
+            "print(f, t.is_contiguous(), float(t.sum()))")
+    env_vars = {k: v for k, v in os.environ.items() if k != "FLAGS_use_stride_kernel"}
+    if env is not None:
+        env_vars["FLAGS_use_stride_kernel"] = env
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    r = subprocess.run([sys.executable, "-c", code], cwd=root, env=env_vars, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    flag, contiguous, total = r.stdout.split()
+    assert flag == want and total == "15.0"
+    assert contiguous == ("True" if want == "False" else "False")

@@ -48,7 +48,9 @@ def masked_mse(a, b, mask=None):
     if mask is None:
         return F.mse_loss(a, b)
     m = mask.astype(a.dtype)
-    per_example = (((a - b) ** 2).mean(axis=-1) * m).sum(axis=-1) / paddle.clip(m.sum(axis=-1), min=1.0)
+    # paddle.square, not ``** 2``: paddle 2.6's CPU pow kernel (forward and
+    # backward) is about 7 times slower, a tenth of an OFA step
+    per_example = (paddle.square(a - b).mean(axis=-1) * m).sum(axis=-1) / paddle.clip(m.sum(axis=-1), min=1.0)
     return per_example.mean()
 
 

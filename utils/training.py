@@ -124,6 +124,17 @@ def set_seed(seed):
     random.seed(seed)
     np.random.seed(seed % (2 ** 32))
     paddle.seed(seed)
+    from .elastic import seed_dropout
+    seed_dropout(seed)
+
+
+def reseed(seed):
+    """Seed paddle's generator and the suite's CPU dropout masks
+    (:func:`utils.elastic.dropout`)."""
+    import paddle
+    from .elastic import seed_dropout
+    paddle.seed(seed)
+    seed_dropout(seed)
 
 
 def step_seed(seed, step):
@@ -336,7 +347,7 @@ def train(args, stage, model, optimizer, scheduler, train_features, collate, tot
         for b_idx in range(global_step - epoch * per_epoch, len(batches)):
             if global_step >= total_steps:
                 break
-            paddle.seed(step_seed(args.seed, global_step))
+            reseed(step_seed(args.seed, global_step))
             batch = collate([train_features[i] for i in batches[b_idx]])
             loss = stage.step(batch, global_step)
             optimizer.step()

@@ -1,23 +1,31 @@
-"""INT8 vs FP32 latency of a MiniLM-sized BERT classifier on CPU (Paddle Inference).
+"""INT8 vs FP32 latency of a BERT classifier on CPU (Paddle Inference), at
+full width and at a width cut from it exactly as export_model.py cuts one.
 
-    python benchmarks/int8_minilm.py --workdir out/int8_minilm
+    python benchmarks/int8_speed.py --shape minilm --workdir out/int8_minilm
+    python benchmarks/int8_speed.py --shape bert-base --width 1/2 --workdir out/int8_bert_base
 
-Builds ``BertForSequenceClassification`` with random weights (hidden 384,
-6 layers, 12 heads, FFN 1536, vocabulary 30522 -- no download), saves it as a
-static model, quantizes it with quantize.py's own ``quantize()`` on random
-token ids (``--calib_batches`` batches of ``--batch_size`` x ``--seq_len``),
-then times, interleaved over ``--rounds`` rounds (the median is reported):
+Builds ``BertForSequenceClassification`` with random weights (``--shape``
+minilm: hidden 384, 6 layers, 12 heads, FFN 1536; bert-base: hidden 768,
+12 layers, 12 heads, FFN 3072; vocabulary 30522 -- no download), cuts the
+``--width`` sub-network (``utils.elastic.extract_subnet``), saves both as
+static models, quantizes each with quantize.py's own ``quantize()`` on
+random token ids (``--calib_batches`` batches of ``--batch_size`` x
+``--seq_len``), then times, interleaved over ``--rounds`` rounds (the
+median is reported):
 
-* FP32 without oneDNN, FP32 with oneDNN,
+* FP32 without oneDNN (unless ``--skip_no_onednn``), FP32 with oneDNN,
 * INT8 with oneDNN + ``enable_mkldnn_int8()`` (every op type, as
   ``utils.inference.create_predictor(int8=True)`` does),
 * INT8 with ``enable_mkldnn_int8({"fc", "matmul", "matmul_v2"})``,
-* with ``--compare_observers``: the model quantized with ``--with_observers``
-  (stock PaddleSlim), ``enable_mkldnn_int8()``.
+* the same FP32 oneDNN and INT8 predictors of the width sub-network,
+* with ``--compare_observers``: the full model quantized with
+  ``--with_observers`` (stock PaddleSlim), ``enable_mkldnn_int8()``.
 
-Also: file sizes, max |INT8 - FP32| of the logits, and whether two runs of the
-INT8 predictor on the same input agree exactly.  Random weights say nothing
-about accuracy; the figures are about speed and size.  One JSON line on stdout.
+Speed-ups are against FP32 oneDNN at full width (the teacher as deployed).
+Also: file sizes, max |INT8 - FP32| of the logits, and whether two runs of
+the INT8 predictor on the same input agree exactly.  Random weights say
+nothing about accuracy; the figures are about speed and size.  One JSON line
+on stdout.
 """
 import os
 import sys
@@ -31,10 +39,15 @@ import time  # noqa: E402
 
 import numpy as np  # noqa: E402
 
+SHAPES = {"minilm": dict(hidden_size=384, num_hidden_layers=6, num_attention_heads=12, intermediate_size=1536),
+          "bert-base": dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072)}
+
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--workdir", default="out/int8_minilm")
+    p.add_argument("--workdir", default=None, help="default: out/int8_SHAPE")
+    p.add_argument("--shape", default="minilm", choices=sorted(SHAPES))
+    p.add_argument("--width", default="1/2", help="the sub-network's width (a fraction or decimal)")
     p.add_argument("--batch_size", type=int, default=16)
     p.add_argument("--seq_len", type=int, default=128)
     p.add_argument("--threads", type=int, default=2)
@@ -75,9 +88,17 @@ def main(argv=None):
     import quantize as Q
     from utils import inference
 
-    fp32 = os.path.join(args.workdir, "fp32", "model")
-    int8 = os.path.join(args.workdir, f"int8_{args.algo}", "model")
-    int8_obs = os.path.join(args.workdir, f"int8_{args.algo}_obs", "model")
+    from utils import elastic
+    workdir = args.workdir or os.path.join("out", f"int8_{args.shape.replace('-', '_')}")
+    cfg = dict(SHAPES[args.shape], vocab_size=30522, max_position_embeddings=512, num_labels=2)
+    width = elastic.snap_widths([args.width], cfg["num_attention_heads"], cfg["intermediate_size"],
+                                flag="--width")[0]
+    wtag = f"w{width.tag()}"
+    fp32 = os.path.join(workdir, "fp32", "model")
+    fp32_w = os.path.join(workdir, f"fp32_{wtag}", "model")
+    int8 = os.path.join(workdir, f"int8_{args.algo}", "model")
+    int8_w = os.path.join(workdir, f"int8_{args.algo}_{wtag}", "model")
+    int8_obs = os.path.join(workdir, f"int8_{args.algo}_obs", "model")
     rng = np.random.RandomState(0)
 
     def batch():
@@ -86,26 +107,30 @@ def main(argv=None):
         ids[:, -rng.randint(1, args.seq_len // 4):] = 0  # some padding, so the attention mask matters
         return ids, np.zeros_like(ids)
 
-    if inference.model_file(fp32) is None:
+    if inference.model_file(fp32) is None or inference.model_file(fp32_w) is None:
         paddle.seed(0)
-        model = BertForSequenceClassification(BertConfig(
-            vocab_size=30522, hidden_size=384, num_hidden_layers=6, num_attention_heads=12,
-            intermediate_size=1536, max_position_embeddings=512, num_labels=2))
+        config = BertConfig(**cfg)
+        model = BertForSequenceClassification(config)
+        model.eval()
         inference.save_static(model, fp32)
+        sub = elastic.extract_subnet(model, width, config, "classification")
+        sub.eval()
+        inference.save_static(sub, fp32_w)
     calib_seconds = {}
     calib = [batch() for _ in range(args.calib_batches)]
-    for prefix, observers in ((int8, False), (int8_obs, True)):
+    for src, prefix, observers in ((fp32, int8, False), (fp32_w, int8_w, False), (fp32, int8_obs, True)):
         if inference.model_file(prefix) is None and (not observers or args.compare_observers):
-            qargs = argparse.Namespace(model_prefix=fp32, algo=args.algo, hist_percent=0.9999,
+            qargs = argparse.Namespace(model_prefix=src, algo=args.algo, hist_percent=0.9999,
                                        batch_size=args.batch_size, weight_quantize_type="channel_wise_abs_max",
                                        quant_format="qdq", with_observers=observers)
             t = time.time()
-            Q.quantize(qargs, calib, ["input_ids", "token_type_ids"], os.path.dirname(prefix), Q.fp32_layers(fp32))
+            Q.quantize(qargs, calib, ["input_ids", "token_type_ids"], os.path.dirname(prefix), Q.fp32_layers(src))
             calib_seconds[os.path.basename(os.path.dirname(prefix))] = time.time() - t
     ids, seg = batch()
 
     setups = {"fp32_onednn": (fp32, True, None), "int8_all_ops": (int8, True, "all"),
-              "int8_fc_matmul": (int8, True, ["fc", "matmul", "matmul_v2"])}
+              "int8_fc_matmul": (int8, True, ["fc", "matmul", "matmul_v2"]),
+              f"fp32_onednn_{wtag}": (fp32_w, True, None), f"int8_all_ops_{wtag}": (int8_w, True, "all")}
     if args.compare_observers:
         setups["int8_observers_all_ops"] = (int8_obs, True, "all")
     if not args.skip_no_onednn:
@@ -122,15 +147,18 @@ def main(argv=None):
     ms = {k: float(np.median(v)) for k, v in times.items()}
     ref = outs["fp32_onednn"]
     result = {
+        "model": args.shape, "width": width.ratio, "heads": width.heads, "ffn": width.ffn,
         "shape": [args.batch_size, args.seq_len], "threads": args.threads, "algo": args.algo,
         "calibration_seconds": calib_seconds,
         "median_ms": ms, "all_ms": times,
         "speedup_vs_fp32_onednn": {k: ms["fp32_onednn"] / v for k, v in ms.items()},
-        "max_abs_diff_vs_fp32": {k: float(np.abs(o - ref).max()) for k, o in outs.items()},
+        "max_abs_diff_vs_fp32": {k: float(np.abs(o - (outs[f"fp32_onednn_{wtag}"] if wtag in k else ref)).max())
+                                 for k, o in outs.items()},
         "fp32_logit_abs_max": float(np.abs(ref).max()),
         "int8_rerun_identical": {k: bool(np.array_equal(outs[k], inference.run_predictor(preds[k], ids, seg)))
                                  for k in preds if k.startswith("int8")},
         "bytes": {"fp32": Q.model_bytes(fp32), "int8": Q.model_bytes(int8),
+                  f"fp32_{wtag}": Q.model_bytes(fp32_w), f"int8_{wtag}": Q.model_bytes(int8_w),
                   "fp32_pdiparams": os.path.getsize(fp32 + ".pdiparams"),
                   "int8_pdiparams": os.path.getsize(int8 + ".pdiparams")},
         "int8_params_by_dtype": Q.inspect_program(int8)["param_bytes_by_dtype"],
