@@ -359,7 +359,7 @@ def dropout(x, p, training):
     On CPU the keep-mask comes from numpy's PCG64: paddle 2.6's CPU dropout
     draws every element from an mt19937 engine on one thread, and was the
     largest single cost of an OFA training step at batch 8 (a seventh of
-    it); numpy fills the same mask 2-3 times faster.  The mask is a constant
+    it); numpy fills the same mask about twice as fast.  The mask is a constant
     of the graph, so the backward is one multiplication.  On other devices
     paddle's own dropout runs."""
     if not training or not p:
