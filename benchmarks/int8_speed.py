@@ -86,9 +86,8 @@ def main(argv=None):
     import paddle
     from paddlenlp.transformers import BertConfig, BertForSequenceClassification
     import quantize as Q
-    from utils import inference
+    from utils import elastic, inference
 
-    from utils import elastic
     workdir = args.workdir or os.path.join("out", f"int8_{args.shape.replace('-', '_')}")
     cfg = dict(SHAPES[args.shape], vocab_size=30522, max_position_embeddings=512, num_labels=2)
     width = elastic.snap_widths([args.width], cfg["num_attention_heads"], cfg["intermediate_size"],

@@ -36,6 +36,7 @@ paddle's stock attention, which reshapes with the full ``num_heads``.
 """
 import contextlib
 import copy
+import functools
 import logging
 import math
 import re
@@ -431,21 +432,15 @@ def linear(layer, x, scale=None):
     return _addmm_linear()(x, weight, bias, 1.0 if scale is None else float(scale))
 
 
-_ADDMM = []
-
-
-class _stock_linear:
-    """Within: :func:`linear` calls the layers.  ``paddle.grad`` (a partial
-    backward) prunes a PyLayer's inputs it does not need and then rejects the
-    gradients the PyLayer returns for them; :func:`compute_importance` needs
-    it."""
-
-    def __enter__(self):
-        self.saved = _FAST["linear"]
-        _FAST["linear"] = False
-
-    def __exit__(self, *exc):
-        _FAST["linear"] = self.saved
+@contextlib.contextmanager
+def _fast_paths_off(*names):
+    """Within: the named entries of ``_FAST`` are off (restored after)."""
+    saved = dict(_FAST)
+    _FAST.update(dict.fromkeys(names, False))
+    try:
+        yield
+    finally:
+        _FAST.update(saved)
 
 
 @contextlib.contextmanager
@@ -457,59 +452,58 @@ def stock_ops():
     the benchmark times it and the tests check that the fast paths compute
     the same values and gradients."""
     import paddle
-    saved = dict(_FAST)
     stride = paddle.get_flags(["FLAGS_use_stride_kernel"])["FLAGS_use_stride_kernel"]
-    _FAST.update(linear=False, dropout=False, mask=False)
     paddle.set_flags({"FLAGS_use_stride_kernel": True})
     try:
-        yield
+        with _fast_paths_off(*_FAST):
+            yield
     finally:
-        _FAST.update(saved)
         paddle.set_flags({"FLAGS_use_stride_kernel": stride})
 
 
+@functools.lru_cache(maxsize=None)
 def _addmm_linear():
-    if not _ADDMM:
-        import paddle
-        from paddle.autograd import PyLayer
+    """``_AddmmLinear.apply`` (the class is made on first use: paddle is
+    imported lazily in this module)."""
+    import paddle
+    from paddle.autograd import PyLayer
 
-        class _AddmmLinear(PyLayer):
-            """y = scale * (x @ W + b), x [..., in], W [in, out], b [out] or None."""
+    class _AddmmLinear(PyLayer):
+        """y = scale * (x @ W + b), x [..., in], W [in, out], b [out] or None."""
 
-            @staticmethod
-            def forward(ctx, x, weight, bias, scale):
-                lead = list(x.shape[:-1])
-                x2 = paddle.reshape(x, [-1, int(x.shape[-1])])
-                if bias is None:
-                    y = paddle.matmul(x2, weight)
-                    if scale != 1.0:
-                        y = paddle.scale(y, scale)
-                else:
-                    y = paddle.addmm(paddle.unsqueeze(bias, 0), x2, weight, beta=scale, alpha=scale)
-                ctx.save_for_backward(x2, weight)
-                ctx.meta = (lead, scale, bias is not None,
-                            [not t.stop_gradient if t is not None else False for t in (x, weight, bias)])
-                return paddle.reshape(y, lead + [int(weight.shape[1])])
-
-            @staticmethod
-            def backward(ctx, grad):
-                x2, weight = ctx.saved_tensor()
-                lead, scale, has_bias, needs = ctx.meta
-                g = paddle.reshape(grad, [-1, int(grad.shape[-1])])
+        @staticmethod
+        def forward(ctx, x, weight, bias, scale):
+            lead = list(x.shape[:-1])
+            x2 = paddle.reshape(x, [-1, int(x.shape[-1])])
+            if bias is None:
+                y = paddle.matmul(x2, weight)
                 if scale != 1.0:
-                    g = paddle.scale(g, scale)
-                dx = paddle.reshape(paddle.matmul(g, weight, transpose_y=True), lead + [int(x2.shape[-1])]) \
-                    if needs[0] else None
-                dw = paddle.matmul(x2, g, transpose_x=True) if needs[1] else None
-                grads = [dx, dw]
-                if has_bias:
-                    # the column sum as a GEMV: paddle's CPU reduce over axis 0 is ~50x slower
-                    grads.append(paddle.reshape(paddle.matmul(paddle.ones([1, int(g.shape[0])], g.dtype), g),
-                                                [-1]) if needs[2] else None)
-                return tuple(grads)
+                    y = paddle.scale(y, scale)
+            else:
+                y = paddle.addmm(paddle.unsqueeze(bias, 0), x2, weight, beta=scale, alpha=scale)
+            ctx.save_for_backward(x2, weight)
+            ctx.meta = (lead, scale, bias is not None,
+                        [not t.stop_gradient if t is not None else False for t in (x, weight, bias)])
+            return paddle.reshape(y, lead + [int(weight.shape[1])])
 
-        _ADDMM.append(_AddmmLinear)
-    return _ADDMM[0].apply
+        @staticmethod
+        def backward(ctx, grad):
+            x2, weight = ctx.saved_tensor()
+            lead, scale, has_bias, needs = ctx.meta
+            g = paddle.reshape(grad, [-1, int(grad.shape[-1])])
+            if scale != 1.0:
+                g = paddle.scale(g, scale)
+            dx = paddle.reshape(paddle.matmul(g, weight, transpose_y=True), lead + [int(x2.shape[-1])]) \
+                if needs[0] else None
+            dw = paddle.matmul(x2, g, transpose_x=True) if needs[1] else None
+            grads = [dx, dw]
+            if has_bias:
+                # the column sum as a GEMV: paddle's CPU reduce over axis 0 is ~50x slower
+                grads.append(paddle.reshape(paddle.matmul(paddle.ones([1, int(g.shape[0])], g.dtype), g),
+                                            [-1]) if needs[2] else None)
+            return tuple(grads)
+
+    return _AddmmLinear.apply
 
 
 def _drop(module, x):
@@ -713,7 +707,9 @@ def compute_importance(model, batches, loss_fn, num_layers=None, num_heads=None,
         targets = [head_mask] + w1 + b1 + w2
         for batch in batches:
             input_ids, token_type_ids, labels = _unpack(batch)
-            with _stock_linear():
+            # paddle.grad (a partial backward) prunes a PyLayer's inputs it does not
+            # need and then rejects the gradients the PyLayer returns for them
+            with _fast_paths_off("linear"):
                 logits = forward(net, input_ids, token_type_ids, head_mask=head_mask, layers=list(range(L)))
                 loss = loss_fn(logits, labels)
                 grads = paddle.grad([loss], targets, allow_unused=True)

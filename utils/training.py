@@ -120,12 +120,9 @@ def setup_device(args):
 
 
 def set_seed(seed):
-    import paddle
     random.seed(seed)
     np.random.seed(seed % (2 ** 32))
-    paddle.seed(seed)
-    from .elastic import seed_dropout
-    seed_dropout(seed)
+    reseed(seed)
 
 
 def reseed(seed):
