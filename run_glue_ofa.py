@@ -18,6 +18,15 @@ Own data takes the flags of run_glue.py (--train_file, --dev_file,
 --label_list, --label_delimiter); the label list defaults to the teacher's.
 Multilabel logits are distilled with binary cross-entropy against the
 teacher's sigmoid probabilities.
+
+Augmented data (DynaBERT's ``--data_aug``): the OFA loss uses only the
+teacher's outputs, never the labels, so extra text teaches the sub-networks
+too -- augmented copies of the training set (TinyBERT's augmentation writes
+``train_aug.tsv``) or unlabelled in-domain text.  ``--data_aug`` adds
+``DATA_DIR/TASK/train_aug.tsv``, ``--aug_file`` any file with the training
+file's text columns (a label column is allowed and ignored).  The examples
+are added to the training set after the importance examples are held out;
+the dev set still selects the best checkpoints.
 """
 import utils  # noqa: F401  (first: stack fixes before paddle is imported)
 
@@ -26,7 +35,7 @@ import logging
 import os
 
 from utils import distill, elastic, training
-from utils.data import Batcher, encode, load_glue, resolve_task
+from utils.data import Batcher, encode, find_split_file, load_glue, read_glue_file, resolve_task
 from utils.errors import UserError, run_main
 from utils.evaluation import evaluate_task, format_results
 from utils.modeling import load_config, load_model, suite_info
@@ -41,7 +50,18 @@ def parse_args(argv=None):
                                     "and the best checkpoint of every width")
     training.add_common_args(p, epochs=6.0, logging_steps=10, save_steps=100)
     distill.add_ofa_args(p)
+    a = p.add_argument_group("augmented data (distillation only: labels are not used)")
+    a.add_argument("--data_aug", action="store_true",
+                   help="DynaBERT's flag: also distil on DATA_DIR/TASK/train_aug.tsv")
+    a.add_argument("--aug_file", default=None,
+                   help="also distil on this file (TSV/CSV with the training file's text columns; a label "
+                        "column is ignored): augmented or unlabelled in-domain text")
     args = p.parse_args(argv)
+    if args.data_aug and args.aug_file:
+        raise UserError("--data_aug and --aug_file: give one (--data_aug reads train_aug.tsv from --data_dir)")
+    if args.data_aug and (not args.data_dir or args.train_file):
+        raise UserError("--data_aug reads train_aug.tsv from the GLUE task's --data_dir; with own data "
+                        "(--train_file) pass the file with --aug_file")
     check_task_args(args)
     training.check_common_args(args)
     distill.check_ofa_args(args)
@@ -57,6 +77,18 @@ def teacher_labels(args):
     if info.get("task_name") != OWN_DATA or info.get("task_type") != args.task_type:
         return None
     return info.get("label_list") or None
+
+
+def read_aug(args, task):
+    """(path, unlabelled examples) of --data_aug / --aug_file, or (None, [])."""
+    if not (args.data_aug or args.aug_file):
+        return None, []
+    flag = "--data_aug" if args.data_aug else "--aug_file"
+    try:
+        path = find_split_file(task, args.data_dir, "train_aug") if args.data_aug else args.aug_file
+        return os.path.abspath(path), read_glue_file(path, task, labelled=False)
+    except UserError as e:
+        raise UserError(f"{flag}: {e}") from None
 
 
 def task_loss_fn(task):
@@ -110,12 +142,21 @@ def main(argv=None):
     if "test" in data and any(e.label is None for e in data["test"]):
         raise UserError(f"--test_file {task.file('test')}: no label column '{task.label}' (the OFA script scores "
                         f"the test file; predict unlabelled text with predict.py)")
+    aug_path, aug = read_aug(args, task)
     kind = task.task_type
     teacher, tokenizer, config = load_model(args.model_name_or_path, kind, task.num_labels, require_head=True,
                                             task_name=task.name, expect_task_type=kind)
     widths = elastic.snap_widths(requested, config.num_attention_heads, config.intermediate_size)
     feats = {s: encode(data[s], tokenizer, args.max_seq_length) for s in splits}
     train_feats, imp_feats = distill.split_importance(args, feats["train"], feats[task.dev_splits[0]])
+    data_info = {"train": len(train_feats), "importance": len(imp_feats)}
+    if aug:
+        # distillation needs no labels: one unlabelled training set, so that
+        # every batch may mix the two
+        train_feats = [dict(f, label=None) for f in train_feats] + encode(aug, tokenizer, args.max_seq_length)
+        data_info.update(augmented=len(aug), aug_file=aug_path)
+        logger.info("augmented data: %d examples added to the %d training examples (%s)", len(aug),
+                    data_info["train"], aug_path)
     collate_fn = Batcher.for_task(task, tokenizer.pad_token_id)
     per_epoch, total_steps = training.num_steps(args, len(train_feats))
 
@@ -136,6 +177,7 @@ def main(argv=None):
     info = task.suite_info()
     stage = distill.OFADistill(args, teacher, ofa, widths, tokenizer, config, kind, evaluate_fn, dir_name,
                                suite_info=info)
+    stage.data_info = data_info
     optimizer, scheduler = training.build_optimizer(args, ofa.model, total_steps)
     training.train(args, stage, ofa.model, optimizer, scheduler, train_feats, collate_fn, total_steps, per_epoch)
     table = distill.finish(args, stage, config, dir_name, task.metric)

@@ -3,7 +3,7 @@
 # run `make demo` first (it leaves the fine-tuned MiniLM teacher and the real
 # sentiment data in out/demo), then
 #
-#     bash benchmarks/figures.sh [STAGE ...]      # stages: ofa prune msra bench train_bench ofa_bench
+#     bash benchmarks/figures.sh [STAGE ...]      # stages: ofa prune msra bench half train_bench ofa_bench
 #
 # Every stage prints its own figures and writes them under $OUT.  Timing
 # stages (bench, train_bench, ofa_bench) come last and should run alone.
@@ -18,7 +18,8 @@ OFA_STEPS=${OFA_STEPS:-150}
 MSRA_STEPS=${MSRA_STEPS:-400}
 MSRA_OFA_STEPS=${MSRA_OFA_STEPS:-200}
 C=(--max_seq_length 64 --batch_size 32 --device cpu --logging_steps 25)
-STAGES=${*:-ofa prune msra bench train_bench ofa_bench}
+HALF_STEPS=${HALF_STEPS:-400}
+STAGES=${*:-ofa prune msra bench half train_bench ofa_bench}
 mkdir -p "$OUT"
 has() { [[ " $STAGES " == *" $1 "* ]]; }
 say() { echo; echo "===== [figures] $* ====="; }
@@ -110,6 +111,29 @@ if has bench; then
   $PY benchmark.py --models "$DEMO/export/teacher/static/model" "$DEMO/export/w0.5000/static/model" \
       --names teacher w0.5000 --batch_sizes 1 16 --max_seq_length 128 --threads 2 --profile \
       --output "$OUT/profile"
+fi
+
+if has half; then
+  say "width 1/2 for deployment: widths 1, 1/2 and width 1/2 at depths 1, 1/2 ($HALF_STEPS steps each, lr 1e-4, --data_aug), INT8, latency"
+  H=$OUT/half
+  [ -f "$H/ofa/all_results.json" ] || $PY run_glue_ofa.py --task_name SST-2 --model_name_or_path "$TEACHER" \
+      --data_dir "$DATA" --data_aug --output_dir "$H/ofa" --learning_rate 1e-4 --warmup_proportion 0.1 \
+      --max_steps "$HALF_STEPS" --save_steps 50 --width_mult_list 1.0 1/2 --overwrite_output_dir "${C[@]}"
+  [ -f "$H/depth/all_results.json" ] || $PY run_glue_ofa.py --task_name SST-2 --model_name_or_path "$TEACHER" \
+      --data_dir "$DATA" --data_aug --output_dir "$H/depth" --learning_rate 1e-4 --warmup_proportion 0.1 \
+      --max_steps "$HALF_STEPS" --save_steps 50 --width_mult_list 1/2 --depth_mult_list 1.0 1/2 \
+      --overwrite_output_dir "${C[@]}"
+  OUT=$H export_static teacher "$TEACHER" 1.0 1.0 --data_dir "$DATA"
+  OUT=$H export_static w0.5000 "$H/ofa/width_0.5000" 1/2 1.0 --data_dir "$DATA"
+  OUT=$H export_static w0.5000_d0.5 "$H/depth/width_0.5000_depth_0.5000" 1/2 1/2 --data_dir "$DATA"
+  rm -rf "$H/export/w0.5000_int8"
+  $PY quantize.py --model_prefix "$H/export/w0.5000/static/model" \
+      --output_prefix "$H/export/w0.5000_int8/static/model" --data_dir "$DATA" --batch_num 8 --batch_size 16
+  names=(teacher w0.5000 w0.5000_d0.5 w0.5000_int8)
+  models=(); for n in "${names[@]}"; do models+=("$H/export/$n/static/model"); done
+  $PY benchmarks/static_dev_metric.py --data_dir "$DATA" --max_seq_length 64 --models "${models[@]}"
+  $PY benchmark.py --models "${models[@]}" --names "${names[@]}" --batch_sizes 16 --max_seq_length 128 \
+      --threads 2 --output "$H/benchmark"
 fi
 
 if has train_bench; then

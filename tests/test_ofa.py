@@ -270,3 +270,79 @@ def test_width_and_depth_subnetworks_train_and_export(tmp_path, glue_data, sst2_
     r = run_script("export_model.py", "--model_name_or_path", sst2_teacher, "--depth_mult", "0.5",
                    "--sub_model_output_dir", str(tmp_path / "dyn3"), check=False)
     assert r.returncode == 2 and "was not trained" in r.stderr and not (tmp_path / "dyn3").exists()
+
+
+def test_an_unlabelled_batch_distils_exactly_as_the_labelled_one():
+    # augmented text carries no labels; the OFA loss never reads them
+    from utils import elastic
+    from utils.training import reseed
+    teacher, cfg, batch = _tiny_teacher_and_batch(dropout=0.1)
+    widths = elastic.snap_widths([1.0, 0.5], 4, cfg.intermediate_size)
+    losses = []
+    for b in (batch, (batch[0], batch[1], None)):
+        stage, ofa = _stage(teacher, cfg, widths, False)
+        ofa.model.train()
+        reseed(3)
+        stage.step(b, 0)
+        losses.append(stage.last_losses)
+    assert len(losses[0]) == 2
+    np.testing.assert_allclose(np.array(losses[0]), np.array(losses[1]), rtol=1e-6)
+
+
+def _aug_data(tmp_path, glue_data, n_aug, labelled_rows=False):
+    import shutil
+    from helpers import sentence
+    d = tmp_path / "glue_aug"
+    shutil.copytree(os.path.join(glue_data, "SST-2"), d / "SST-2")
+    rng = np.random.RandomState(9)
+    with open(d / "SST-2" / "train_aug.tsv", "w") as f:
+        f.write("sentence\tlabel\n" if labelled_rows else "sentence\n")
+        for _ in range(n_aug):
+            f.write(sentence(rng, int(rng.randint(2))) + ("\tnot-a-label\n" if labelled_rows else "\n"))
+    return str(d)
+
+
+@pytest.mark.parametrize("how", ["--data_aug", "--aug_file"])
+def test_augmented_text_is_distilled_in_every_epoch(tmp_path, glue_data, sst2_teacher, monkeypatch, how):
+    """--data_aug (DynaBERT's flag, DATA_DIR/TASK/train_aug.tsv) and --aug_file:
+    one epoch visits every training and every augmented example once, the
+    augmented batches are unlabelled, and the table records the counts.  A
+    label column in the augmented file is ignored (here it holds no label)."""
+    from helpers import run_in_process, script_module
+    from utils import distill
+    data = _aug_data(tmp_path, glue_data, 70, labelled_rows=how == "--aug_file")
+    seen = []
+    real = distill.OFADistill.step
+
+    def recording(self, batch, step):
+        seen.append((len(batch[0]), batch[2] is None))
+        return real(self, batch, step)
+
+    monkeypatch.setattr(distill.OFADistill, "step", recording)
+    script_module("run_glue_ofa.py")
+    out = tmp_path / "ofa"
+    extra = ["--data_aug"] if how == "--data_aug" else ["--aug_file", os.path.join(data, "SST-2", "train_aug.tsv")]
+    run_in_process("run_glue_ofa.py", "--task_name", "SST-2", "--model_name_or_path", sst2_teacher, "--data_dir",
+                   data, "--output_dir", out, "--num_train_epochs", "1", "--learning_rate", "1e-3",
+                   "--width_mult_list", "1.0", "0.5", *FAST, *extra)
+    info = read_json(out / "all_results.json")["training_data"]
+    assert info["train"] == 216 and info["importance"] == 24 and info["augmented"] == 70
+    assert info["aug_file"] == os.path.abspath(os.path.join(data, "SST-2", "train_aug.tsv"))
+    assert sum(n for n, _ in seen) == 216 + 70 and len(seen) == -(-(216 + 70) // 16)
+    assert all(unlabelled for _, unlabelled in seen)
+
+
+def test_bad_augmented_data_is_refused(tmp_path, glue_data, sst2_teacher):
+    msg = _bad(tmp_path, sst2_teacher, glue_data, "--data_aug")
+    assert msg.startswith("error: --data_aug: ") and "train_aug.tsv: file not found" in msg
+    msg = _bad(tmp_path, sst2_teacher, glue_data, "--aug_file", str(tmp_path / "nope.tsv"))
+    assert "--aug_file" in msg and "nope.tsv: file not found" in msg
+    bad = tmp_path / "bad.tsv"
+    bad.write_text("sentence\ngood words\none\ttoo many\n")
+    msg = _bad(tmp_path, sst2_teacher, glue_data, "--aug_file", str(bad))
+    assert f"{bad}:3:" in msg and "columns" in msg
+    bad.write_text("text\nno sentence column here\n")
+    msg = _bad(tmp_path, sst2_teacher, glue_data, "--aug_file", str(bad))
+    assert f"{bad}:1:" in msg and "'sentence'" in msg
+    msg = _bad(tmp_path, sst2_teacher, glue_data, "--data_aug", "--aug_file", str(bad))
+    assert "--data_aug" in msg and "--aug_file" in msg

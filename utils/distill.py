@@ -153,12 +153,13 @@ class OFADistill(training.Stage):
         self.teacher_result = None
         self.teacher_per_width = False
         self.last_losses = []
+        self.data_info = {}       # examples trained on, for the table (set by the script)
 
     # ---------------------------------------------------------------- training
     def step(self, batch, step):
         import paddle
-        ids, seg, labels = to_tensors(batch)
-        mask = self.token_mask_fn(ids, labels) if self.token_mask_fn else None
+        ids, seg = to_tensors(batch[:2])      # labels are None for augmented (unlabelled) batches
+        mask = self.token_mask_fn(ids, paddle.to_tensor(batch[2])) if self.token_mask_fn else None
         pad = self.tokenizer.pad_token_id if self.tokenizer is not None else getattr(self.config, "pad_token_id", 0)
         real = ids != pad      # the hidden states of real tokens are distilled
         self.teacher.eval()
@@ -254,7 +255,7 @@ def summary_table(stage, config, dir_name):
                      "params": elastic.param_count(net), "score": best.get("score"), "step": best.get("step"),
                      "diff_from_teacher": (best["score"] - teacher_score) if best else None,
                      "dir": sub.dir_name(dir_name), "results": best.get("results")})
-    return {"teacher_score": teacher_score, "rows": rows}
+    return {"teacher_score": teacher_score, "rows": rows, "training_data": dict(stage.data_info)}
 
 
 def format_table(table, metric_name):
