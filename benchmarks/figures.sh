@@ -114,17 +114,14 @@ if has bench; then
 fi
 
 if has half; then
-  say "width 1/2 for deployment: widths 1, 1/2 and width 1/2 at depths 1, 1/2 ($HALF_STEPS steps each, lr 1e-4, --data_aug), INT8, latency"
+  say "width 1/2 for deployment: width 1/2 at depths 1 and 1/2 ($HALF_STEPS steps, lr 1e-4, --data_aug), INT8, latency"
   H=$OUT/half
-  [ -f "$H/ofa/all_results.json" ] || $PY run_glue_ofa.py --task_name SST-2 --model_name_or_path "$TEACHER" \
-      --data_dir "$DATA" --data_aug --output_dir "$H/ofa" --learning_rate 1e-4 --warmup_proportion 0.1 \
-      --max_steps "$HALF_STEPS" --save_steps 50 --width_mult_list 1.0 1/2 --overwrite_output_dir "${C[@]}"
   [ -f "$H/depth/all_results.json" ] || $PY run_glue_ofa.py --task_name SST-2 --model_name_or_path "$TEACHER" \
       --data_dir "$DATA" --data_aug --output_dir "$H/depth" --learning_rate 1e-4 --warmup_proportion 0.1 \
       --max_steps "$HALF_STEPS" --save_steps 50 --width_mult_list 1/2 --depth_mult_list 1.0 1/2 \
       --overwrite_output_dir "${C[@]}"
   OUT=$H export_static teacher "$TEACHER" 1.0 1.0 --data_dir "$DATA"
-  OUT=$H export_static w0.5000 "$H/ofa/width_0.5000" 1/2 1.0 --data_dir "$DATA"
+  OUT=$H export_static w0.5000 "$H/depth/width_0.5000" 1/2 1.0 --data_dir "$DATA"
   OUT=$H export_static w0.5000_d0.5 "$H/depth/width_0.5000_depth_0.5000" 1/2 1/2 --data_dir "$DATA"
   rm -rf "$H/export/w0.5000_int8"
   $PY quantize.py --model_prefix "$H/export/w0.5000/static/model" \
