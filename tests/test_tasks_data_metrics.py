@@ -9,7 +9,7 @@ from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
 from utils.data import (Batcher, Example, collate, encode, example_from_hub, load_glue,
                         read_glue_file)
 from utils.errors import UserError
-from utils.metrics import MAIN_KEY, average_ranks, compute_metrics, main_score
+from utils.metrics import MAIN_KEY, compute_metrics, main_score
 from utils.tasks import GLUE_TASKS, get_task
 
 
@@ -342,10 +342,6 @@ def test_pearson_spearman_match_scipy():
     rt = compute_metrics("pearson_and_spearman", xt, yt)
     assert rt["spearman"] == pytest.approx(spearmanr(xt, yt)[0], abs=1e-10)
     assert rt["pearson"] == pytest.approx(pearsonr(xt, yt)[0], abs=1e-10)
-
-
-def test_average_ranks_ties():
-    assert average_ranks([10, 20, 20, 5, 20]).tolist() == [2.0, 4.0, 4.0, 1.0, 4.0]
 
 
 def test_pearson_spearman_degenerate():

@@ -1,4 +1,4 @@
-"""GLUE and own-data metrics in plain numpy.
+"""GLUE and own-data metrics: thin wrappers over scikit-learn and scipy.
 
 ``compute_metrics(metric, preds, labels)`` takes the model outputs of a whole
 split: logits ``[N, C]`` for classification (the argmax is taken; 1-D integer
@@ -35,6 +35,8 @@ Degenerate inputs never crash: constant predictions or labels give mcc 0.0 and
 pearson/spearman 0.0 (instead of nan); f1 is 0.0 when class 1 is neither
 predicted nor present (scikit-learn's ``zero_division=0``).
 """
+import warnings
+
 import numpy as np
 
 MAIN_KEY = {
@@ -49,6 +51,8 @@ LOGLOSS_EPS = 1e-15
 
 
 def _finite_or_zero(x) -> float:
+    """scikit-learn and scipy return nan (with a warning) where a correlation
+    is undefined; the suite reports 0.0 so that model selection never sees nan."""
     x = float(x)
     return x if np.isfinite(x) else 0.0
 
@@ -71,124 +75,71 @@ def _scores(preds):
     return preds
 
 
-def accuracy(preds, labels) -> float:
-    return float(np.mean(preds == labels))
-
-
-def matthews_corrcoef(preds, labels) -> float:
-    """Matthews correlation (Gorodkin's multi-class form, equal to the usual
-    binary formula for two classes); 0.0 when undefined."""
-    classes, inv = np.unique(np.concatenate([labels, preds]), return_inverse=True)
-    k, n = len(classes), len(labels)
-    conf = np.zeros((k, k), dtype=np.float64)
-    np.add.at(conf, (inv[:n], inv[n:]), 1.0)
-    t = conf.sum(axis=1)            # true counts per class
-    p = conf.sum(axis=0)            # predicted counts per class
-    c, s = np.trace(conf), float(n)
-    cov_tp = c * s - t @ p
-    cov_pp = s * s - p @ p
-    cov_tt = s * s - t @ t
-    denom = np.sqrt(cov_pp * cov_tt)
-    return 0.0 if denom == 0 else _finite_or_zero(cov_tp / denom)
-
-
-def f1_positive(preds, labels, positive=1) -> float:
-    """F1 of the positive class; 0.0 when it is neither predicted nor present."""
-    tp = float(np.sum((preds == positive) & (labels == positive)))
-    fp = float(np.sum((preds == positive) & (labels != positive)))
-    fn = float(np.sum((preds != positive) & (labels == positive)))
-    denom = 2 * tp + fp + fn
-    return 0.0 if denom == 0 else 2 * tp / denom
-
-
-def macro_f1(preds, labels) -> float:
-    """Unweighted mean F1 over the classes present in labels or predictions."""
-    return float(np.mean([f1_positive(preds, labels, c) for c in np.union1d(preds, labels)]))
-
-
 def sigmoid(x):
-    x = np.asarray(x, dtype=np.float64)
-    e = np.exp(-np.abs(x))                      # stable for large |x|
-    return np.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
+    from scipy.special import expit
+    return expit(np.asarray(x, dtype=np.float64))
 
 
-def multilabel_f1(hits, labels):
-    """(micro F1, macro F1) of 0/1 predictions ``hits`` against multi-hot ``labels``, both [N, C]."""
-    tp = (hits * labels).sum(axis=0)
-    fp = (hits * (1 - labels)).sum(axis=0)
-    fn = ((1 - hits) * labels).sum(axis=0)
-    denom = 2 * tp + fp + fn
-    micro = 0.0 if denom.sum() == 0 else 2 * tp.sum() / denom.sum()
-    per_label = np.divide(2 * tp, denom, out=np.zeros_like(denom, dtype=np.float64), where=denom > 0)
-    return float(micro), float(per_label.mean())
-
-
-def mean_binary_logloss(probs, labels, eps=LOGLOSS_EPS) -> float:
-    """Mean over examples and labels of the binary log-loss (= the mean over
-    label columns of each column's log-loss)."""
-    p = np.clip(np.asarray(probs, dtype=np.float64), eps, 1 - eps)
-    return float(-np.mean(labels * np.log(p) + (1 - labels) * np.log(1 - p)))
-
-
-def pearson(x, y) -> float:
-    x = np.asarray(x, dtype=np.float64)
-    y = np.asarray(y, dtype=np.float64)
+def _correlation(fn, x, y) -> float:
+    """pearson/spearman of scipy, 0.0 where undefined (fewer than 2 points,
+    a constant side, nan)."""
     if len(x) < 2:
         return 0.0
-    xc, yc = x - x.mean(), y - y.mean()
-    denom = np.sqrt((xc @ xc) * (yc @ yc))
-    if not np.isfinite(denom) or denom == 0:
-        return 0.0
-    return _finite_or_zero(np.clip((xc @ yc) / denom, -1.0, 1.0))
-
-
-def average_ranks(x) -> np.ndarray:
-    """1-based ranks, ties sharing the mean of their ranks (scipy's 'average')."""
-    _, inv, counts = np.unique(np.asarray(x), return_inverse=True, return_counts=True)
-    ends = np.cumsum(counts).astype(np.float64)          # last rank of each tie group
-    return (ends - (counts - 1) / 2.0)[inv.reshape(-1)]
-
-
-def spearman(x, y) -> float:
-    return pearson(average_ranks(x), average_ranks(y))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return _finite_or_zero(fn(x, y)[0])
 
 
 def _acc(preds, labels):
-    p = _class_preds(preds)
-    return {"acc": accuracy(p, labels.astype(np.int64))}
+    from sklearn.metrics import accuracy_score
+    return {"acc": float(accuracy_score(labels.astype(np.int64), _class_preds(preds)))}
 
 
 def _mcc(preds, labels):
-    p = _class_preds(preds)
-    return {"mcc": matthews_corrcoef(p, labels.astype(np.int64))}
+    from sklearn.metrics import matthews_corrcoef
+    with warnings.catch_warnings():     # "a single label was found": mcc is 0.0 then
+        warnings.simplefilter("ignore")
+        return {"mcc": _finite_or_zero(matthews_corrcoef(labels.astype(np.int64), _class_preds(preds)))}
 
 
 def _acc_and_f1(preds, labels):
+    from sklearn.metrics import accuracy_score, f1_score
     p, y = _class_preds(preds), labels.astype(np.int64)
-    acc, f1 = accuracy(p, y), f1_positive(p, y)
+    acc = float(accuracy_score(y, p))
+    f1 = float(f1_score(y, p, labels=[1], average="macro", zero_division=0))
     return {"acc": acc, "f1": f1, "acc_and_f1": (acc + f1) / 2.0}
 
 
 def _pearson_and_spearman(preds, labels):
+    from scipy.stats import pearsonr, spearmanr
     p, y = _scores(preds), labels.astype(np.float64)
-    pr, sr = pearson(p, y), spearman(p, y)
+    pr, sr = _correlation(pearsonr, p, y), _correlation(spearmanr, p, y)
     return {"pearson": pr, "spearman": sr, "corr": (pr + sr) / 2.0}
 
 
 def _acc_and_macro_f1(preds, labels):
+    from sklearn.metrics import accuracy_score, f1_score
     p, y = _class_preds(preds), labels.astype(np.int64)
-    return {"acc": accuracy(p, y), "macro_f1": macro_f1(p, y)}
+    return {"acc": float(accuracy_score(y, p)),
+            "macro_f1": float(f1_score(y, p, average="macro", zero_division=0))}
 
 
 def _multilabel(preds, labels):
+    from sklearn.metrics import f1_score
     logits = np.asarray(preds, dtype=np.float64)
     y = np.asarray(labels, dtype=np.float64)
     if logits.ndim != 2 or logits.shape != y.shape:
         raise ValueError(f"multilabel metrics need logits and multi-hot labels of the same [N, C] shape, "
                          f"got {logits.shape} and {y.shape}")
     probs = sigmoid(logits)
-    micro, macro = multilabel_f1((probs > 0.5).astype(np.float64), y)
-    return {"micro_f1": micro, "macro_f1": macro, "one_minus_mlogloss": 1.0 - mean_binary_logloss(probs, y)}
+    hits, yi = (probs > 0.5).astype(np.int64), y.astype(np.int64)
+    micro = float(f1_score(yi, hits, average="micro", zero_division=0))
+    macro = float(f1_score(yi, hits, average="macro", zero_division=0))
+    # mean binary log-loss over examples and labels (sklearn's log_loss treats
+    # [N, C] as one multi-class distribution per row, which this is not)
+    p = np.clip(probs, LOGLOSS_EPS, 1 - LOGLOSS_EPS)
+    logloss = float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p)))
+    return {"micro_f1": micro, "macro_f1": macro, "one_minus_mlogloss": 1.0 - logloss}
 
 
 _METRICS = {
