@@ -644,13 +644,6 @@ def forward(model, input_ids, token_type_ids=None, head_mask=None, output_hidden
 
 
 # --------------------------------------------------------------------------- importance and reordering
-def _unpack(batch):
-    if isinstance(batch, dict):
-        return batch["input_ids"], batch.get("token_type_ids"), batch["labels"]
-    input_ids, token_type_ids, labels = batch
-    return input_ids, token_type_ids, labels
-
-
 def clear_gradients(model):
     """Drop every parameter gradient of ``model`` (not just zero it)."""
     for p in model.parameters():
@@ -706,7 +699,7 @@ def compute_importance(model, batches, loss_fn, num_layers=None, num_heads=None,
         head_mask.stop_gradient = False
         targets = [head_mask] + w1 + b1 + w2
         for batch in batches:
-            input_ids, token_type_ids, labels = _unpack(batch)
+            input_ids, token_type_ids, labels = batch
             # paddle.grad (a partial backward) prunes a PyLayer's inputs it does not
             # need and then rejects the gradients the PyLayer returns for them
             with _fast_paths_off("linear"):

@@ -7,10 +7,6 @@ class UserError(Exception):
     the file and line, or the flag, and is printed as a single line."""
 
 
-def fail(msg):
-    raise UserError(msg)
-
-
 def run_main(main, argv=None):
     """Run ``main(argv)``; turn a UserError into one line on stderr and exit 2."""
     try:
