@@ -254,3 +254,55 @@ def test_real_embeddings_equal_engine(e5_engine):
     # and they are sentence embeddings: a sentence is closer to itself than to any other
     sim = emb @ ref.T
     assert (sim.argmax(1) == np.arange(len(SENTENCES))).all()
+
+
+# ------------------------------------------------------- vocabulary pruning
+def _tiny_classifier(tmp_path):
+    from utils.modeling import build_model, load_config, read_state_dict, strict_load
+    from utils.spm_tokenizer import XlmrSpmTokenizer
+    out = str(tmp_path / "tiny")
+    convert_checkpoint.convert(write_e5s1(str(tmp_path / "tiny.bin")), out, log=None, quiet=True)
+    config = load_config(out)
+    config.num_labels = 2
+    model = build_model(config, "classification")
+    strict_load(model, read_state_dict(os.path.join(out, "model_state.pdparams")), out)
+    model.eval()
+    return model, XlmrSpmTokenizer.from_pretrained(out)
+
+
+def test_vocabulary_pruning_keeps_kept_text_identical(tmp_path):
+    """utils/pruning.py's vocabulary pruning on the SentencePiece tokenizer:
+    the kept texts tokenize to the same pieces (renumbered) and the model's
+    outputs on them are unchanged; other pieces are gone."""
+    import paddle
+    from utils import pruning
+    from utils.data import Example, collate, encode
+    model, tok = _tiny_classifier(tmp_path)
+    texts = ["ab ab", "ab\tab ab", "ab"]
+    kept = pruning.vocabulary_plan(tok, model.config, pruning.count_tokens(tok, texts), 1)
+    assert kept == [0, 1, 2, 3, 6, 9]                        # specials, ▁ab, <mask>
+
+    def run(m, t):
+        ids, seg, _ = collate(encode([Example(x, None, None) for x in texts], t, 16), t.pad_token_id, False)
+        with paddle.no_grad():
+            return ids, m(paddle.to_tensor(ids), token_type_ids=paddle.to_tensor(seg)).numpy()
+
+    old_ids, before = run(model, tok)
+    new_tok, remap, changed = pruning.prune_vocabulary(model, tok, kept, str(tmp_path / "tok"))
+    new_ids, after = run(model, new_tok)
+    assert model.config.vocab_size == 6 and model.bert.embeddings.word_embeddings.weight.shape == [6, 32]
+    assert changed == {} and new_tok.vocab_size == 6 and new_tok.mask_token_id == 5
+    np.testing.assert_array_equal(np.vectorize(remap.get)(old_ids), new_ids)
+    assert [new_tok.tokenize(t) for t in texts] == [tok.tokenize(t) for t in texts]
+    assert np.abs(after - before).max() <= 1e-6
+    # pruned pieces are unknown now (SentencePiece makes one <unk> of an unknown run)
+    assert new_tok.encode("c ab")[1:-1] == [3, 4] and tok.encode("c ab")[1:-1] == [8, 7, 6]
+    reloaded = type(new_tok).from_pretrained(str(tmp_path / "tok"))
+    assert reloaded.encode("ab ab") == new_tok.encode("ab ab") == [0, 4, 4, 2]
+
+
+def test_spm_pair_encoding_and_truncation(tmp_path):
+    _, tok = _tiny_classifier(tmp_path)
+    enc = tok("ab ab ab", text_pair="c", max_length=7)
+    assert enc["input_ids"] == [0, 6, 2, 2, 8, 7, 2]          # <s> a </s></s> b </s>: a (3 pieces) cut to 1
+    assert enc["token_type_ids"] == [0] * 7

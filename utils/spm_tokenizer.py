@@ -18,12 +18,20 @@ Normalisation: e5.c maps each code point through the embedded table, collapses
 runs of spaces and prepends the metaspace "▁".  SentencePiece's own
 normaliser does the same from a compiled character map; the map is built by
 sentencepiece's trainer from the embedded table (``normalization_rule_tsv``),
-so no rule is re-typed here.  One known difference: SentencePiece strips
-trailing whitespace, e5.c keeps one "▁" for it.
+so no rule is re-typed here.  Known differences, both outside ordinary text:
+SentencePiece strips trailing whitespace (e5.c keeps a "▁" for it), and makes
+one <unk> of a run of unknown characters (e5.c one per character).
+
+Vocabulary pruning (``XlmrSpmTokenizer.pruned``) keeps a subset of the
+pieces with their scores: the best segmentation of a text whose pieces are
+all kept is still the best one (pieces were only removed), so its
+tokenization is unchanged, only renumbered.
 
 Public: ``build_model_proto(pieces, scores, special, norm_rules) -> bytes``
 and :class:`XlmrSpmTokenizer` (``from_e5s1``, ``from_pretrained``,
-``save_pretrained``, ``tokenize``, ``encode``, id conversions).
+``save_pretrained``, ``tokenize``, ``encode``, ``__call__`` as the suite's
+``utils.data.encode`` calls it, id conversions, ``vocab`` and ``pruned``
+for ``utils.pruning``'s vocabulary pruning).
 """
 import io
 import json
@@ -92,6 +100,14 @@ def build_model_proto(pieces, scores, special, norm_rules, source="E5S1"):
     return m.SerializeToString()
 
 
+class _Vocab:
+    """The two tables of paddlenlp's ``Vocab`` that utils/pruning.py reads."""
+
+    def __init__(self, tokens):
+        self.idx_to_token = dict(enumerate(tokens))
+        self.token_to_idx = {t: i for i, t in enumerate(tokens)}
+
+
 class XlmrSpmTokenizer:
     """SentencePiece with XLM-R (fairseq) ids: what multilingual-e5 was trained with."""
 
@@ -106,6 +122,8 @@ class XlmrSpmTokenizer:
         self.mask_token_id = n + 1
         for k, v in SPECIALS.items():
             setattr(self, k, v)
+        self.all_special_tokens = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
+        self._vocab = None
 
     # ---------------------------------------------------------- construction
     @classmethod
@@ -175,3 +193,53 @@ class XlmrSpmTokenizer:
         limit = min(max_length or self.model_max_length, self.model_max_length)
         ids = [self.spm_to_model_id(i) for i in self.sp.encode(text)][:max(limit - 2, 0)]
         return [self.bos_token_id] + ids + [self.eos_token_id]
+
+    def __call__(self, text, text_pair=None, max_length=None, truncation=True, return_token_type_ids=True):
+        """``<s> a </s>`` or ``<s> a </s></s> b </s>`` (XLM-R's pair format; token
+        types all 0), truncating the longer text first to ``max_length``."""
+        a = [self.spm_to_model_id(i) for i in self.sp.encode(text)]
+        b = None if text_pair is None else [self.spm_to_model_id(i) for i in self.sp.encode(text_pair)]
+        limit = min(max_length or self.model_max_length, self.model_max_length)
+        budget = max(limit - (2 if b is None else 4), 0)
+        if truncation:
+            while len(a) + len(b or []) > budget:
+                if b is not None and len(b) > len(a):
+                    b.pop()
+                else:
+                    a.pop()
+        ids = [self.bos_token_id] + a + [self.eos_token_id]
+        if b is not None:
+            ids += [self.eos_token_id] + b + [self.eos_token_id]
+        out = {"input_ids": ids}
+        if return_token_type_ids:
+            out["token_type_ids"] = [0] * len(ids)
+        return out
+
+    # ------------------------------------------------------ vocabulary pruning
+    @property
+    def vocab(self):
+        """Model id <-> piece tables (paddlenlp ``Vocab`` style), built once."""
+        if self._vocab is None:
+            self._vocab = _Vocab(self.convert_ids_to_tokens(list(range(self.vocab_size))))
+        return self._vocab
+
+    def pruned(self, kept):
+        """A tokenizer of the model ids ``kept`` only (sorted old ids; must hold
+        <s> <pad> </s> <unk> and <mask>), renumbered 0..len(kept)-1 in order."""
+        from sentencepiece import sentencepiece_model_pb2 as pb
+        kept = [int(i) for i in kept]
+        need = [self.bos_token_id, self.pad_token_id, self.eos_token_id, self.unk_token_id, self.mask_token_id]
+        if kept != sorted(set(kept)) or kept[:4] != need[:4] or kept[-1] != self.mask_token_id:
+            raise ValueError("kept ids must be sorted, unique and hold ids 0-3 and <mask> (the last id)")
+        old = pb.ModelProto()
+        old.ParseFromString(self.model_proto)
+        new = pb.ModelProto()
+        new.CopyFrom(old)
+        del new.pieces[:]
+        for spm_id in [0, 1, 2] + [self.model_to_spm_id(i) for i in kept[4:-1]]:
+            new.pieces.add().CopyFrom(old.pieces[spm_id])
+        new.trainer_spec.vocab_size = len(new.pieces)
+        tok = XlmrSpmTokenizer(new.SerializeToString(), self.model_max_length)
+        if tok.vocab_size != len(kept):
+            raise RuntimeError(f"pruned tokenizer has {tok.vocab_size} ids for {len(kept)} kept")
+        return tok
