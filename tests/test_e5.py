@@ -110,6 +110,7 @@ def test_tiny_file_converts_strictly(tmp_path):
 
 @pytest.mark.parametrize("kind,needle", [
     ("truncate", "truncated"),
+    ("truncate_head", "ends at byte 30 inside the header"),
     ("magic", "not an E5S1 file"),
     ("version", "version 2 is not supported"),
     ("count", "tensor l0.q.w: 1056 values"),
@@ -117,10 +118,10 @@ def test_tiny_file_converts_strictly(tmp_path):
 ])
 def test_bad_file_is_one_clear_error(tmp_path, kind, needle):
     src = str(tmp_path / "bad.bin")
-    if kind == "truncate":
+    if kind.startswith("truncate"):
         write_e5s1(src)
         with open(src, "r+b") as fh:
-            fh.truncate(os.path.getsize(src) - 100)
+            fh.truncate(30 if kind == "truncate_head" else os.path.getsize(src) - 100)
     else:
         write_e5s1(src, magic=b"E5S1" if kind != "magic" else b"E5S1"[:3] + b"X",
                    version=2 if kind == "version" else 1, bad_count=1056 if kind == "count" else None,
