@@ -32,9 +32,10 @@ def _q4_bytes(rng, n):
     return np.concatenate([scales, qs], axis=1).tobytes()
 
 
-def write_e5s1(path, seed=0, version=1, magic=b"E5S1", drop=None, bad_count=None, cfg=TINY):
+def write_e5s1(path, seed=0, version=1, magic=b"E5S1", drop=None, bad_count=None, nan=False, cfg=TINY):
     """A structurally valid E5S1 file of random values (as e5.c's loader reads it);
-    ``drop`` leaves a tensor out, ``bad_count`` lies about one tensor's size."""
+    ``drop`` leaves a tensor out, ``bad_count`` lies about one tensor's size,
+    ``nan`` puts a NaN into l1.k.b."""
     rng = np.random.default_rng(seed)
     head = magic + struct.pack("<I7ifi", version, *[cfg[k] for k in e5s1.HEADER_FIELDS], 1e-12, 32)
     blob = b"".join(p.encode() for p in TINY_PIECES)
@@ -49,6 +50,8 @@ def write_e5s1(path, seed=0, version=1, magic=b"E5S1", drop=None, bad_count=None
             continue
         n = int(np.prod(shape))
         data = _q4_bytes(rng, n) if dtype == e5s1.Q4_0 else rng.normal(0, 0.5, n).astype("<f4").tobytes()
+        if nan and name == "l1.k.b":
+            data = np.float32("nan").tobytes() + data[4:]
         entries.append((name, dtype, bad_count if name == "l0.q.w" and bad_count else n, data))
     dir_size = 4 + sum(2 + len(e[0]) + 1 + 20 for e in entries)
     offset = len(head) + len(tok) + len(norm) + dir_size
@@ -115,6 +118,7 @@ def test_tiny_file_converts_strictly(tmp_path):
     ("version", "version 2 is not supported"),
     ("count", "tensor l0.q.w: 1056 values"),
     ("missing", "tensor l1.fo.b is missing"),
+    ("nan", "tensor l1.k.b holds non-finite values"),
 ])
 def test_bad_file_is_one_clear_error(tmp_path, kind, needle):
     src = str(tmp_path / "bad.bin")
@@ -125,7 +129,7 @@ def test_bad_file_is_one_clear_error(tmp_path, kind, needle):
     else:
         write_e5s1(src, magic=b"E5S1" if kind != "magic" else b"E5S1"[:3] + b"X",
                    version=2 if kind == "version" else 1, bad_count=1056 if kind == "count" else None,
-                   drop="l1.fo.b" if kind == "missing" else None)
+                   drop="l1.fo.b" if kind == "missing" else None, nan=kind == "nan")
     out = tmp_path / "out"
     if kind == "magic":   # not recognised as E5S1 by convert_checkpoint: the reader names it itself
         with pytest.raises(UserError, match="not an E5S1 file"):

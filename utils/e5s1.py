@@ -136,7 +136,7 @@ def _read_header(cur, path):
     block = cur.unpack("i", "the header")
     if block != QK:
         raise _error(path, f"quantisation block of {block} values, expected {QK}")
-    bad = [k for k, v in cfg.items() if k != "layer_norm_eps" and v <= 0]
+    bad = [k for k, v in cfg.items() if not v > 0]   # also a NaN epsilon
     if bad:
         raise _error(path, f"header field {bad[0]} is {cfg[bad[0]]}, expected a positive number")
     if cfg["hidden"] % cfg["heads"] or cfg["hidden"] % QK or cfg["ffn"] % QK:
@@ -219,10 +219,11 @@ def _read_directory(cur, path, cfg):
         if dtype != want:
             raise _error(path, f"tensor {name} is {DTYPE_NAMES.get(dtype, f'dtype {dtype}')}, "
                                f"expected {DTYPE_NAMES[want]}")
-        if n != int(np.prod(shape)) or nbytes != _tensor_bytes(dtype, n):
+        size = int(np.prod(shape))
+        if n != size or nbytes != _tensor_bytes(dtype, n):
             raise _error(path, f"tensor {name}: {n} values in {nbytes} bytes, but the header implies shape "
-                               f"{list(shape)} = {int(np.prod(shape))} values in {_tensor_bytes(dtype, int(np.prod(shape)))} "
-                               f"bytes ({DTYPE_NAMES[dtype]})")
+                               f"{list(shape)} = {size} values in {_tensor_bytes(dtype, size)} bytes "
+                               f"({DTYPE_NAMES[dtype]})")
         if offset + nbytes > len(cur.data):
             raise _error(path, f"truncated E5S1 file: tensor {name} needs bytes {offset}..{offset + nbytes}, "
                                f"the file has {len(cur.data)}")
@@ -279,7 +280,12 @@ def hf_tensors(f):
     """Every tensor of ``f`` under its Hugging Face BERT name (float32, matrices
     [out, in] as HF stores them)."""
     names = expected_tensors(f.config)
-    return {names[k][0]: tensor_values(f, k) for k in f.tensors}
+    out = {}
+    for k in f.tensors:
+        out[names[k][0]] = v = tensor_values(f, k)
+        if not np.isfinite(v).all():
+            raise _error(f.path, f"tensor {k} holds non-finite values (a corrupt scale or value)")
+    return out
 
 
 def hf_config(f):
