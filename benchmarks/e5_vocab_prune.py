@@ -18,8 +18,11 @@ every character on its own, so either NER alignment finds its pieces;
 ``msra_chars`` only character by character (characters separated by spaces,
 which SentencePiece tokenizes exactly as each character alone: no XLM-R
 piece spans a space), which is how utils/ner.py aligns characters today.  Prints parameters per component,
-file sizes and the RSS of loading each directory (fresh process each).
-Training-step time: ``benchmarks/bench_train.py --model_dir DIR``.
+file sizes and the RSS of loading each directory (fresh process each), and
+with ``--step_time N`` the fine-tuning step time of both models (forward,
+cross-entropy, backward, AdamW; batch 16 x length 128 of kept token ids),
+N steps each after one warm-up, interleaved so that both see the same
+machine load; the median is reported.
 """
 import os
 import sys
@@ -127,6 +130,31 @@ def encoder_outputs(model, tok, texts, batch=16, max_len=128):
     return outs
 
 
+def step_times(models, n, batch=16, seq_len=128, seed=0):
+    """Median seconds of a training step of each model, steps interleaved."""
+    import time
+    import paddle
+    import paddle.nn.functional as F
+    rng = np.random.default_rng(seed)
+    opts = [paddle.optimizer.AdamW(learning_rate=1e-5, parameters=m.parameters()) for m in models]
+    times = [[] for _ in models]
+    for it in range(n + 1):
+        for k, (m, opt) in enumerate(zip(models, opts)):
+            m.train()
+            ids = paddle.to_tensor(rng.integers(4, m.config.vocab_size - 1, (batch, seq_len)))
+            labels = paddle.to_tensor(rng.integers(0, 2, (batch,)))
+            t0 = time.perf_counter()
+            loss = F.cross_entropy(m(ids), labels)
+            loss.backward()
+            opt.step()
+            opt.clear_grad()
+            float(loss)
+            if it:   # the first round is warm-up
+                times[k].append(time.perf_counter() - t0)
+            m.eval()
+    return [float(np.median(t)) for t in times]
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--output_dir", help="the vocabulary-pruned model directory (replaced)")
@@ -134,6 +162,7 @@ def main(argv=None):
     p.add_argument("--texts", nargs="+", default=["msra", "english"], choices=["msra", "msra_chars", "english"])
     p.add_argument("--tolerance", type=float, default=1e-5)
     p.add_argument("--output_json", default=None)
+    p.add_argument("--step_time", type=int, default=0, metavar="N", help="also time N training steps of each")
     p.add_argument("--probe", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.probe:
@@ -180,6 +209,7 @@ def main(argv=None):
     shutil.rmtree(stage, ignore_errors=True)
     after = pruning.describe(args.output_dir, load(args.output_dir)[0])
     before["memory"], after["memory"] = load_rss(src), load_rss(args.output_dir)
+    steps = step_times([load(src)[0], load(args.output_dir)[0]], args.step_time) if args.step_time else None
     print(pruning.format_report([before, after], ["e5 (Q4->fp32)", "vocab-pruned"]))
     print("(params include a 2-label classifier head; +RSS load: encoder + tokenizer, fresh process, MB)")
     summary = {"texts": args.texts, "n_texts": len(texts), "vocab_before": tok.vocab_size,
@@ -189,7 +219,8 @@ def main(argv=None):
                "weights_bytes_after": after["files"]["weights_bytes"],
                "rss_load_mb_before": before["memory"]["rss_increase_mb"],
                "rss_load_mb_after": after["memory"]["rss_increase_mb"],
-               "tokenization_unchanged_texts": len(texts), "check_texts": len(check), "max_abs_diff": diff}
+               "tokenization_unchanged_texts": len(texts), "check_texts": len(check), "max_abs_diff": diff,
+               "step_seconds_before_after": steps, "step_time_steps": args.step_time}
     print(json.dumps(summary))
     if args.output_json:
         with open(args.output_json, "w") as f:

@@ -311,3 +311,5 @@ def test_spm_pair_encoding_and_truncation(tmp_path):
     enc = tok("ab ab ab", text_pair="c", max_length=7)
     assert enc["input_ids"] == [0, 6, 2, 2, 8, 7, 2]          # <s> a </s></s> b </s>: a (3 pieces) cut to 1
     assert enc["token_type_ids"] == [0] * 7
+    words = tok(["ab", "c"], is_split_into_words=True)["input_ids"]
+    assert words == [tok.cls_token_id, 6, 8, 7, tok.sep_token_id] == [0, 6, 8, 7, 2]

@@ -120,6 +120,7 @@ class XlmrSpmTokenizer:
         self.vocab_size = n + 2          # + <pad> and <mask>, which SentencePiece does not hold
         self.bos_token_id, self.pad_token_id, self.eos_token_id, self.unk_token_id = 0, 1, 2, 3
         self.mask_token_id = n + 1
+        self.cls_token_id, self.sep_token_id = self.bos_token_id, self.eos_token_id
         for k, v in SPECIALS.items():
             setattr(self, k, v)
         self.all_special_tokens = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
@@ -194,11 +195,18 @@ class XlmrSpmTokenizer:
         ids = [self.spm_to_model_id(i) for i in self.sp.encode(text)][:max(limit - 2, 0)]
         return [self.bos_token_id] + ids + [self.eos_token_id]
 
-    def __call__(self, text, text_pair=None, max_length=None, truncation=True, return_token_type_ids=True):
+    def _ids(self, text, split_into_words):
+        words = text if split_into_words else [text]
+        return [self.spm_to_model_id(i) for w in words for i in self.sp.encode(w)]
+
+    def __call__(self, text, text_pair=None, max_length=None, truncation=True, return_token_type_ids=True,
+                 is_split_into_words=False):
         """``<s> a </s>`` or ``<s> a </s></s> b </s>`` (XLM-R's pair format; token
-        types all 0), truncating the longer text first to ``max_length``."""
-        a = [self.spm_to_model_id(i) for i in self.sp.encode(text)]
-        b = None if text_pair is None else [self.spm_to_model_id(i) for i in self.sp.encode(text_pair)]
+        types all 0), truncating the longer text first to ``max_length``;
+        ``is_split_into_words``: the texts are lists of words, each tokenized
+        on its own."""
+        a = self._ids(text, is_split_into_words)
+        b = None if text_pair is None else self._ids(text_pair, is_split_into_words)
         limit = min(max_length or self.model_max_length, self.model_max_length)
         budget = max(limit - (2 if b is None else 4), 0)
         if truncation:
