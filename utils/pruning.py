@@ -439,8 +439,12 @@ def prune_vocabulary(model, tokenizer, kept, work_dir):
     bert.pad_token_id = model.config.pad_token_id
     config = model.config
 
-    # The tokenizer: its own files with vocab.txt replaced, reloaded.
     os.makedirs(work_dir, exist_ok=True)
+    if hasattr(tokenizer, "pruned"):   # SentencePiece (utils/spm_tokenizer.py) rebuilds its own model
+        new_tok = tokenizer.pruned(kept)
+        new_tok.save_pretrained(work_dir)
+        return new_tok, remap, changed
+    # The WordPiece tokenizer: its own files with vocab.txt replaced, reloaded.
     tokenizer.save_pretrained(work_dir)
     tokens = [tokenizer.vocab.idx_to_token[int(i)] for i in kept]
     with open(os.path.join(work_dir, "vocab.txt"), "w", encoding="utf-8") as f:
