@@ -75,9 +75,12 @@ class _DropOmpBanner:
 
     def __init__(self, stream):
         self.stream = stream
+        self.dropped = False
 
     def write(self, text):
-        if text.startswith(self.PREFIXES):
+        # print() writes the line and its "\n" separately: drop both
+        dropped, self.dropped = self.dropped, text.startswith(self.PREFIXES)
+        if self.dropped or (dropped and text == "\n"):
             return len(text)
         return self.stream.write(text)
 

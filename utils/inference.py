@@ -31,6 +31,15 @@ def is_pir(path):
     return path.endswith(".json")
 
 
+def check_readable(mfile):
+    """A UserError if ``mfile`` is a paddle 3 (PIR) program and this paddle is 2.x,
+    which cannot read it (Paddle Inference 2.6 fails with an unrelated parse error)."""
+    from .compat import paddle_major
+    if is_pir(mfile) and paddle_major() < 3:
+        raise UserError(f"{mfile} is a paddle 3 (PIR) program; this paddle 2.x cannot run it: use the paddle 3 "
+                        f"line (make PADDLE=3) or export the model again with paddle 2.6")
+
+
 def require_static(prefix, flag="--model_prefix"):
     """The program file of the static model at ``prefix``; a UserError naming
     ``flag`` if the program or its parameters are missing."""
@@ -78,6 +87,7 @@ def create_predictor(prefix, device="cpu", threads=2, mkldnn=True, memory_optim=
         if int8 and (device != "cpu" or not mkldnn):
             logger.warning("%s is an INT8 model: without oneDNN on the CPU it runs dequantized in FP32", prefix)
     mfile = require_static(prefix, flag=None)
+    check_readable(mfile)
     config = pi.Config(mfile, prefix + ".pdiparams")
     config.disable_glog_info()
     if device == "gpu":

@@ -15,7 +15,7 @@ reduces either format to the same few facts the analysis needs, so
 import contextlib
 
 from .errors import UserError
-from .inference import EXPECTED, is_pir, model_file
+from .inference import EXPECTED, check_readable, is_pir, model_file
 
 LOOKUPS = {"lookup_table_v2", "lookup_table", "pd_op.embedding"}
 PRODUCTS = {"matmul_v2", "matmul", "mul", "pd_op.matmul"}
@@ -40,11 +40,9 @@ def load(prefix):
     mfile = model_file(prefix)
     if mfile is None:
         raise UserError(f"{prefix}: no static model here (expected {EXPECTED.replace('PREFIX', prefix)})")
+    check_readable(mfile)
     with _static_mode() as paddle:
         if is_pir(mfile):
-            if not hasattr(paddle.base.core, "deserialize_pir_program"):
-                raise UserError(f"{mfile} is a paddle 3 (PIR) program: this paddle "
-                                f"{paddle.__version__} cannot read it")
             prog = paddle.static.Program()
             paddle.base.core.deserialize_pir_program(mfile, prog)
             return prog
