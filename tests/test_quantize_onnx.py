@@ -208,3 +208,24 @@ def test_onnx_export_refusals(fp32_static, tmp_path):
     r = subprocess.run([sys.executable, os.path.join(REPO, "export_onnx.py"), "--model_prefix", fp32, "--output",
                         str(tmp_path / "m.onnx")], capture_output=True, text=True, env=env, cwd=REPO, timeout=300)
     assert r.returncode == 2 and "pip install" in r.stderr and "onnxruntime" in r.stderr
+
+
+def test_paddle2onnx_2x_never_runs_its_installing_optimizer(tmp_path, monkeypatch):
+    """paddle2onnx 2.x's default optimize_tool (polygraphy) pip-installs packages during the
+    conversion; convert() must pass onnxoptimizer whenever the installed version has the option."""
+    import types
+    from helpers import script_module
+    seen = {}
+
+    def export(model_filename, params_filename, save_file=None, opset_version=7, enable_optimize=True,
+               optimize_tool="polygraphy"):
+        seen.update(model=model_filename, optimize_tool=optimize_tool)
+        with open(save_file, "wb") as f:
+            f.write(b"onnx")
+
+    monkeypatch.setitem(sys.modules, "paddle2onnx", types.SimpleNamespace(export=export, __version__="2.1.0"))
+    for ext in (model_ext(), ".pdiparams"):
+        (tmp_path / ("model" + ext)).write_bytes(b"x")
+    out = str(tmp_path / "m.onnx")
+    assert script_module("export_onnx.py").convert(str(tmp_path / "model"), out, 13) == "2.1.0"
+    assert seen == {"model": str(tmp_path / ("model" + model_ext())), "optimize_tool": "onnxoptimizer"}
