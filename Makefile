@@ -1,22 +1,42 @@
 # Two commands on a fresh machine:  `make demo`  and  `make test`.
-# Both create the virtual environment .venv from requirements.txt first.
+# Both create the virtual environment first: .venv from requirements.txt (paddle 2.6.2, the default line),
+# or with PADDLE=3 (`make PADDLE=3 demo`, `make PADDLE=3 test`) .venv3 from requirements-paddle3.txt
+# (paddle 3.3.1; INT8 stays on the 2.6.2 line, see README "Paddle 3").
+# TESTS selects test files (default: all), e.g. `make PADDLE=3 test TESTS="tests/test_export.py"`.
 PYTHON ?= python3
+PADDLE ?= 2
+TESTS  ?= tests
+
+ifeq ($(PADDLE),3)
+VENV   ?= .venv3
+REQS   := requirements-paddle3.txt
+CONS   := constraints-paddle3.txt
+TREQS  :=
+else ifeq ($(PADDLE),2)
 VENV   ?= .venv
+REQS   := requirements.txt
+CONS   := constraints.txt
+TREQS  := requirements-test.txt
+else
+$(error PADDLE=$(PADDLE): choose 2 (paddle 2.6.2, default) or 3 (paddle 3.3.1))
+endif
+
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 TSTAMP := $(VENV)/.installed-test
 
 .PHONY: venv demo test clean
 
-$(STAMP): requirements.txt constraints.txt
+$(STAMP): $(REQS) $(CONS)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -r requirements.txt -c constraints.txt
+	$(BIN)/python -m pip install -q -r $(REQS) -c $(CONS)
 	touch $(STAMP)
 
-# The test extras (onnxruntime for the ONNX parity check) on top of the stack.
-$(TSTAMP): $(STAMP) requirements-test.txt
-	$(BIN)/python -m pip install -q -r requirements-test.txt -c constraints.txt
+# The test extras (onnxruntime, paddle2onnx for the ONNX parity check) on top of the stack
+# (requirements-paddle3.txt already holds them).
+$(TSTAMP): $(STAMP) $(TREQS)
+	$(if $(TREQS),$(BIN)/python -m pip install -q -r $(TREQS) -c $(CONS))
 	touch $(TSTAMP)
 
 venv: $(STAMP)
@@ -25,7 +45,7 @@ demo: $(STAMP)
 	$(BIN)/python demo.py
 
 test: $(TSTAMP)
-	$(BIN)/python -m pytest tests -q -p no:cacheprovider
+	$(BIN)/python -m pytest $(TESTS) -q -p no:cacheprovider
 
 clean:
-	rm -rf $(VENV) .cache out
+	rm -rf .venv .venv3 .cache out

@@ -11,8 +11,13 @@ difference of the outputs must be <= ``--tolerance`` (1e-4 for FP32);
 otherwise the file is removed and the exit status is 1.  The figure is
 printed and written with the settings into ``FILE.onnx.json``.
 
-Needs ``onnxruntime`` (test/deploy dependency, not in requirements.txt):
-``pip install -r requirements-test.txt``.
+Needs ``onnxruntime`` and ``paddle2onnx`` (test/deploy dependencies, not in
+requirements.txt): ``pip install -r requirements-test.txt`` on the paddle 2.6
+line (paddle2onnx 1.3.1); requirements-paddle3.txt has them for paddle 3
+(paddle2onnx 2.1.0: 1.3.1 cannot parse paddle 3's PIR programs).  paddle2onnx
+2.x always runs with ``optimize_tool="onnxoptimizer"``: its default tool
+pip-installs packages during the conversion (it upgraded numpy to 2.x and
+broke paddleslim).
 """
 import utils  # noqa: F401  (first: stack fixes before paddle is imported)
 
@@ -30,7 +35,13 @@ from utils import inference, training
 from utils.errors import UserError, run_main
 
 logger = logging.getLogger("bert_suite")
-INSTALL_HINT = "pip install -r requirements-test.txt (onnxruntime==1.31.1, paddle2onnx==1.3.1)"
+
+
+def install_hint():
+    from utils.compat import paddle_major
+    if paddle_major() >= 3:
+        return "pip install -r requirements-paddle3.txt -c constraints-paddle3.txt (onnxruntime, paddle2onnx 2.1.0)"
+    return "pip install -r requirements-test.txt -c constraints.txt (onnxruntime, paddle2onnx 1.3.1)"
 
 
 def parse_args(argv=None):
@@ -63,7 +74,7 @@ def import_onnxruntime():
     try:
         import onnxruntime
     except ImportError:
-        raise UserError(f"onnxruntime is not installed; it checks the ONNX model: {INSTALL_HINT}") from None
+        raise UserError(f"onnxruntime is not installed; it checks the ONNX model: {install_hint()}") from None
     return onnxruntime
 
 
@@ -72,7 +83,7 @@ def convert(prefix, out_file, opset):
     try:
         import paddle2onnx
     except ImportError:
-        raise UserError(f"paddle2onnx is not installed: {INSTALL_HINT}") from None
+        raise UserError(f"paddle2onnx is not installed: {install_hint()}") from None
     kwargs = dict(save_file=out_file, opset_version=opset, auto_upgrade_opset=True, verbose=False,
                   enable_onnx_checker=True, enable_optimize=True, deploy_backend="onnxruntime")
     params = inspect.signature(paddle2onnx.export).parameters
@@ -143,9 +154,7 @@ def check_batches(args, info):
 
 def main(argv=None):
     args = parse_args(argv)
-    if inference.model_file(args.model_prefix) is None or not os.path.isfile(args.model_prefix + ".pdiparams"):
-        raise UserError(f"--model_prefix {args.model_prefix}: no static model here (expected "
-                        f"{args.model_prefix}.pdmodel and .pdiparams, written by export_model.py)")
+    inference.require_static(args.model_prefix)
     info = inference.read_info(args.model_prefix)
     if info.get("int8"):
         raise UserError(f"--model_prefix {args.model_prefix} is an INT8 model (quantize.py); export the FP32 "

@@ -377,6 +377,8 @@ def check_model(prefix):
 
 def main(argv=None):
     args = parse_args(argv)
+    from utils.quant_paddle3 import check_line
+    check_line()  # paddle 3: one error line naming the 2.6.2 line (no working INT8 path there)
     info, tok_src = check_model(args.model_prefix)  # cheap checks first: no library import yet
     if not os.path.isdir(args.data_dir):
         raise UserError(f"--data_dir: '{args.data_dir}' is not a directory")

@@ -98,6 +98,31 @@ def write_stsb(d, n_train=240, n_dev=60, seed=2):
     return d
 
 
+def paddle3():
+    """Whether the tests run on the paddle 3 line (requirements-paddle3.txt)."""
+    from utils.compat import paddle_major
+    return paddle_major() >= 3
+
+
+def model_ext():
+    """The program file suffix ``paddle.jit.save`` writes on this line:
+    .pdmodel (paddle 2.6) or .json (paddle 3, a PIR program)."""
+    return ".json" if paddle3() else ".pdmodel"
+
+
+def pinned(package):
+    """The version of ``package`` pinned for this paddle line (requirements-test.txt
+    or requirements-paddle3.txt), so a test checks the pin, not a literal."""
+    files = ("requirements-paddle3.txt",) if paddle3() else ("requirements.txt", "requirements-test.txt")
+    for name in files:
+        with open(os.path.join(REPO, name)) as f:
+            for line in f:
+                spec = line.split("#")[0].strip()
+                if spec.lower().startswith(package.lower() + "=="):
+                    return spec.split("==")[1]
+    raise AssertionError(f"{package} is not pinned in {files}")
+
+
 def run_script(script, *args, check=True, timeout=900):
     """Run one of the suite's scripts in a fresh process (as a user would)."""
     cmd = [sys.executable, os.path.join(REPO, script)] + [str(a) for a in args]

@@ -5,7 +5,7 @@ import os
 import numpy as np
 import pytest
 
-from helpers import read_json, run_script
+from helpers import model_ext, read_json, run_script
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +27,7 @@ def test_export_writes_both_models_and_its_info(exported):
     assert info["check"]["passed"] and info["check"]["max_abs_diff"] <= 1e-4 and info["check"]["examples"] == 60
     for k in ("dynamic_vs_supernet", "static_vs_dynamic", "static_vs_supernet"):
         assert k in info["check"]
-    for f in ("model.pdmodel", "model.pdiparams", "model.info.json", "model_tokenizer/vocab.txt"):
+    for f in ("model" + model_ext(), "model.pdiparams", "model.info.json", "model_tokenizer/vocab.txt"):
         assert (root / "static" / f).exists(), f
     assert info["static_model_bytes"] > 0 and info["dynamic_model_bytes"] > 0
     assert "static_vs_supernet" in r.stdout + r.stderr
@@ -110,7 +110,7 @@ def test_export_of_a_plain_model_only_at_full_width(sst2_teacher, tmp_path):
     assert r.returncode == 2 and "not an OFA checkpoint" in r.stderr
     r = run_script("export_model.py", *args, "--static_sub_model", str(tmp_path / "st" / "teacher"))
     assert "vocabulary words" in r.stdout + r.stderr  # no data given: says what it checked on
-    assert (tmp_path / "st" / "teacher.pdmodel").exists()
+    assert (tmp_path / "st" / ("teacher" + model_ext())).exists()
     assert read_json(str(tmp_path / "dyn" / "export_info.json"))["params_after"] == \
         read_json(str(tmp_path / "dyn" / "export_info.json"))["params_before"]
 

@@ -21,7 +21,8 @@ honouring the pruned shapes ``compression_suite.heads_per_layer`` /
 ``ffn_per_layer``), from a width applied to a full-size configuration
 (DynaBERT rule, as :func:`utils.elastic.snap_widths`: heads = round(w * H),
 FFN = heads * I // H), or from a Paddle static inference program
-(:func:`shape_from_static`, used by ``benchmark.py``).
+(:func:`shape_from_static`, used by ``benchmark.py``; either line's format,
+read by :mod:`utils.static_program`).
 
 No paddle import is needed except for :func:`shape_from_static`.
 """
@@ -240,72 +241,32 @@ def analyze(shape, seq_len=128, reference=None):
 
 
 # --------------------------------------------------------------------------- static inference programs
-def _load_program(prefix):
-    from .inference import model_file
-    mfile = model_file(prefix)
-    if mfile is None:
-        raise UserError(f"{prefix}: no static model here (expected {prefix}.pdmodel)")
-    if not mfile.endswith(".pdmodel"):
-        raise ValueError(f"{mfile}: only .pdmodel programs (paddle 2.x) can be analysed")
-    import paddle
-    from paddle.base.framework import Program
-    was_dynamic = paddle.in_dynamic_mode()
-    paddle.enable_static()          # parse_from_string needs static mode in paddle 2.6
-    try:
-        with open(mfile, "rb") as f:
-            return Program.parse_from_string(f.read())
-    finally:
-        if was_dynamic:
-            paddle.disable_static()
-
-
-def _var_shape(block, name):
-    from paddle.base import core
-    if not block.has_var(name):
-        return None, False
-    v = block.var(name)
-    if v.type != core.VarDesc.VarType.LOD_TENSOR:
-        return None, False
-    return list(v.shape), bool(v.persistable)
-
-
 def program_ops(prefix):
     """[(op type, count)] of a static program, most frequent first."""
-    prog = _load_program(prefix)
-    counts = {}
-    for op in prog.global_block().ops:
-        counts[op.type] = counts.get(op.type, 0) + 1
-    return sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+    from .static_program import op_counts
+    return op_counts(prefix)
 
 
 def shape_from_static(prefix, num_attention_heads=None, intermediate_size=None):
     """Reconstruct the BertShape of a static BERT inference program (as
-    ``utils.inference.save_static`` writes it) from its operators: the three
-    embedding lookups, then per encoder layer six weight products (Q, K, V,
-    output, FFN in, FFN out) and the head reshape ``[0, 0, heads, head_dim]``,
-    then pooler and classifier.  ``num_attention_heads`` / ``intermediate_size``
-    of the full model default to the largest values found (the static graph
-    does not know what it was pruned from).  ValueError if the program does
-    not look like that."""
-    prog = _load_program(prefix)
-    block = prog.global_block()
+    ``utils.inference.save_static`` writes it, .pdmodel on paddle 2.6 or a
+    PIR .json on paddle 3) from its operators: the three embedding lookups,
+    then per encoder layer six weight products (Q, K, V, output, FFN in, FFN
+    out) and the head reshape ``[0, 0, heads, head_dim]``, then pooler and
+    classifier.  ``num_attention_heads`` / ``intermediate_size`` of the full
+    model default to the largest values found (the static graph does not know
+    what it was pruned from).  ValueError if the program does not look like that."""
+    from .static_program import bert_events
     tables, weights, head_dims = [], [], []
-    for op in block.ops:
-        if op.type in ("lookup_table_v2", "lookup_table"):
-            shp, _ = _var_shape(block, op.input("W")[0])
-            tables.append(shp)
-        elif op.type in ("matmul_v2", "matmul", "mul"):
-            xs, _ = _var_shape(block, op.input("X")[0])
-            ys, ypers = _var_shape(block, op.input("Y")[0])
-            if ypers and ys is not None and len(ys) == 2:
-                trans = op.attr("trans_y") if op.has_attr("trans_y") else (
-                    op.attr("transpose_Y") if op.has_attr("transpose_Y") else False)
-                k, n = (ys[1], ys[0]) if trans else (ys[0], ys[1])
-                weights.append((k, n, len(xs or [])))
-        elif op.type in ("reshape2", "reshape"):
-            shp = list(op.attr("shape") or [])
-            if len(shp) == 4 and shp[0] == 0 and shp[1] == 0 and shp[2] > 0 and shp[3] > 0:
-                head_dims.append(int(shp[3]))
+    for kind, what in bert_events(prefix):
+        if kind == "lookup":
+            tables.append(what)
+        elif kind == "product":
+            ys, trans, x_rank = what
+            k, n = (ys[1], ys[0]) if trans else (ys[0], ys[1])
+            weights.append((k, n, x_rank))
+        elif len(what) == 4 and what[0] == 0 and what[1] == 0 and what[2] > 0 and what[3] > 0:
+            head_dims.append(int(what[3]))
     if len(tables) < 3 or any(t is None or len(t) != 2 for t in tables[:3]):
         raise ValueError(f"{prefix}: expected word, position and token-type embedding lookups, found {tables}")
     if not head_dims or len(set(head_dims)) != 1:
