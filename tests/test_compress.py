@@ -6,6 +6,7 @@ One OFA run (widths 3/4 and 1/2, 20 steps) is shared by every test: the
 module fixture runs compress.py, kills it after the export of width 3/4
 (the test hook ``--debug_exit_after_stage``) and runs the same command again.
 """
+import json
 import os
 
 import pytest
@@ -112,10 +113,11 @@ BAD = [(["--latency_budget_ms", "0"], "--latency_budget_ms must be a positive nu
 
 
 @pytest.mark.parametrize("budget,message", BAD, ids=[b[1].split()[0] + str(i) for i, b in enumerate(BAD)])
-def test_bad_budgets_batch_or_length_exit_2_and_write_nothing(budget, message, tmp_path, capsys, compressed):
+def test_bad_budgets_batch_or_length_exit_2_and_write_nothing(budget, message, tmp_path, capsys, glue_data,
+                                                              sst2_teacher):
     out = str(tmp_path / "new")
     with pytest.raises(SystemExit) as e:
-        run_in_process("compress.py", *_cmd(compressed["teacher"], compressed["data"], out, *budget))
+        run_in_process("compress.py", *_cmd(sst2_teacher, glue_data, out, *budget))
     err = capsys.readouterr().err.strip().splitlines()
     assert e.value.code == 2 and len(err) == 1 and err[0].startswith("error: ") and message in err[0], err
     assert not os.path.exists(out)
@@ -140,3 +142,23 @@ def test_an_output_dir_of_another_run_exits_2_and_is_left_alone(compressed, tmp_
     err = capsys.readouterr().err.strip().splitlines()
     assert e.value.code == 2 and len(err) == 1 and "not a compress.py run" in err[0]
     assert os.listdir(foreign) == ["notes.txt"]
+
+
+def test_the_demo_is_one_compress_command_with_its_budget(tmp_path, glue_data, sst2_teacher):
+    """demo.py's step 3 is a compress.py command line that compress.py accepts
+    as it stands (its own parser and checks), with the demo's stated budget."""
+    import sys
+    from helpers import REPO, script_module
+    sys.path.insert(0, REPO)
+    import demo
+    teacher = tmp_path / "teacher"           # the demo's MiniLM has 512 positions, the tiny model 64
+    teacher.mkdir()
+    cfg = read_json(os.path.join(sst2_teacher, "config.json"))
+    (teacher / "config.json").write_text(json.dumps(dict(cfg, max_position_embeddings=512)))
+    a = demo.parser().parse_args(["--output_dir", str(tmp_path / "demo")])
+    out = str(tmp_path / "demo" / "compress")
+    argv = [str(x) for x in demo.compress_argv(a, str(teacher), glue_data, out)]
+    args = script_module("compress.py").parse_args(argv)
+    assert (args.latency_budget_ratio, args.batch_size, args.max_seq_length) == (0.6, 1, 128)
+    assert args.data_aug and args.width_mult_list == ["2/3", "1/2"] and args.depth_mult_list == ["1.0", "1/2"]
+    assert not os.path.exists(out)      # parsing and checking write nothing
