@@ -364,16 +364,18 @@ def write_deploy(chosen, deploy, record):
 
 
 def summary(a, chosen, teacher, lims, metric, deploy):
-    def vs(key, value, unit, spec):
-        return f" (budget {lims[key]:{spec}}{unit})" if key in lims else " (no budget)"
+    """The final lines: the chosen model, its metric against the teacher's,
+    its latency and size against the budgets."""
+    def budget_of(key, spec, unit=""):
+        return f"budget {lims[key]:{spec}}{unit}" if key in lims else "no budget"
     drop = teacher["metric"] - chosen["metric"]
     print(f"\nchosen: {chosen['name']} ({chosen['precision']}, width {chosen['width']:.4f}, depth "
-          f"{chosen['depth']:.4f}) -> {os.path.join(deploy, os.path.basename(chosen['prefix']))}", flush=True)
-    print(f"  dev {metric} {chosen['metric']:.4f} vs teacher {teacher['metric']:.4f} (drop {drop:+.4f}"
-          + (f"; budget {lims['max_drop']:g})" if "max_drop" in lims else ")"))
-    print(f"  latency {chosen['latency_ms']:.2f} ms at batch {a.batch_size}, length {a.max_seq_length}"
-          f"{vs('latency_ms', None, ' ms', '.2f')}; teacher {teacher['latency_ms']:.2f} ms")
-    print(f"  size {chosen['size_mb']:.2f} MB{vs('size_mb', None, ' MB', 'g')}; teacher {teacher['size_mb']:.2f} MB",
+          f"{chosen['depth']:.4f}) -> {os.path.join(deploy, os.path.basename(chosen['prefix']))}")
+    print(f"  {metric} {chosen['metric']:.4f}, teacher {teacher['metric']:.4f}: {drop:.4f} below "
+          f"({budget_of('max_drop', 'g')})")
+    print(f"  latency {chosen['latency_ms']:.2f} ms at batch {a.batch_size}, length {a.max_seq_length} "
+          f"({budget_of('latency_ms', '.2f', ' ms')}); teacher {teacher['latency_ms']:.2f} ms")
+    print(f"  size {chosen['size_mb']:.2f} MB ({budget_of('size_mb', 'g', ' MB')}); teacher {teacher['size_mb']:.2f} MB",
           flush=True)
 
 

@@ -162,3 +162,31 @@ def test_the_demo_is_one_compress_command_with_its_budget(tmp_path, glue_data, s
     assert (args.latency_budget_ratio, args.batch_size, args.max_seq_length) == (0.6, 1, 128)
     assert args.data_aug and args.width_mult_list == ["1/2"] and args.depth_mult_list == ["1.0", "1/2"]
     assert not os.path.exists(out)      # parsing and checking write nothing
+
+
+def test_the_decision_is_a_pure_function_of_the_table_and_the_budgets():
+    """A hand-made table: --latency_budget_ratio is a fraction of the
+    teacher's measured latency; the best metric within every budget wins;
+    with none, the closest (smallest worst overshoot relative to its budget)
+    is named with what it misses."""
+    from argparse import Namespace
+    from utils import budget
+    table = [{"name": "teacher", "metric": 0.85, "latency_ms": 10.0, "size_mb": 90.0},
+             {"name": "a", "metric": 0.84, "latency_ms": 7.0, "size_mb": 70.0},
+             {"name": "b", "metric": 0.83, "latency_ms": 5.5, "size_mb": 60.0},
+             {"name": "c", "metric": 0.80, "latency_ms": 4.0, "size_mb": 55.0}]
+
+    def decide(**kw):
+        args = Namespace(**dict(dict(latency_budget_ms=None, latency_budget_ratio=None, size_budget_mb=None,
+                                     max_metric_drop=None), **kw))
+        return budget.decide(table, budget.limits(args, 10.0), 0.85)
+
+    d = decide(latency_budget_ratio=0.6)
+    assert d["limits"] == {"latency_ms": 6.0} and d["chosen"] == "b"
+    assert d["meets"] == {"teacher": False, "a": False, "b": True, "c": True}
+    assert decide(latency_budget_ratio=0.6, size_budget_mb=58)["chosen"] == "c"
+    assert decide(max_metric_drop=0.0)["chosen"] == "teacher"
+    d = decide(latency_budget_ms=6.0, max_metric_drop=0.01)
+    assert d["chosen"] is None and d["closest"] == "a"
+    assert d["failed"] == pytest.approx({"latency_ms": 1.0})
+    assert budget.describe_failure(d) == ["--latency_budget_ms 6 ms: a is 7 ms, over by 1 ms (17%)"]
