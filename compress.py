@@ -86,7 +86,9 @@ def parse_args(argv=None):
     q.add_argument("--int8", action="store_true", help="also post-training INT8 of every candidate (quantize.py)")
     q.add_argument("--int8_max_drop", type=float, default=0.015, help="quantize.py --max_drop (its guard)")
     q.add_argument("--int8_batch_num", type=int, default=8, help="quantize.py --batch_num (calibration)")
-    p.add_argument("--debug_exit_after_stage", default=None, help=argparse.SUPPRESS)  # test hook: a kill
+    # test hooks: a kill after a stage, or inside OFA after the checkpoint of a step
+    p.add_argument("--debug_exit_after_stage", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--debug_ofa_exit_after_step", type=int, default=-1, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     check_args(args)
     return args
@@ -214,6 +216,7 @@ def stage_ofa(run):
                    "--learning_rate", a.learning_rate, *steps, "--warmup_proportion", a.warmup_proportion,
                    "--save_steps", a.save_steps, "--logging_steps", a.logging_steps, "--seed", a.seed,
                    "--device", a.device, *(["--data_aug"] if a.data_aug else []),
+                   *(["--debug_exit_after_step", a.debug_ofa_exit_after_step] if a.debug_ofa_exit_after_step > 0 else []),
                    "--resume" if resume else "--overwrite_output_dir")
     run.require(r, "the OFA stage")
     with open(os.path.join(ofa_dir, "all_results.json"), encoding="utf-8") as f:

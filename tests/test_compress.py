@@ -35,17 +35,23 @@ def _stage_runs(stdout):
 def compressed(tmp_path_factory, glue_data, sst2_teacher):
     out = str(tmp_path_factory.mktemp("compress") / "run")
     cmd = _cmd(sst2_teacher, glue_data, out, "--size_budget_mb", "100")
+    killed_in_ofa = run_script("compress.py", *cmd, "--debug_ofa_exit_after_step", "10", check=False)
     killed = run_script("compress.py", *cmd, "--debug_exit_after_stage", "export_w0.7500", check=False)
     after_kill = {"stages": sorted(os.listdir(os.path.join(out, "stages"))),
                   "ofa": _mtimes(os.path.join(out, "ofa")),
                   "exports": _mtimes(os.path.join(out, "candidates"))}
     resumed = run_script("compress.py", *cmd)
-    return {"out": out, "teacher": sst2_teacher, "data": glue_data, "killed": killed, "after_kill": after_kill,
+    return {"out": out, "teacher": sst2_teacher, "data": glue_data, "killed_in_ofa": killed_in_ofa, "killed": killed, "after_kill": after_kill,
             "resumed": resumed, "decision": read_json(os.path.join(out, "decision.json"))}
 
 
 def test_a_killed_run_resumes_without_retraining_finished_stages(compressed):
     killed, resumed, before = compressed["killed"], compressed["resumed"], compressed["after_kill"]
+    # killed inside OFA after its step-10 checkpoint: the next run continues from it
+    in_ofa = compressed["killed_in_ofa"]
+    assert in_ofa.returncode == 3 and "error: the OFA stage failed (exit 3)" in in_ofa.stderr, in_ofa.stderr[-2000:]
+    assert "resuming from its last checkpoint" in killed.stdout and "--resume" in killed.stdout
+    assert "resumed from step 10" in killed.stdout + killed.stderr
     assert killed.returncode == 3, killed.stderr[-2000:]
     assert before["stages"] == ["export_teacher.json", "export_w0.7500.json", "ofa.json"]
     assert _stage_runs(killed.stdout) == ["run_glue_ofa.py", "export_model.py", "export_model.py"]
