@@ -209,14 +209,14 @@ def stage_ofa(run):
     run.progress("ofa", f"widths {' '.join(a.width_mult_list)} x depths {' '.join(a.depth_mult_list)}"
                  + (" (resuming from its last checkpoint)" if resume else ""))
     steps = ["--max_steps", a.max_steps] if a.max_steps > 0 else ["--num_train_epochs", a.num_train_epochs]
+    kill = ["--debug_exit_after_step", a.debug_ofa_exit_after_step] if a.debug_ofa_exit_after_step > 0 else []
     r = run.script("run_msra_ner_ofa.py" if a.ner else "run_glue_ofa.py", "--model_name_or_path",
                    a.model_name_or_path, *run.task_flags(), "--output_dir", ofa_dir,
                    "--width_mult_list", *a.width_mult_list, "--depth_mult_list", *a.depth_mult_list,
                    "--max_seq_length", a.train_max_seq_length, "--batch_size", a.train_batch_size,
                    "--learning_rate", a.learning_rate, *steps, "--warmup_proportion", a.warmup_proportion,
                    "--save_steps", a.save_steps, "--logging_steps", a.logging_steps, "--seed", a.seed,
-                   "--device", a.device, *(["--data_aug"] if a.data_aug else []),
-                   *(["--debug_exit_after_step", a.debug_ofa_exit_after_step] if a.debug_ofa_exit_after_step > 0 else []),
+                   "--device", a.device, *(["--data_aug"] if a.data_aug else []), *kill,
                    "--resume" if resume else "--overwrite_output_dir")
     run.require(r, "the OFA stage")
     with open(os.path.join(ofa_dir, "all_results.json"), encoding="utf-8") as f:
@@ -378,8 +378,8 @@ def summary(a, chosen, teacher, lims, metric, deploy):
           f"({budget_of('max_drop', 'g')})")
     print(f"  latency {chosen['latency_ms']:.2f} ms at batch {a.batch_size}, length {a.max_seq_length} "
           f"({budget_of('latency_ms', '.2f', ' ms')}); teacher {teacher['latency_ms']:.2f} ms")
-    print(f"  size {chosen['size_mb']:.2f} MB ({budget_of('size_mb', 'g', ' MB')}); teacher {teacher['size_mb']:.2f} MB",
-          flush=True)
+    print(f"  size {chosen['size_mb']:.2f} MB ({budget_of('size_mb', 'g', ' MB')}); "
+          f"teacher {teacher['size_mb']:.2f} MB", flush=True)
 
 
 def main(argv=None):

@@ -41,8 +41,8 @@ def compressed(tmp_path_factory, glue_data, sst2_teacher):
                   "ofa": _mtimes(os.path.join(out, "ofa")),
                   "exports": _mtimes(os.path.join(out, "candidates"))}
     resumed = run_script("compress.py", *cmd)
-    return {"out": out, "teacher": sst2_teacher, "data": glue_data, "killed_in_ofa": killed_in_ofa, "killed": killed, "after_kill": after_kill,
-            "resumed": resumed, "decision": read_json(os.path.join(out, "decision.json"))}
+    return {"out": out, "teacher": sst2_teacher, "data": glue_data, "killed_in_ofa": killed_in_ofa,
+            "killed": killed, "after_kill": after_kill, "resumed": resumed, "decision": read_json(os.path.join(out, "decision.json"))}
 
 
 def test_a_killed_run_resumes_without_retraining_finished_stages(compressed):
