@@ -340,7 +340,7 @@ def stage_decide(run, ofa, cands):
             shutil.rmtree(deploy)
             print(f"removed {deploy} (an earlier run's choice, which does not meet these budgets)", flush=True)
         raise SystemExit("error: no candidate meets the budgets; closest: " + decision["closest"] + "\n  "
-                         + "\n  ".join(budget.describe_failure(decision)))
+                         + "\n  ".join(budget.describe_failure(decision, a.latency_budget_ratio)))
     chosen = next(c for c in cands if c["name"] == decision["chosen"])
     write_deploy(chosen, deploy, {"budgets": budget_text, "chosen": chosen, "teacher_metric": ofa["teacher_metric"]})
     summary(a, chosen, teacher, lims, metric, deploy)

@@ -115,12 +115,14 @@ def describe_budgets(lims, batch_size, seq_len, ratio=None):
     return "; ".join(parts)
 
 
-def describe_failure(decision):
+def describe_failure(decision, latency_ratio=None):
     """One line per failed budget of the closest candidate."""
     lims = decision["limits"]
     lines = []
     for k, amount in decision["failed"].items():
         flag, _, unit = BUDGETS[k]
+        if k == "latency_ms" and latency_ratio is not None:
+            flag = f"--latency_budget_ratio {latency_ratio:g} (x the teacher's latency) ="
         if math.isinf(amount):
             lines.append(f"{flag}: {decision['closest']} has no measured value")
             continue
