@@ -166,7 +166,8 @@ class Run:
         cmd = [sys.executable, os.path.join(HERE, script)] + [str(a) for a in args]
         print("$ " + " ".join(cmd[1:]), flush=True)
         t = time.time()
-        r = subprocess.run(cmd, cwd=HERE, stderr=subprocess.PIPE if capture_err else None, text=True)
+        # in the user's working directory: relative paths mean the same to every stage
+        r = subprocess.run(cmd, stderr=subprocess.PIPE if capture_err else None, text=True)
         if capture_err and r.stderr:
             sys.stderr.write(r.stderr)
         print(f"({script}: exit {r.returncode}, {time.time() - t:.0f} s)", flush=True)
