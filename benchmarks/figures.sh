@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The figures the README and the closing notes quote, measured on this machine:
-# run `make demo` first (it leaves the fine-tuned MiniLM teacher and the real
-# sentiment data in out/demo), then
+# run `make demo` first (it leaves the fine-tuned MiniLM teacher, the real
+# sentiment data and its compress.py candidates in out/demo), then
 #
 #     bash benchmarks/figures.sh [STAGE ...]      # stages: ofa prune msra bench half train_bench ofa_bench
 #
@@ -108,29 +108,24 @@ if has bench; then
     $PY report.py --ofa_dir "$OUT/ofa" --benchmark "$OUT/benchmark.json" --teacher_dir "$TEACHER" --batch_size 16
   fi
   say "where the time goes: the demo's teacher and width 1/2, per operator type (paddle.profiler)"
-  $PY benchmark.py --models "$DEMO/export/teacher/static/model" "$DEMO/export/w0.5000/static/model" \
+  $PY benchmark.py --models "$DEMO/compress/candidates/teacher/static/model" \
+      "$DEMO/compress/candidates/w0.5000/static/model" \
       --names teacher w0.5000 --batch_sizes 1 16 --max_seq_length 128 --threads 2 --profile \
       --output "$OUT/profile"
 fi
 
 if has half; then
   say "width 1/2 for deployment: width 1/2 at depths 1 and 1/2 ($HALF_STEPS steps, lr 1e-4, --data_aug), INT8, latency"
+  # one compress.py run: OFA, export (checked), INT8 of every candidate (guarded), latency at batch 16;
+  # the budget (at most 1 point below the teacher) picks the fastest model within it; rerunning resumes
   H=$OUT/half
-  [ -f "$H/depth/all_results.json" ] || $PY run_glue_ofa.py --task_name SST-2 --model_name_or_path "$TEACHER" \
-      --data_dir "$DATA" --data_aug --output_dir "$H/depth" --learning_rate 1e-4 --warmup_proportion 0.1 \
-      --max_steps "$HALF_STEPS" --save_steps 50 --width_mult_list 1/2 --depth_mult_list 1.0 1/2 \
-      --overwrite_output_dir "${C[@]}"
-  OUT=$H export_static teacher "$TEACHER" 1.0 1.0 --data_dir "$DATA"
-  OUT=$H export_static w0.5000 "$H/depth/width_0.5000" 1/2 1.0 --data_dir "$DATA"
-  OUT=$H export_static w0.5000_d0.5 "$H/depth/width_0.5000_depth_0.5000" 1/2 1/2 --data_dir "$DATA"
-  rm -rf "$H/export/w0.5000_int8"
-  $PY quantize.py --model_prefix "$H/export/w0.5000/static/model" \
-      --output_prefix "$H/export/w0.5000_int8/static/model" --data_dir "$DATA" --batch_num 8 --batch_size 16
-  names=(teacher w0.5000 w0.5000_d0.5 w0.5000_int8)
-  models=(); for n in "${names[@]}"; do models+=("$H/export/$n/static/model"); done
+  $PY compress.py --model_name_or_path "$TEACHER" --task_name SST-2 --data_dir "$DATA" --data_aug \
+      --output_dir "$H" --width_mult_list 1/2 --depth_mult_list 1.0 1/2 --max_steps "$HALF_STEPS" --save_steps 50 \
+      --learning_rate 1e-4 --warmup_proportion 0.1 --train_batch_size 32 --train_max_seq_length 64 \
+      --int8 --int8_batch_num 8 --max_metric_drop 0.01 --batch_size 16 --max_seq_length 128 \
+      || echo "(compress.py: no candidate within the budget, see above)"
+  models=(); for f in "$H"/candidates/*/static/model.pdiparams; do models+=("${f%.pdiparams}"); done
   $PY benchmarks/static_dev_metric.py --data_dir "$DATA" --max_seq_length 64 --models "${models[@]}"
-  $PY benchmark.py --models "${models[@]}" --names "${names[@]}" --batch_sizes 16 --max_seq_length 128 \
-      --threads 2 --output "$H/benchmark"
 fi
 
 if has train_bench; then

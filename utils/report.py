@@ -57,7 +57,8 @@ def _label(r):
     return f"width {r['width']:.4f}" + (f", depth {depth:.4f}" if depth is not None and depth < 1 else "")
 
 
-def write_report(output_dir, rows, teacher, metric_name="dev score", batch_size=None, title=None, notes=None):
+def write_report(output_dir, rows, teacher, metric_name="dev score", batch_size=None, title=None, notes=None,
+                 budget=None, chosen=None):
     """Write ``report.md``, ``report.json`` and ``report.png`` into ``output_dir``.
 
     ``rows``: one dict per sub-network: ``width``, ``depth`` (default 1.0), ``heads``, ``ffn``, ``params``,
@@ -66,6 +67,10 @@ def write_report(output_dir, rows, teacher, metric_name="dev score", batch_size=
     ``teacher``: dict with ``score``, ``params``, ``flops``, optional
     ``latency_ms``, ``label`` and ``latency_note``.  ``batch_size``: the
     latency plotted (default: the smallest batch size measured).
+    ``budget`` (compress.py): ``text`` and the limits ``latency_ms`` (at
+    ``batch_size``), ``size_mb``, ``max_drop``, drawn on the plot; entries
+    then carry ``meets`` (bool) and optionally ``size_mb``.  ``chosen``: the
+    label of the chosen entry ("" = none met the budget), marked in table and plot.
     Returns the paths written."""
     os.makedirs(output_dir, exist_ok=True)
     rows = sorted(rows, key=lambda r: (-(r.get("depth") or 1.0), -r["width"]))
@@ -83,11 +88,17 @@ def write_report(output_dir, rows, teacher, metric_name="dev score", batch_size=
             "vs teacher"]
     for bs in sizes:
         head += [f"latency b={bs} (ms)", f"speed-up b={bs}"]
+    with_size = any(_num(e.get("size_mb")) for e in rows + [teacher])
+    head += (["size (MB)"] if with_size else []) + (["meets budget"] if budget else [])
     lines = [f"# {title or 'Compression report'}", ""]
+    if budget:
+        lines += [f"Budget: {budget.get('text')}.", "",
+                  f"Chosen: **{chosen}**." if chosen else "**No candidate meets the budget.**", ""]
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
 
     def line(e, is_teacher):
-        cells = [e.get("label") if is_teacher else _label(e),
+        name = e.get("label") if is_teacher else _label(e)
+        cells = [f"**{name} (chosen)**" if chosen and name == chosen else name,
                  "1.0000" if is_teacher else f"{e['width']:.4f}",
                  "1.0000" if is_teacher else f"{e.get('depth') or 1.0:.4f}",
                  str(e.get("heads", "")) if not is_teacher else str(e.get("heads", "-")),
@@ -101,6 +112,8 @@ def write_report(output_dir, rows, teacher, metric_name="dev score", batch_size=
         for bs in sizes:
             lat, t_lat = _lat(e, bs), _lat(teacher, bs)
             cells += [_fmt(lat, ".2f"), f"{t_lat / lat:.2f}x" if _num(lat) and _num(t_lat) else "-"]
+        cells += [_fmt(e.get("size_mb"), ".2f")] if with_size else []
+        cells += [str(e.get("meets", "-"))] if budget else []
         return "| " + " | ".join(cells) + " |"
 
     lines.append(line(teacher, True))
@@ -123,12 +136,16 @@ def write_report(output_dir, rows, teacher, metric_name="dev score", batch_size=
     write_json_atomic(js, {"metric": metric_name, "batch_size_plotted": batch_size if plotted_latency else None,
                            "teacher": teacher, "rows": rows, "notes": notes or []})
     png = os.path.join(output_dir, "report.png")
-    plot(png, rows, teacher, metric_name, batch_size if plotted_latency else None, title)
+    plot(png, rows, teacher, metric_name, batch_size if plotted_latency else None, title, budget=budget,
+         chosen=chosen)
     return {"md": md, "json": js, "png": png}
 
 
-def plot(path, rows, teacher, metric_name, batch_size, title=None):
-    """Metric against latency at ``batch_size`` (or GFLOPs if None)."""
+def plot(path, rows, teacher, metric_name, batch_size, title=None, budget=None, chosen=None):
+    """Metric against latency at ``batch_size`` (or GFLOPs if None); INT8
+    rows (``precision`` "int8") as a second series; with a ``budget``, its
+    latency limit (vertical) and metric floor (horizontal) drawn, the
+    ``chosen`` entry circled."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -143,24 +160,33 @@ def plot(path, rows, teacher, metric_name, batch_size, title=None):
 
     xlabel = (f"latency at batch {batch_size} (ms, median)" if batch_size is not None
               else f"{unit} per example")
-    pts = [(x_of(r), r.get("score"), f"{_label(r)}\n{si(r.get('params'))} params") for r in rows]
-    pts = [p for p in pts if _num(p[0]) and _num(p[1])]
     fig, ax = plt.subplots(figsize=(7.5, 5), dpi=120)
-    if pts:
-        pts_sorted = sorted(pts)
-        ax.plot([p[0] for p in pts_sorted], [p[1] for p in pts_sorted], "-o", color="tab:blue", markersize=7,
-                label="OFA sub-models", zorder=3)
-        for x, y, lab in pts:
-            ax.annotate(lab, (x, y), textcoords="offset points", xytext=(7, -5), fontsize=9, color="tab:blue",
+    pts = []
+    for int8, color, legend in ((False, "tab:blue", "OFA sub-models"), (True, "tab:green", "INT8")):
+        part = [(x_of(r), r.get("score"), f"{_label(r)}\n{si(r.get('params'))} params") for r in rows
+                if (r.get("precision") == "int8") == int8]
+        part = sorted(p for p in part if _num(p[0]) and _num(p[1]))
+        if part:
+            ax.plot([p[0] for p in part], [p[1] for p in part], "-o", color=color, markersize=7, label=legend,
+                    zorder=3)
+        for x, y, lab in part:
+            ax.annotate(lab, (x, y), textcoords="offset points", xytext=(7, -5), fontsize=9, color=color,
                         va="top")
+        pts += part
     tx, ty = x_of(teacher), teacher.get("score")
     if _num(tx) and _num(ty):
         ax.plot([tx], [ty], "*", color="tab:red", markersize=16, alpha=0.75, label=teacher.get("label", "teacher"),
                 zorder=2)
         ax.annotate(teacher.get("label", "teacher"), (tx, ty), textcoords="offset points", xytext=(7, 5),
                     fontsize=9, color="tab:red", va="bottom")
+    _draw_budget(ax, rows, teacher, x_of, budget, chosen, batch_size)
     ys = [p[1] for p in pts] + ([ty] if _num(ty) and _num(tx) else [])
     xs = [p[0] for p in pts] + ([tx] if _num(ty) and _num(tx) else [])
+    if ys and budget:   # keep the budget lines in view
+        if batch_size is not None and _num(budget.get("latency_ms")):
+            xs.append(budget["latency_ms"])
+        if _num(budget.get("max_drop")) and _num(ty):
+            ys.append(ty - budget["max_drop"])
     if ys:
         lo, hi = min(ys), max(ys)
         pad = max((hi - lo) * 0.15, 0.005)
@@ -181,6 +207,21 @@ def plot(path, rows, teacher, metric_name, batch_size, title=None):
     plt.close(fig)
     os.replace(path + ".tmp.png", path)
     return path
+
+
+def _draw_budget(ax, rows, teacher, x_of, budget, chosen, batch_size):
+    if not budget:
+        return
+    if batch_size is not None and _num(budget.get("latency_ms")):
+        ax.axvline(budget["latency_ms"], color="tab:orange", linestyle="--",
+                   label=f"latency budget {budget['latency_ms']:.2f} ms")
+    if _num(budget.get("max_drop")) and _num(teacher.get("score")):
+        ax.axhline(teacher["score"] - budget["max_drop"], color="tab:purple", linestyle=":",
+                   label=f"metric floor (teacher - {budget['max_drop']:g})")
+    for e in list(rows) + [teacher]:
+        if chosen and (e.get("label") or _label(e)) == chosen and _num(x_of(e)) and _num(e.get("score")):
+            ax.plot([x_of(e)], [e["score"]], "o", markersize=18, markerfacecolor="none", markeredgewidth=2,
+                    color="black", label=f"chosen: {chosen}", zorder=4)
 
 
 def read_json(path, what):
