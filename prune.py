@@ -38,7 +38,7 @@ import numpy as np
 from utils import analysis, inference, pruning, training
 from utils.errors import UserError, run_main
 from utils.modeling import (SUITE_KEY, WEIGHT_FILES, find_file, load_model, read_state_dict, replace_dir,
-                            save_model, suite_info)
+                            save_model, suite_info, write_state_dict)
 from utils.tasks import GLUE_TASKS
 
 logger = logging.getLogger("bert_suite")
@@ -180,10 +180,9 @@ def has_task_head(model_dir):
 
 def strip_task_head(model_dir):
     """Drop the classifier a headless source never had (load_model initialised it)."""
-    import paddle
-    path = find_file(model_dir, WEIGHT_FILES)
-    state = paddle.load(path, return_numpy=True)
-    paddle.save({k: v for k, v in state.items() if not k.startswith("classifier.")}, path)
+    path = find_file(model_dir, WEIGHT_FILES)   # written by save_model just before: safetensors
+    state = read_state_dict(path)
+    write_state_dict({k: v for k, v in state.items() if not k.startswith("classifier.")}, path)
 
 
 def require(ok, what, diff, tol):
