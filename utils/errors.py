@@ -1,4 +1,5 @@
 """User-facing errors: one clear line, exit code 2, nothing half-written."""
+import contextlib
 import sys
 
 
@@ -9,6 +10,17 @@ class UserError(Exception):
 
 def fail(msg):
     raise UserError(msg)
+
+
+@contextlib.contextmanager
+def user_error_from(what, *types):
+    """Turn an exception of ``types`` (a library's traceback about a file
+    the user gave) into a UserError: ``what`` plus the library's first line."""
+    try:
+        yield
+    except types as e:
+        first = next((ln.strip() for ln in str(e).splitlines() if ln.strip()), "")
+        raise UserError(f"{what} ({type(e).__name__}: {first})") from None
 
 
 def run_main(main, argv=None):

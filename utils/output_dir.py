@@ -106,6 +106,29 @@ def check_replaceable(path, sources, flag):
                         f"{foreign[0]}); it would be replaced as a whole: choose a new directory")
 
 
+TOKENIZER_FILES = {"vocab.txt", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
+                   "tokenizer.json"}
+
+
+def check_static_prefix(prefix, sources, flag, tokenizer_suffix="_tokenizer"):
+    """A static model prefix: its files may be replaced, its tokenizer
+    directory (PREFIX + suffix, replaced as a whole) may hold only
+    tokenizer files, and neither may be or contain an input."""
+    tok_dir = prefix + tokenizer_suffix
+    check_not_over_source(tok_dir, sources, flag)
+    check_writable(os.path.dirname(os.path.abspath(prefix)) or ".", flag)
+    for ext in (".pdmodel", ".pdiparams", ".json"):
+        if os.path.isdir(prefix + ext):
+            raise UserError(f"{flag} {prefix}: {prefix + ext} is a directory")
+    if os.path.isdir(tok_dir):
+        foreign = sorted(set(os.listdir(tok_dir)) - TOKENIZER_FILES)
+        if foreign:
+            raise UserError(f"{flag} {prefix}: {tok_dir} holds files other than a tokenizer's (e.g. {foreign[0]}); "
+                            f"it would be replaced as a whole: choose another prefix")
+    elif os.path.exists(tok_dir):
+        raise UserError(f"{flag} {prefix}: {tok_dir} exists and is not a directory")
+
+
 # --------------------------------------------------------------------------- training run directories
 def run_entries(path):
     """The entries of ``path`` that a training run of the suite writes."""

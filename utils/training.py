@@ -85,15 +85,21 @@ def check_common_args(args):
         outdirs.check_writable(args.output_dir, "--output_dir")
 
 
-def check_max_seq_length(model_dir, max_seq_length, flag="--max_seq_length"):
+def check_max_seq_length(model_dir, max_seq_length, flag="--max_seq_length", default=None):
     """The model's position table must cover --max_seq_length (read from
-    its config.json; a model name is checked when it loads)."""
+    its config.json; a model name is checked when it loads).  With
+    ``default`` (the flag was not given, ``max_seq_length`` is None), returns
+    ``default`` capped at the table's length."""
     from .modeling import raw_config
     cfg = raw_config(model_dir) if os.path.isdir(model_dir) else None
     limit = (cfg or {}).get("max_position_embeddings")
-    if isinstance(limit, int) and max_seq_length > limit:
+    limit = limit if isinstance(limit, int) and limit > 0 else None
+    if max_seq_length is None:
+        return default if limit is None else min(default, limit)
+    if limit is not None and max_seq_length > limit:
         raise UserError(f"{flag} {max_seq_length} is longer than the model's {limit} position embeddings "
                         f"({model_dir}/config.json max_position_embeddings); use {flag} {limit} or less")
+    return max_seq_length
 
 
 def start_run(args):
