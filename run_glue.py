@@ -125,6 +125,7 @@ def main(argv=None):
         logger.info("best dev %s at step %d: %s", task.metric, stage.best["step"],
                     format_results(stage.best["results"]))
         print(json.dumps(summary))
+    training.end_run(args)
 
 
 def run_test(args, task, examples, feats, collate_fn):

@@ -184,6 +184,7 @@ def main(argv=None):
         for row, sub in zip(table["rows"], stage.subnets):   # the table has a row per sub-network, in order
             row["test"] = table["test"]["widths"][sub.tag()]
         training.write_json_atomic(os.path.join(args.output_dir, "all_results.json"), table)
+    training.end_run(args)
 
 
 if __name__ == "__main__":

@@ -136,6 +136,7 @@ def main(argv=None):
     training.write_json_atomic(os.path.join(args.output_dir, "all_results.json"), summary)
     logger.info("best dev f1 at step %d: %s", stage.best["step"], format_results(stage.best["results"]))
     print(json.dumps(summary, ensure_ascii=False))
+    training.end_run(args)
 
 
 if __name__ == "__main__":

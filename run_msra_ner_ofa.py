@@ -134,6 +134,7 @@ def main(argv=None):
         table["test"] = None
     table["label_list"] = list(label_list)
     training.write_json_atomic(os.path.join(args.output_dir, "all_results.json"), table)
+    training.end_run(args)
 
 
 if __name__ == "__main__":

@@ -244,6 +244,7 @@ def claim_run_dir(args):
 
 
 def release(path):
+    """Remove the lock at ``path`` if this process holds it."""
     holder = read_lock(path)
     if holder and holder.get("pid") == os.getpid() and holder.get("host") == socket.gethostname():
         os.remove(path)

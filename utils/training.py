@@ -113,6 +113,11 @@ def start_run(args):
         os.makedirs(args.output_dir, exist_ok=True)
 
 
+def end_run(args):
+    """Release --output_dir (the lock of this process only)."""
+    outdirs.release(os.path.join(args.output_dir, outdirs.LOCK))
+
+
 def run_state(args, step, total_steps, finished=False):
     """What a model directory saved during training records of its run
     (``finished`` turns true when the run ends: :func:`finish_run`)."""
