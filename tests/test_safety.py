@@ -154,14 +154,14 @@ def _model_run(tmp_path, bert):
     save_model(model, tok, str(run / "width_1.0000"), {"task_type": "classification", "task_name": "SST-2"})
     (run / "notes.txt").write_text("my notes\n")
     (run / "results.json").write_text("[]\n")
-    return run
+    text = tmp_path / "t.txt"
+    text.write_text("good w1\n")
+    return run, text
 
 
 def test_export_refuses_an_output_dir_that_holds_its_source(tmp_path, tiny, capsys):
     bert, _ = tiny
-    run = _model_run(tmp_path, bert)
-    text = tmp_path / "t.txt"
-    text.write_text("good w1\n")
+    run, text = _model_run(tmp_path, bert)
     before = tree(run)
     exits_2("export_model.py", "--model_name_or_path", run / "width_1.0000", "--sub_model_output_dir", run,
             "--check_text", text, "--max_seq_length", "32")
@@ -179,9 +179,7 @@ def test_export_refuses_an_output_dir_that_holds_its_source(tmp_path, tiny, caps
 
 def test_prune_refuses_an_output_dir_above_its_source(tmp_path, tiny, capsys):
     bert, _ = tiny
-    run = _model_run(tmp_path, bert)
-    text = tmp_path / "t.txt"
-    text.write_text("good w1\n")
+    run, text = _model_run(tmp_path, bert)
     before = tree(tmp_path)
     exits_2("prune.py", "--model_name_or_path", run / "width_1.0000", "--output_dir", tmp_path,
             "--prune_vocab", "--vocab_texts", text)

@@ -34,7 +34,8 @@ logger = logging.getLogger("bert_suite")
 LOCK = ".run.lock"
 CHECKPOINT_DIR = "checkpoints"
 # Files a training run writes into its --output_dir (records) ...
-RUN_FILES = ("results.json", "all_results.json", "args.json", "importance.json", "test_predictions.tsv")
+RUN_FILES = ("results.json", "all_results.json", "args.json", "importance.json", "test_predictions.tsv",
+             "report.md", "report.json", "report.png")
 # ... and the model directories it writes (only removed if they are suite model directories).
 RUN_MODEL_DIRS = ("best", "last", "model_best", "model_last", "final", "width_*", "model_*")
 # What a model directory written by modeling.save_model / export / prune holds.
