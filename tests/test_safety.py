@@ -335,3 +335,37 @@ def test_predict_and_benchmark_bad_files_are_one_line(tmp_path, static_model):
     r = run_script("predict.py", "--model_prefix", static_model, "--input_file", text, "--output_file", out)
     assert "1 of 2 examples are longer than 16 tokens" in r.stderr and f"{text}:2" in r.stderr
     assert len(out.read_text().splitlines()) == 2
+
+
+def test_resume_restores_a_model_dir_whose_swap_was_killed(tmp_path):
+    """Killed inside replace_dir: best/ renamed to best.old, the new one not yet
+    in place.  The next stage is told where the old one is; --resume puts it back."""
+    import types
+    from utils.errors import UserError
+    from utils.modeling import load_model
+    from utils.output_dir import claim_run_dir
+    (tmp_path / "best.old").mkdir()
+    (tmp_path / "best.old" / "config.json").write_text("{}")
+    with pytest.raises(UserError, match="interrupted.*best.old"):
+        load_model(str(tmp_path / "best"))
+    claim_run_dir(types.SimpleNamespace(output_dir=str(tmp_path), resume=True, overwrite_output_dir=False))
+    assert (tmp_path / "best" / "config.json").read_text() == "{}" and not (tmp_path / "best.old").exists()
+
+
+def test_object_arrays_and_foreign_objects_are_refused(tmp_path):
+    from utils.errors import UserError
+    from utils.safe_pickle import load_state_dict
+    path = tmp_path / "obj.pdparams"
+    with open(path, "wb") as f:
+        pickle.dump({"w": np.array([1, "a"], dtype=object)}, f)
+    with pytest.raises(UserError, match="refused"):
+        load_state_dict(str(path))
+    with open(path, "wb") as f:
+        pickle.dump({"w": {1, 2}}, f)     # a set needs no global, but is no weight
+    with pytest.raises(UserError, match="refused to load: entry 'w' holds a set"):
+        load_state_dict(str(path))
+    import datetime
+    with open(path, "wb") as f:
+        pickle.dump({"w": datetime.date(2026, 1, 1)}, f)
+    with pytest.raises(UserError, match="global datetime.date"):
+        load_state_dict(str(path))

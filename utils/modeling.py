@@ -299,6 +299,10 @@ def load_model(path_or_name, task_type=None, num_labels=None, flag="--model_name
     """
     if not os.path.isdir(path_or_name):
         if looks_like_path(path_or_name):
+            old = path_or_name.rstrip(os.sep) + ".old"
+            if os.path.isdir(old):   # replace_dir was killed between its two renames
+                raise UserError(f"{flag}: {path_or_name} does not exist: a save into it was interrupted; the "
+                                f"previous version is {old} (resume the run that wrote it, or rename it back)")
             raise UserError(f"{flag}: {path_or_name} does not exist")
         if require_head:
             raise UserError(f"{flag}: {path_or_name} is a model name: a pre-trained encoder without a fine-tuned "

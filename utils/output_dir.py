@@ -242,6 +242,20 @@ def claim_run_dir(args):
         raise UserError(f"--output_dir {out}: could not take its lock {path}")
     if args.overwrite_output_dir:
         clear_run(out)
+    elif args.resume:
+        restore_interrupted_swaps(out)
+
+
+def restore_interrupted_swaps(out):
+    """A run killed inside ``modeling.replace_dir`` (between renaming the old
+    ``best/`` to ``best.old`` and the new one into place) has no ``best/``:
+    put the old one back before resuming (the resumed run replays the save)."""
+    for name in sorted(os.listdir(out)):
+        base = os.path.join(out, name[:-len(".old")])
+        if name.endswith(".old") and os.path.isdir(os.path.join(out, name)) and not os.path.exists(base):
+            os.replace(os.path.join(out, name), base)
+            logger.warning("--resume: %s was being replaced when the run stopped; restored the previous version",
+                           base)
 
 
 def release(path):
