@@ -279,7 +279,7 @@ def test_bad_lengths_and_output_paths_fail_before_loading(tmp_path, tiny, capsys
     from utils import modeling
     bert, glue = tiny
     monkeypatch.setattr(modeling, "load_model", lambda *a, **k: pytest.fail("a model was loaded"))
-    base = [*COMMON[:2], "--model_name_or_path", bert, "--data_dir", glue, "--device", "cpu"]
+    base = [*COMMON[:2], "--model_name_or_path", bert, "--data_dir", glue, "--device", "cpu", "--max_seq_length", "32"]
     out = tmp_path / "out"
     exits_2("run_glue.py", *base, "--output_dir", out, "--max_seq_length", "100")
     one_error_line(capsys, "--max_seq_length 100", "64 position embeddings")
