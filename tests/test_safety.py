@@ -276,10 +276,11 @@ def test_kill_between_evaluation_and_checkpoint_then_resume_gives_identical_reco
 
 # --------------------------------------------------------------------------- 6 + 7. found before loading, one line
 def test_bad_lengths_and_output_paths_fail_before_loading(tmp_path, tiny, capsys, monkeypatch):
-    from utils import modeling
+    from helpers import script_module
     bert, glue = tiny
-    monkeypatch.setattr(modeling, "load_model", lambda *a, **k: pytest.fail("a model was loaded"))
-    base = [*COMMON[:2], "--model_name_or_path", bert, "--data_dir", glue, "--device", "cpu", "--max_seq_length", "32"]
+    for script in ("run_glue.py", "run_glue_ofa.py"):
+        monkeypatch.setattr(script_module(script), "load_model", lambda *a, **k: pytest.fail("a model was loaded"))
+    base = [*COMMON[:2], "--model_name_or_path", bert, "--data_dir", glue, "--device", "cpu"]
     out = tmp_path / "out"
     exits_2("run_glue.py", *base, "--output_dir", out, "--max_seq_length", "100")
     one_error_line(capsys, "--max_seq_length 100", "64 position embeddings")

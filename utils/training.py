@@ -41,7 +41,8 @@ def add_common_args(p: argparse.ArgumentParser, *, lr=2e-5, epochs=3.0, batch_si
     p.add_argument("--model_name_or_path", required=True,
                    help="a PaddleNLP model name (downloaded, online) or a local model directory")
     p.add_argument("--output_dir", required=True, help="where checkpoints, models and results are written")
-    p.add_argument("--max_seq_length", type=int, default=128)
+    p.add_argument("--max_seq_length", type=int, default=None,
+                   help="default: 128, or the model's position table if shorter")
     p.add_argument("--batch_size", type=int, default=batch_size, help="batch size per device")
     p.add_argument("--learning_rate", type=float, default=lr)
     p.add_argument("--weight_decay", type=float, default=0.0)
@@ -68,6 +69,7 @@ def add_common_args(p: argparse.ArgumentParser, *, lr=2e-5, epochs=3.0, batch_si
 
 
 def check_common_args(args):
+    args.max_seq_length = check_max_seq_length(args.model_name_or_path, args.max_seq_length, default=128)
     for name in ("batch_size", "max_seq_length", "logging_steps", "save_steps"):
         if getattr(args, name) <= 0:
             raise UserError(f"--{name} must be positive, got {getattr(args, name)}")
@@ -77,7 +79,6 @@ def check_common_args(args):
         raise UserError(f"--warmup_proportion must be in [0, 1), got {args.warmup_proportion}")
     if args.num_train_epochs <= 0 and args.max_steps <= 0:
         raise UserError("--num_train_epochs must be positive (or give --max_steps)")
-    check_max_seq_length(args.model_name_or_path, args.max_seq_length)
     sources = [(f"--{name}", getattr(args, name, None)) for name in INPUT_FLAGS]
     if is_master():
         outdirs.check_run_dir(args, sources)
