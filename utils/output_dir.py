@@ -227,11 +227,7 @@ def claim_run_dir(args):
             if holder.get("pid") != os.getpid():
                 logger.warning("--output_dir %s: taking over the lock of a run that did not finish (%s)",
                                out, describe(holder))
-            try:
-                os.replace(path, path + f".stale-{os.getpid()}")
-                os.remove(path + f".stale-{os.getpid()}")
-            except FileNotFoundError:
-                pass          # another process took it over first; its lock decides in the next round
+            _remove_stale(path, holder)
             continue
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             json.dump({"pid": os.getpid(), "host": socket.gethostname(),
@@ -256,6 +252,22 @@ def restore_interrupted_swaps(out):
             os.replace(os.path.join(out, name), base)
             logger.warning("--resume: %s was being replaced when the run stopped; restored the previous version",
                            base)
+
+
+def _remove_stale(path, holder):
+    """Remove the stale lock ``holder`` at ``path``; if another process
+    replaced it by its own lock meanwhile, leave that one in place."""
+    tmp = path + f".stale-{os.getpid()}"
+    try:
+        os.replace(path, tmp)
+    except FileNotFoundError:
+        return            # another process took it over first; its lock decides in the next round
+    if read_lock(tmp) != holder:
+        try:
+            os.link(tmp, path)      # a fresh lock: give it back (fails if yet another one is there)
+        except FileExistsError:
+            pass
+    os.remove(tmp)
 
 
 def release(path):
