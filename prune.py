@@ -72,7 +72,8 @@ def parse_args(argv=None):
     g.add_argument("--n_iters", type=int, default=1, help="prune in this many rounds, importance recomputed")
     g.add_argument("--head_score", choices=pruning.HEAD_SCORES, default="grad",
                    help="grad: |d loss / d head mask|; output_proj: norm of the head's out_proj rows")
-    g.add_argument("--max_seq_length", type=int, default=None, help="default: 128, or the model's position table if shorter")
+    g.add_argument("--max_seq_length", type=int, default=None,
+                   help="default: 128, or the model's position table if shorter")
     g.add_argument("--batch_size", type=int, default=32)
     v = p.add_argument_group("vocabulary pruning")
     v.add_argument("--prune_vocab", action="store_true", help="prune the vocabulary to the tokens of --vocab_texts")

@@ -285,13 +285,14 @@ def load_tokenizer(path_or_name, config=None):
 
 
 def load_model(path_or_name, task_type=None, num_labels=None, flag="--model_name_or_path",
-               expect_task_type=None, require_head=False, task_name=None):
+               expect_task_type=None, require_head=False, task_name=None, warn_unfinished=True):
     """Load a model for ``task_type`` with ``num_labels`` outputs.
 
     ``path_or_name`` is a local directory (strict load; a directory with only
     a config and a vocab starts from random initialisation, with a warning) or
     a PaddleNLP model name (downloaded by paddlenlp, online users only).
     ``task_type=None`` takes the type the saved model records.
+    ``warn_unfinished``: warn if the model was saved by a run that did not finish.
     ``require_head``: the directory must hold a fine-tuned task head (a
     teacher for distillation); ``task_name``: if the saved model records the
     task it was fine-tuned on, it must be this one.
@@ -310,7 +311,8 @@ def load_model(path_or_name, task_type=None, num_labels=None, flag="--model_name
         return _load_by_name(path_or_name, task_type, num_labels)
     config = load_config(path_or_name, flag)
     info = suite_info(config)
-    warn_if_unfinished(path_or_name, info)
+    if warn_unfinished:
+        warn_if_unfinished(path_or_name, info)
     saved_type = info.get("task_type")
     if task_type is None:
         task_type = saved_type or "classification"

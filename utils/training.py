@@ -109,7 +109,9 @@ def start_run(args):
     everything that can fail on bad input, right before training."""
     if is_master():
         outdirs.claim_run_dir(args)
-        write_json_atomic(os.path.join(args.output_dir, "args.json"), vars(args))
+        path = os.path.join(args.output_dir, "args.json")
+        if not (args.resume and os.path.isfile(path)):     # a resumed run keeps the arguments it started with
+            write_json_atomic(path, vars(args))
     else:
         os.makedirs(args.output_dir, exist_ok=True)
 
