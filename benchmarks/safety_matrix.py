@@ -1,6 +1,6 @@
 """Bad inputs, kills and collisions (issue 17), each run as a user would:
 prints a Markdown table of case, exit code, message, what was written and
-whether the victim directory is intact.  Tiny random BERT, about 3 minutes.
+whether the victim directory is intact.  Tiny random BERT, about 1.5 minutes on 2 cores.
 
     python benchmarks/safety_matrix.py WORK_DIR      (WORK_DIR is emptied first)
 """
