@@ -49,7 +49,8 @@ import time
 import numpy as np
 
 from utils import analysis, inference
-from utils.errors import UserError, run_main
+from utils.errors import UserError, run_main, user_error_from
+from utils.output_dir import check_writable
 
 logger = logging.getLogger("bert_suite")
 
@@ -196,9 +197,11 @@ def make_inputs(vocab, batch, seq_len, seed):
 
 
 def predictor_for(args, prefix):
-    return inference.create_predictor(prefix, device=args.device, threads=args.threads,
-                                      mkldnn=not args.no_mkldnn, memory_optim=not args.no_memory_optim,
-                                      trt_fp16=args.trt_fp16)
+    with user_error_from(f"--models {prefix}: cannot load the static model (damaged or incomplete files?)",
+                         RuntimeError, ValueError, OSError):
+        return inference.create_predictor(prefix, device=args.device, threads=args.threads,
+                                          mkldnn=not args.no_mkldnn, memory_optim=not args.no_memory_optim,
+                                          trt_fp16=args.trt_fp16)
 
 
 class Runner:
@@ -480,6 +483,9 @@ def main(argv=None):
         if inference.model_file(p) is None or not os.path.isfile(p + ".pdiparams"):
             raise UserError(f"--models {p}: no static model here (expected {p}.pdmodel and {p}.pdiparams; "
                             f"export one with export_model.py --static_sub_model)")
+    if args.output:
+        for ext in (".csv", ".json"):
+            check_writable(args.output + ext, "--output", want_dir=False)
     check_device(args)
     if args._memory_probe:
         return memory_probe(args)

@@ -21,6 +21,7 @@ import tempfile
 import numpy as np
 
 from utils import elastic, inference, training
+from utils import output_dir as outdirs
 from utils.errors import UserError, run_main
 from utils.modeling import WEIGHT_FILES, find_file, layer_shapes, load_model, save_model, suite_info
 
@@ -38,7 +39,8 @@ def parse_args(argv=None):
     p.add_argument("--sub_model_output_dir", required=True, help="where the dynamic-graph sub-model is written")
     p.add_argument("--static_sub_model", default=None,
                    help="path prefix of the static model (PREFIX.pdmodel/.pdiparams); omit or 'None' to skip")
-    p.add_argument("--max_seq_length", type=int, default=128)
+    p.add_argument("--max_seq_length", type=int, default=None,
+                   help="default: 128, or the model's position table if shorter")
     p.add_argument("--data_dir", default=None, help="task data; the export check runs on its dev inputs")
     p.add_argument("--dev_file", default=None,
                    help="own data: the dev file (TSV/CSV) the model was fine-tuned with; the check runs on its "
@@ -53,9 +55,20 @@ def parse_args(argv=None):
     args = p.parse_args(argv)
     if args.static_sub_model in ("None", "none", ""):
         args.static_sub_model = None
+    check_outputs(args)
     if args.max_seq_length <= 2:
         raise UserError(f"--max_seq_length must be > 2, got {args.max_seq_length}")
     return args
+
+
+def check_outputs(args):
+    """The outputs are replaced as a whole: never an input, nor a directory
+    holding more than a model the suite wrote (an OFA run, a user's notes)."""
+    sources = [(f"--{n}", getattr(args, n)) for n in ("model_name_or_path", "data_dir", "dev_file", "check_text")]
+    outdirs.check_replaceable(args.sub_model_output_dir, sources, "--sub_model_output_dir")
+    if args.static_sub_model:
+        outdirs.check_static_prefix(args.static_sub_model, sources, "--static_sub_model", inference.TOKENIZER_SUFFIX)
+    args.max_seq_length = training.check_max_seq_length(args.model_name_or_path, args.max_seq_length, default=128)
 
 
 def choose_width(args, config, info):
@@ -186,7 +199,7 @@ def main(argv=None):
         sub_info.pop("supernet", None)
         tmp_dyn = os.path.join(work, "dynamic")
         save_model(sub, tokenizer, tmp_dyn, sub_info)
-        reloaded, _, _ = load_model(tmp_dyn)          # strict: every tensor used, shapes from config
+        reloaded, _, _ = load_model(tmp_dyn, warn_unfinished=False)   # strict: every tensor used, shapes from config
         reloaded.eval()
         with paddle.no_grad():
             dyn_out = [reloaded(paddle.to_tensor(i), token_type_ids=paddle.to_tensor(s)).numpy()

@@ -16,14 +16,16 @@ import utils  # noqa: F401  (first: stack fixes before paddle is imported)
 import argparse
 import json
 import os
+import sys
 
 import numpy as np
 
 from utils import inference
 from utils.check_inputs import read_text_file
-from utils.errors import UserError, run_main
+from utils.errors import UserError, run_main, user_error_from
 from utils.evaluation import prediction_fields
 from utils.modeling import load_tokenizer
+from utils.output_dir import check_writable
 
 
 def parse_args(argv=None):
@@ -42,6 +44,12 @@ def parse_args(argv=None):
     args = p.parse_args(argv)
     if args.batch_size <= 0:
         raise UserError(f"--batch_size must be positive, got {args.batch_size}")
+    if args.max_seq_length is not None and args.max_seq_length < 3:
+        raise UserError(f"--max_seq_length must be at least 3, got {args.max_seq_length}")
+    check_writable(args.output_file, "--output_file", want_dir=False)
+    if os.path.exists(args.output_file) and os.path.exists(args.input_file) and \
+            os.path.samefile(args.input_file, args.output_file):
+        raise UserError(f"--output_file {args.output_file} is the --input_file")
     return args
 
 
@@ -51,6 +59,16 @@ def pad(rows, pad_id):
     for i, r in enumerate(rows):
         out[i, :len(r)] = r
     return out
+
+
+def count_truncated(tokenizer, texts, max_len):
+    """(number of examples longer than ``max_len`` tokens, first line number)."""
+    n, first = 0, None
+    for i, (a, b) in enumerate(texts, 1):
+        length = len(tokenizer.tokenize(a)) + (len(tokenizer.tokenize(b)) + 1 if b is not None else 0) + 2
+        if length > max_len:
+            n, first = n + 1, first or i
+    return n, first
 
 
 def encode_sentence_batch(tokenizer, texts, max_len):
@@ -75,17 +93,25 @@ def main(argv=None):
     args = parse_args(argv)
     from tqdm import tqdm
     info = inference.read_info(args.model_prefix)
+    texts = read_text_file(args.input_file, "--input_file")      # a bad input file fails before loading
     tok_dir = os.path.join(os.path.dirname(os.path.abspath(args.model_prefix)), info["tokenizer_dir"])
     tokenizer = load_tokenizer(tok_dir)
     max_len = args.max_seq_length or info.get("max_seq_length", 128)
-    predictor = inference.create_predictor(args.model_prefix, device=args.device, threads=args.threads,
-                                           mkldnn=not args.no_mkldnn)
+    with user_error_from(f"--model_prefix {args.model_prefix}: cannot load the static model (damaged or "
+                         f"incomplete files?)", RuntimeError, ValueError, OSError):
+        predictor = inference.create_predictor(args.model_prefix, device=args.device, threads=args.threads,
+                                               mkldnn=not args.no_mkldnn)
     ner = info["task_type"] == "token_classification"
     delimiter = label_delimiter(args, info)
-    texts = read_text_file(args.input_file, "--input_file")
     if ner:
         from utils.ner import predict_lines_batch
         texts = [a if b is None else f"{a}\t{b}" for a, b in texts]
+    else:   # NER splits long sentences; sentence models see the first max_len tokens only
+        n_long, first = count_truncated(tokenizer, texts, max_len)
+        if n_long:
+            print(f"warning: {n_long} of {len(texts)} examples are longer than {max_len} tokens and are truncated "
+                  f"to them (first: {args.input_file}:{first}; the model was exported for --max_seq_length "
+                  f"{info.get('max_seq_length')})", file=sys.stderr, flush=True)
     tmp = args.output_file + ".tmp"
     os.makedirs(os.path.dirname(os.path.abspath(args.output_file)), exist_ok=True)
     with open(tmp, "w", encoding="utf-8") as out:

@@ -36,9 +36,10 @@ import tempfile
 import numpy as np
 
 from utils import analysis, inference, pruning, training
+from utils import output_dir as outdirs
 from utils.errors import UserError, run_main
 from utils.modeling import (SUITE_KEY, WEIGHT_FILES, find_file, load_model, read_state_dict, replace_dir,
-                            save_model, suite_info)
+                            save_model, suite_info, write_state_dict)
 from utils.tasks import GLUE_TASKS
 
 logger = logging.getLogger("bert_suite")
@@ -71,7 +72,8 @@ def parse_args(argv=None):
     g.add_argument("--n_iters", type=int, default=1, help="prune in this many rounds, importance recomputed")
     g.add_argument("--head_score", choices=pruning.HEAD_SCORES, default="grad",
                    help="grad: |d loss / d head mask|; output_proj: norm of the head's out_proj rows")
-    g.add_argument("--max_seq_length", type=int, default=128)
+    g.add_argument("--max_seq_length", type=int, default=None,
+                   help="default: 128, or the model's position table if shorter")
     g.add_argument("--batch_size", type=int, default=32)
     v = p.add_argument_group("vocabulary pruning")
     v.add_argument("--prune_vocab", action="store_true", help="prune the vocabulary to the tokens of --vocab_texts")
@@ -110,8 +112,13 @@ def check_args(args):
         raise UserError("--model_name_or_path and --output_dir are required (or use --analyze DIR ...)")
     if not os.path.isdir(args.model_name_or_path):
         raise UserError(f"--model_name_or_path: {args.model_name_or_path} is not a directory")
-    if os.path.abspath(args.output_dir) == os.path.abspath(args.model_name_or_path):
-        raise UserError("--output_dir must differ from --model_name_or_path (the source is kept)")
+    # the output is replaced as a whole: never an input or a directory above one, nor another run's files
+    sources = [("--model_name_or_path", args.model_name_or_path), ("--data_dir", args.data_dir)] + \
+        [("--vocab_texts", f) for f in args.vocab_texts or []]
+    outdirs.check_replaceable(args.output_dir, sources, "--output_dir")
+    if args.static_model not in (None, "None", "none", ""):
+        outdirs.check_static_prefix(args.static_model, sources, "--static_model", inference.TOKENIZER_SUFFIX)
+    args.max_seq_length = training.check_max_seq_length(args.model_name_or_path, args.max_seq_length, default=128)
     pconf = pruning.PruningConfig(args.target_num_of_heads, args.target_ffn_size, args.pruning_mode,
                                   args.n_iters, args.head_score)
     if not pconf.prunes and not args.prune_vocab:
@@ -180,10 +187,9 @@ def has_task_head(model_dir):
 
 def strip_task_head(model_dir):
     """Drop the classifier a headless source never had (load_model initialised it)."""
-    import paddle
-    path = find_file(model_dir, WEIGHT_FILES)
-    state = paddle.load(path, return_numpy=True)
-    paddle.save({k: v for k, v in state.items() if not k.startswith("classifier.")}, path)
+    path = find_file(model_dir, WEIGHT_FILES)   # written by save_model just before: safetensors
+    state = read_state_dict(path)
+    write_state_dict({k: v for k, v in state.items() if not k.startswith("classifier.")}, path)
 
 
 def require(ok, what, diff, tol):

@@ -79,7 +79,8 @@ class FineTune(training.Stage):
         return score
 
     def info(self, step):
-        return dict(self.task.suite_info(), trained_steps=step)
+        return dict(self.task.suite_info(), trained_steps=step,
+                    run=training.run_state(self.args, step, self.total_steps))
 
     def state(self):
         return {"best": self.best}
@@ -103,9 +104,7 @@ def main(argv=None):
     collate_fn = Batcher.for_task(task, tokenizer.pad_token_id)
     per_epoch, total_steps = training.num_steps(args, len(feats["train"]))
 
-    os.makedirs(args.output_dir, exist_ok=True)
-    if training.is_master():
-        training.write_json_atomic(os.path.join(args.output_dir, "args.json"), vars(args))
+    training.start_run(args)   # lock --output_dir; --overwrite_output_dir clears the old records
     stage = FineTune(args, model, tokenizer, task, {s: feats[s] for s in task.dev_splits}, collate_fn)
     optimizer, scheduler = training.build_optimizer(args, model, total_steps)
     if training.rank_and_world()[1] > 1:
@@ -115,6 +114,7 @@ def main(argv=None):
 
     if training.is_master():
         save_model(model, tokenizer, os.path.join(args.output_dir, "last"), stage.info(total_steps))
+        training.finish_run(args, ["best", "last"])
         summary = {"task": task.name, "best_step": stage.best["step"], "best_score": stage.best["score"],
                    "best": stage.best["results"], "train_examples": len(feats["train"]), "steps": total_steps}
         if task.is_own_data:
@@ -125,6 +125,7 @@ def main(argv=None):
         logger.info("best dev %s at step %d: %s", task.metric, stage.best["step"],
                     format_results(stage.best["results"]))
         print(json.dumps(summary))
+    training.end_run(args)
 
 
 def run_test(args, task, examples, feats, collate_fn):

@@ -160,9 +160,7 @@ def main(argv=None):
     collate_fn = Batcher.for_task(task, tokenizer.pad_token_id)
     per_epoch, total_steps = training.num_steps(args, len(train_feats))
 
-    os.makedirs(args.output_dir, exist_ok=True)
-    if training.is_master():
-        training.write_json_atomic(os.path.join(args.output_dir, "args.json"), vars(args))
+    training.start_run(args)   # lock --output_dir; --overwrite_output_dir clears the old records
     for w in widths:
         logger.info("width %s (requested %s): %d of %d heads, FFN %d of %d", w.tag(), w.requested, w.heads,
                     config.num_attention_heads, w.ffn, config.intermediate_size)
@@ -186,6 +184,7 @@ def main(argv=None):
         for row, sub in zip(table["rows"], stage.subnets):   # the table has a row per sub-network, in order
             row["test"] = table["test"]["widths"][sub.tag()]
         training.write_json_atomic(os.path.join(args.output_dir, "all_results.json"), table)
+    training.end_run(args)
 
 
 if __name__ == "__main__":

@@ -80,7 +80,8 @@ class NerFineTune(training.Stage):
 
     def info(self, step):
         return {"task_type": KIND, "task_name": ner.TASK_NAME, "label_list": list(self.label_list),
-                "max_seq_length": self.args.max_seq_length, "trained_steps": step}
+                "max_seq_length": self.args.max_seq_length, "trained_steps": step,
+                "run": training.run_state(self.args, step, self.total_steps)}
 
     def state(self):
         return {"best": self.best}
@@ -106,9 +107,7 @@ def main(argv=None):
     collate_fn = ner.NerBatcher(tokenizer.pad_token_id)
     per_epoch, total_steps = training.num_steps(args, len(feats["train"]))
 
-    os.makedirs(args.output_dir, exist_ok=True)
-    if training.is_master():
-        training.write_json_atomic(os.path.join(args.output_dir, "args.json"), vars(args))
+    training.start_run(args)   # lock --output_dir; --overwrite_output_dir clears the old records
     stage = NerFineTune(args, model, tokenizer, label_list, {"dev": feats["dev"]}, collate_fn)
     optimizer, scheduler = training.build_optimizer(args, model, total_steps)
     if training.rank_and_world()[1] > 1:
@@ -119,6 +118,7 @@ def main(argv=None):
     if not training.is_master():
         return
     save_model(model, tokenizer, os.path.join(args.output_dir, "model_last"), stage.info(total_steps))
+    training.finish_run(args, ["model_best", "model_last"])
     test = None
     if "test" in feats:  # once, with the model selected on dev
         best, _, _ = load_model(os.path.join(args.output_dir, "model_best"), KIND, len(label_list),
@@ -136,6 +136,7 @@ def main(argv=None):
     training.write_json_atomic(os.path.join(args.output_dir, "all_results.json"), summary)
     logger.info("best dev f1 at step %d: %s", stage.best["step"], format_results(stage.best["results"]))
     print(json.dumps(summary, ensure_ascii=False))
+    training.end_run(args)
 
 
 if __name__ == "__main__":

@@ -103,9 +103,7 @@ def main(argv=None):
     collate_fn = ner.NerBatcher(tokenizer.pad_token_id)
     per_epoch, total_steps = training.num_steps(args, len(train_feats))
 
-    os.makedirs(args.output_dir, exist_ok=True)
-    if training.is_master():
-        training.write_json_atomic(os.path.join(args.output_dir, "args.json"), vars(args))
+    training.start_run(args)   # lock --output_dir; --overwrite_output_dir clears the old records
     for w in widths:
         logger.info("width %s (requested %s): %d of %d heads, FFN %d of %d -> %s", w.tag(), w.requested, w.heads,
                     config.num_attention_heads, w.ffn, config.intermediate_size, dir_name(w))
@@ -136,6 +134,7 @@ def main(argv=None):
         table["test"] = None
     table["label_list"] = list(label_list)
     training.write_json_atomic(os.path.join(args.output_dir, "all_results.json"), table)
+    training.end_run(args)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ ARGS = ["--task_name", "SST-2", "--max_steps", "30", "--save_steps", "15", "--ma
 
 
 def test_two_processes_equal_one_process_with_the_same_global_batch(tmp_path):
-    import paddle
+    from utils.modeling import read_state_dict
     model = write_tiny_bert(str(tmp_path / "bert"))
     data = str(tmp_path / "glue")
     write_sst2(os.path.join(data, "SST-2"))
@@ -29,11 +29,11 @@ def test_two_processes_equal_one_process_with_the_same_global_batch(tmp_path):
                        env=dict(os.environ, PYTHONPATH=REPO))
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert "devices = 2" in r.stdout + r.stderr
-    a = paddle.load(os.path.join(single, "last", "model_state.pdparams"))
-    b = paddle.load(os.path.join(dist, "last", "model_state.pdparams"))
+    a = read_state_dict(os.path.join(single, "last", "model.safetensors"))
+    b = read_state_dict(os.path.join(dist, "last", "model.safetensors"))
     assert set(a) == set(b)
     for k in a:
-        np.testing.assert_allclose(a[k].numpy(), b[k].numpy(), atol=1e-5, err_msg=k)
+        np.testing.assert_allclose(a[k], b[k], atol=1e-5, err_msg=k)
     assert [rec["step"] for rec in read_json(os.path.join(dist, "results.json"))] == [15, 30]
 
 
@@ -41,7 +41,7 @@ def test_ofa_two_processes_equal_one_process(tmp_path, sst2_teacher, glue_data):
     """run_glue_ofa.py under the launcher: importance and reordering happen
     before the DataParallel wrap (the same on every rank), so two processes
     of 8 end with the same supernet as one process of 16; rank 0 saves."""
-    import paddle
+    from utils.modeling import read_state_dict
     ofa = ["--task_name", "SST-2", "--model_name_or_path", sst2_teacher, "--data_dir", glue_data, "--max_steps", "8",
            "--save_steps", "8", "--max_seq_length", "32", "--learning_rate", "1e-3", "--logging_steps", "4",
            "--device", "cpu", "--width_mult_list", "1.0", "1/2"]
@@ -53,10 +53,10 @@ def test_ofa_two_processes_equal_one_process(tmp_path, sst2_teacher, glue_data):
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd=REPO,
                        env=dict(os.environ, PYTHONPATH=REPO))
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    a = paddle.load(os.path.join(single, "final", "model_state.pdparams"))
-    b = paddle.load(os.path.join(dist, "final", "model_state.pdparams"))
+    a = read_state_dict(os.path.join(single, "final", "model.safetensors"))
+    b = read_state_dict(os.path.join(dist, "final", "model.safetensors"))
     assert set(a) == set(b)
     for k in a:
-        np.testing.assert_allclose(a[k].numpy(), b[k].numpy(), atol=1e-5, err_msg=k)
+        np.testing.assert_allclose(a[k], b[k], atol=1e-5, err_msg=k)
     ta, tb = read_json(os.path.join(single, "all_results.json")), read_json(os.path.join(dist, "all_results.json"))
     assert [row["score"] for row in ta["rows"]] == [row["score"] for row in tb["rows"]]

@@ -155,7 +155,7 @@ def test_pruned_export_refuses_paddlenlp_from_pretrained(exported):
     from paddlenlp.transformers import BertForSequenceClassification
     from utils.modeling import load_model
     _, root, _ = exported
-    assert sorted(f for f in os.listdir(root / "dyn") if f.endswith(".pdparams")) == ["model_state.pruned.pdparams"]
+    assert sorted(f for f in os.listdir(root / "dyn") if "model" in f) == ["model.pruned.safetensors"]
     with pytest.raises(OSError, match="model_state.pdparams"):
         BertForSequenceClassification.from_pretrained(str(root / "dyn"))
     assert load_model(str(root / "dyn"))[0].bert.encoder.layers[0].linear1.weight.shape == [32, 32]

@@ -307,7 +307,7 @@ def test_teacher_learns_and_reports_test_separately(teacher_run, ner_data):
     assert summary["label_list"] == LABELS
     assert [rec["step"] for rec in read_json(os.path.join(out, "results.json"))] == [30, 60]
     assert all(set(rec) >= {"dev"} and "test" not in rec for rec in read_json(os.path.join(out, "results.json")))
-    for f in ("model_best/model_state.pdparams", "model_last/model_state.pdparams", "model_best/vocab.txt",
+    for f in ("model_best/model.safetensors", "model_last/model.safetensors", "model_best/vocab.txt",
               "args.json", "checkpoints/latest"):
         assert os.path.exists(os.path.join(out, f)), f
     assert "RANDOM initialisation" in r.stdout + r.stderr
@@ -384,7 +384,7 @@ def test_ofa_on_the_ner_teacher(teacher_run, ner_data, tmp_path):
                    "--output_dir", out, "--max_steps", "30", "--save_steps", "15", "--learning_rate", "2e-3",
                    "--width_mult_list", "1.0", "0.5", *FAST)
     for d in ("model_1.0", "model_0.5", "final"):
-        assert os.path.isfile(os.path.join(out, d, "model_state.pdparams")), d
+        assert os.path.isfile(os.path.join(out, d, "model.safetensors")), d
         cfg = read_json(os.path.join(out, d, "config.json"))["compression_suite"]
         assert cfg["task_type"] == "token_classification" and cfg["label_list"] == LABELS
     table = read_json(os.path.join(out, "all_results.json"))

@@ -22,7 +22,7 @@ def test_every_width_learns_and_each_has_a_checkpoint(sst2_ofa):
     assert [rows[d]["heads"] for d in WIDTH_DIRS] == [4, 3, 2]
     assert [rows[d]["ffn"] for d in WIDTH_DIRS] == [64, 48, 32]
     assert rows["width_1.0000"]["params"] > rows["width_0.7500"]["params"] > rows["width_0.5000"]["params"]
-    assert os.path.isfile(os.path.join(out, "final", "model_state.pdparams"))
+    assert os.path.isfile(os.path.join(out, "final", "model.safetensors"))
     assert os.path.isfile(os.path.join(out, "importance.json"))
     # the fidelity check ran and passed, and the table was printed
     assert "reordered width-1.0 supernet vs teacher" in r.stdout
@@ -186,12 +186,12 @@ def test_ofa_resume_reaches_the_same_result(tmp_path, glue_data, sst2_teacher):
     r = run_script("run_glue_ofa.py", *args, "--output_dir", cut, "--debug_exit_after_step", "10", check=False)
     assert r.returncode == 3
     run_script("run_glue_ofa.py", *args, "--output_dir", cut, "--resume")
-    import paddle
+    from utils.modeling import read_state_dict
     for d in ("final", "width_0.5000"):
-        a = paddle.load(os.path.join(full, d, "model_state.pdparams"))
-        b = paddle.load(os.path.join(cut, d, "model_state.pdparams"))
+        a = read_state_dict(os.path.join(full, d, "model.safetensors"))
+        b = read_state_dict(os.path.join(cut, d, "model.safetensors"))
         for k in a:
-            np.testing.assert_allclose(a[k].numpy(), b[k].numpy(), atol=1e-6, err_msg=f"{d} {k}")
+            np.testing.assert_allclose(a[k], b[k], atol=1e-6, err_msg=f"{d} {k}")
     assert read_json(os.path.join(full, "all_results.json"))["rows"][1]["score"] == \
         read_json(os.path.join(cut, "all_results.json"))["rows"][1]["score"]
 

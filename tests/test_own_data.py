@@ -173,7 +173,7 @@ def test_ofa_on_the_multilabel_teacher_writes_every_width(ml_ofa):
     rows = {r["dir"]: r for r in table["rows"]}
     assert set(rows) == {"width_1.0000", "width_0.5000"}
     for d, row in rows.items():
-        assert (ml_ofa / d / "model_state.pdparams").exists()
+        assert (ml_ofa / d / "model.safetensors").exists()
         suite = read_json(ml_ofa / d / "config.json")["compression_suite"]
         assert suite["task_type"] == "multilabel" and suite["label_list"] == ML_LABELS
         assert suite["own_data"]["label_column"] == "tags" and suite["supernet"]["widths"] == [1.0, 0.5]

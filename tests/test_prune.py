@@ -206,7 +206,7 @@ def test_pruned_dir_exports_benchmarks_and_refuses_plain_from_pretrained(setup, 
     after = json.load(open(out / "prune_info.json"))["after"]
     heads, ffn = after["heads_per_layer"], after["ffn_per_layer"]
     assert len(set(heads)) > 1 or len(set(ffn)) > 1          # global mode: layers differ
-    assert not (out / "model_state.pdparams").exists() and (out / "model_state.pruned.pdparams").exists()
+    assert not (out / "model.safetensors").exists() and (out / "model.pruned.safetensors").exists()
     with pytest.raises(OSError, match="model_state.pdparams"):
         BertForSequenceClassification.from_pretrained(str(out))
     static = tmp_path / "static" / "model"
@@ -277,7 +277,7 @@ def test_vocab_pruning_keeps_a_headless_encoder_headless(setup, tmp_path):
     texts.write_text("good w1 w2\nbad w3\n")
     out = tmp_path / "enc_pruned"
     prune.main(["--model_name_or_path", bert, "--output_dir", str(out), "--prune_vocab", "--vocab_texts", str(texts)])
-    keys = read_state_dict(str(out / "model_state.pdparams"))
+    keys = read_state_dict(str(out / "model.safetensors"))
     assert not any(k.startswith("classifier.") for k in keys)
     assert keys["bert.embeddings.word_embeddings.weight"].shape[0] == 5 + 5
 

@@ -36,8 +36,8 @@ def test_single_sentence_task_learns_and_writes_its_files(sst2_run):
     out, r = sst2_run
     summary = read_json(os.path.join(out, "all_results.json"))
     assert summary["best"]["dev"]["acc"] >= 0.9, summary
-    for f in ("best/config.json", "best/model_state.pdparams", "best/vocab.txt", "best/tokenizer_config.json",
-              "last/config.json", "last/model_state.pdparams", "results.json", "args.json",
+    for f in ("best/config.json", "best/model.safetensors", "best/vocab.txt", "best/tokenizer_config.json",
+              "last/config.json", "last/model.safetensors", "results.json", "args.json",
               "checkpoints/latest"):
         assert os.path.exists(os.path.join(out, f)), f
     results = read_json(os.path.join(out, "results.json"))
@@ -98,11 +98,11 @@ def test_interrupted_run_resumes_to_the_same_result(data_dir, tmp_path):
     run_script("run_glue.py", *args, "--output_dir", cut, "--resume")
     a, b = read_json(os.path.join(full, "all_results.json")), read_json(os.path.join(cut, "all_results.json"))
     assert a["best_score"] == b["best_score"] and a["best_step"] == b["best_step"]
-    import paddle
-    wa = paddle.load(os.path.join(full, "last", "model_state.pdparams"))
-    wb = paddle.load(os.path.join(cut, "last", "model_state.pdparams"))
+    from utils.modeling import read_state_dict
+    wa = read_state_dict(os.path.join(full, "last", "model.safetensors"))
+    wb = read_state_dict(os.path.join(cut, "last", "model.safetensors"))
     for k in wa:
-        np.testing.assert_allclose(wa[k].numpy(), wb[k].numpy(), atol=1e-6, err_msg=k)
+        np.testing.assert_allclose(wa[k], wb[k], atol=1e-6, err_msg=k)
     steps = [rec["step"] for rec in read_json(os.path.join(cut, "results.json"))]
     assert steps == [10, 20, 30]
 

@@ -16,9 +16,13 @@ def read_text_file(path, flag="--check_text"):
     if not os.path.isfile(path):
         raise UserError(f"{flag}: {path} does not exist")
     out = []
-    with open(path, encoding="utf-8-sig") as f:
-        for line in f:
-            line = line.rstrip("\r\n")
+    with open(path, "rb") as f:
+        for lineno, raw in enumerate(f, 1):
+            try:
+                line = raw.decode("utf-8-sig" if lineno == 1 else "utf-8").rstrip("\r\n")
+            except UnicodeDecodeError as e:
+                raise UserError(f"{path}:{lineno}: not UTF-8 text (byte {raw[e.start]:#04x} at column {e.start + 1}); "
+                                f"convert the file to UTF-8") from None
             if line.strip():
                 a, _, b = line.partition("\t")
                 out.append((a, b or None))

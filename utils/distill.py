@@ -227,6 +227,7 @@ class OFADistill(training.Stage):
             "selected_width": sub.width.ratio if sub else None,
             "selected_depth": sub.depth if sub else None,
             "selected_layers": sub.layers if sub else None, "step": step, "score": score}
+        info["run"] = training.run_state(self.args, step, self.total_steps)
         target = directory or os.path.join(self.args.output_dir, sub.dir_name(self.dir_name))
         save_model(full, self.tokenizer, target, info)
 
@@ -362,6 +363,7 @@ def finish(args, stage, config, dir_name, metric_name):
         if sub.tag() not in stage.best:  # never evaluated (cannot happen unless interrupted): keep the last
             stage.save_sub(sub, None, None, os.path.join(args.output_dir, sub.dir_name(dir_name)))
     stage.save_sub(None, None, None, os.path.join(args.output_dir, "final"))
+    training.finish_run(args, [sub.dir_name(dir_name) for sub in stage.subnets] + ["final"])
     table = summary_table(stage, config, dir_name)
     training.write_json_atomic(os.path.join(args.output_dir, "all_results.json"), table)
     print(format_table(table, metric_name), flush=True)

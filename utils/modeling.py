@@ -2,10 +2,16 @@
 which weights it takes, and what its saved directory records.
 
 A saved model directory is PaddleNLP's ``save_pretrained`` layout
-(``config.json``, ``model_state.pdparams``, tokenizer files); a pruned model
-keeps its weights in ``model_state.pruned.pdparams`` instead, so that
+(``config.json``, ``model.safetensors``, tokenizer files); a pruned model
+keeps its weights in ``model.pruned.safetensors`` instead, so that
 PaddleNLP's ``from_pretrained``, which cannot build pruned shapes, fails
-rather than skipping the pruned tensors.  The suite adds
+rather than skipping the pruned tensors.
+
+Weights are written as safetensors (no code can run from them).  Pickle-based
+``.pdparams`` written by PaddleNLP / ``paddle.save`` (fine-tuned models users
+bring, and the suite's earlier outputs) are still read, but only through
+:mod:`utils.safe_pickle`, which rebuilds numpy arrays and refuses every other
+global.  When a directory holds both formats, safetensors wins.  The suite adds
 one key to ``config.json``, ``compression_suite``, recording what a loader
 must know to rebuild the model exactly:
 
@@ -39,8 +45,11 @@ CONFIG_FILES = ("config.json", "model_config.json")
 # ``from_pretrained`` would build the full-size model from config.json and
 # skip every pruned tensor with a mere warning (PaddleNLP #1466, PaddleSlim
 # #716); without its file it raises instead.  The suite's loader reads both.
-PRUNED_WEIGHTS = "model_state.pruned.pdparams"
-WEIGHT_FILES = (PRUNED_WEIGHTS, "model_state.pdparams", "model.safetensors")
+SAFE_WEIGHTS = "model.safetensors"
+PRUNED_WEIGHTS = "model.pruned.safetensors"
+LEGACY_WEIGHTS = "model_state.pdparams"
+LEGACY_PRUNED_WEIGHTS = "model_state.pruned.pdparams"     # written by earlier versions of the suite
+WEIGHT_FILES = (PRUNED_WEIGHTS, SAFE_WEIGHTS, LEGACY_PRUNED_WEIGHTS, LEGACY_WEIGHTS)
 TASK_TYPES = ("classification", "regression", "multilabel", "token_classification")
 HEAD_PREFIXES = ("classifier.",)
 # Pre-training heads that a fine-tuning model does not have (BertForPretraining checkpoints).
@@ -125,6 +134,48 @@ def looks_like_path(name):
     return os.sep in name or name.startswith(".") or os.path.exists(name)
 
 
+def raw_config(model_dir):
+    """The model config of a directory as a dict (the older
+    ``model_config.json`` layout flattened), None if it has none or it is
+    unreadable (:func:`load_config` reports that)."""
+    cfg_file = find_file(model_dir, CONFIG_FILES)
+    try:
+        with open(cfg_file, encoding="utf-8") as f:
+            raw = json.load(f)
+    except (TypeError, OSError, ValueError):
+        return None
+    if not isinstance(raw, dict):
+        return None
+    if "init_args" in raw:  # PaddleNLP's older model_config.json layout
+        args = raw["init_args"][0] if raw["init_args"] and isinstance(raw["init_args"][0], dict) else raw
+        raw = {k: v for k, v in args.items() if not k.startswith("init_")}
+    return raw
+
+
+def mark_run_finished(model_dir):
+    """Record in ``model_dir``'s config.json that the run which saved it
+    finished (see ``training.run_state``)."""
+    path = os.path.join(model_dir, "config.json")
+    with open(path, encoding="utf-8") as f:
+        cfg = json.load(f)
+    run = (cfg.get(SUITE_KEY) or {}).get("run")
+    if not isinstance(run, dict) or run.get("finished"):
+        return
+    run["finished"] = True
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(cfg, f, indent=2)
+    os.replace(tmp, path)
+
+
+def warn_if_unfinished(path, info):
+    run = info.get("run")
+    if isinstance(run, dict) and run.get("finished") is False:
+        logger.warning("%s was saved at step %s of %s by a run that did not finish (%s): it is not that run's "
+                       "final result; finish the run with --resume first", path, run.get("step"),
+                       run.get("total_steps"), run.get("output_dir"))
+
+
 def load_config(model_dir, flag="--model_name_or_path"):
     from paddlenlp.transformers import BertConfig
     if not os.path.isdir(model_dir):
@@ -134,12 +185,12 @@ def load_config(model_dir, flag="--model_name_or_path"):
         raise UserError(f"{flag}: {model_dir} has no config.json (a model directory needs its model config)")
     try:
         with open(cfg_file, encoding="utf-8") as f:
-            raw = json.load(f)
+            json.load(f)
     except (OSError, json.JSONDecodeError) as e:
         raise UserError(f"{cfg_file}: not a readable JSON model config ({e})")
-    if "init_args" in raw:  # PaddleNLP's older model_config.json layout
-        args = raw["init_args"][0] if raw["init_args"] and isinstance(raw["init_args"][0], dict) else raw
-        raw = {k: v for k, v in args.items() if not k.startswith("init_")}
+    raw = raw_config(model_dir)
+    if raw is None:
+        raise UserError(f"{cfg_file}: not a JSON object")
     model_type = raw.get("model_type", "bert")
     if model_type != "bert":
         raise UserError(f"{cfg_file}: model_type {model_type!r} is not supported (this suite handles BERT)")
@@ -150,14 +201,29 @@ def load_config(model_dir, flag="--model_name_or_path"):
 
 
 def read_state_dict(path):
-    import paddle
+    """{name: numpy array} of a weight file: safetensors, or a pickle-based
+    ``.pdparams`` through the restricted unpickler (never ``paddle.load``)."""
+    if not path.endswith(".safetensors"):
+        from .safe_pickle import load_state_dict
+        state = load_state_dict(path)
+        bad = [k for k, v in state.items() if not isinstance(v, np.ndarray)]
+        if bad:
+            raise UserError(f"{path}: not model weights ({bad[0]!r} is no tensor)")
+        return state
     try:
-        if path.endswith(".safetensors"):
-            from safetensors.numpy import load_file
-            return dict(load_file(path))
-        return dict(paddle.load(path, return_numpy=True))
+        from safetensors.numpy import load_file
+        return dict(load_file(path))
     except Exception as e:
         raise UserError(f"{path}: cannot read model weights ({type(e).__name__}: {e})")
+
+
+def write_state_dict(state, path):
+    """Write {name: array or tensor} as safetensors (atomically)."""
+    from safetensors.numpy import save_file
+    arrays = {k: np.ascontiguousarray(v if isinstance(v, np.ndarray) else v.numpy()) for k, v in state.items()}
+    tmp = path + ".tmp"
+    save_file(arrays, tmp)
+    os.replace(tmp, path)
 
 
 def strict_load(model, state, source):
@@ -219,13 +285,14 @@ def load_tokenizer(path_or_name, config=None):
 
 
 def load_model(path_or_name, task_type=None, num_labels=None, flag="--model_name_or_path",
-               expect_task_type=None, require_head=False, task_name=None):
+               expect_task_type=None, require_head=False, task_name=None, warn_unfinished=True):
     """Load a model for ``task_type`` with ``num_labels`` outputs.
 
     ``path_or_name`` is a local directory (strict load; a directory with only
     a config and a vocab starts from random initialisation, with a warning) or
     a PaddleNLP model name (downloaded by paddlenlp, online users only).
     ``task_type=None`` takes the type the saved model records.
+    ``warn_unfinished``: warn if the model was saved by a run that did not finish.
     ``require_head``: the directory must hold a fine-tuned task head (a
     teacher for distillation); ``task_name``: if the saved model records the
     task it was fine-tuned on, it must be this one.
@@ -233,6 +300,10 @@ def load_model(path_or_name, task_type=None, num_labels=None, flag="--model_name
     """
     if not os.path.isdir(path_or_name):
         if looks_like_path(path_or_name):
+            old = path_or_name.rstrip(os.sep) + ".old"
+            if os.path.isdir(old):   # replace_dir was killed between its two renames
+                raise UserError(f"{flag}: {path_or_name} does not exist: a save into it was interrupted; the "
+                                f"previous version is {old} (resume the run that wrote it, or rename it back)")
             raise UserError(f"{flag}: {path_or_name} does not exist")
         if require_head:
             raise UserError(f"{flag}: {path_or_name} is a model name: a pre-trained encoder without a fine-tuned "
@@ -240,6 +311,8 @@ def load_model(path_or_name, task_type=None, num_labels=None, flag="--model_name
         return _load_by_name(path_or_name, task_type, num_labels)
     config = load_config(path_or_name, flag)
     info = suite_info(config)
+    if warn_unfinished:
+        warn_if_unfinished(path_or_name, info)
     saved_type = info.get("task_type")
     if task_type is None:
         task_type = saved_type or "classification"
@@ -303,9 +376,9 @@ def save_model(model, tokenizer, out_dir, info=None):
     tmp = tempfile.mkdtemp(prefix=".tmp-" + os.path.basename(out_dir) + "-", dir=parent)
     os.chmod(tmp, 0o755)  # mkdtemp makes it private; a model directory is not
     try:
-        model.save_pretrained(tmp)
+        model.save_pretrained(tmp, safe_serialization=True)
         if "heads_per_layer" in merged:
-            os.replace(os.path.join(tmp, "model_state.pdparams"), os.path.join(tmp, PRUNED_WEIGHTS))
+            os.replace(os.path.join(tmp, SAFE_WEIGHTS), os.path.join(tmp, PRUNED_WEIGHTS))
         if tokenizer is not None:
             tokenizer.save_pretrained(tmp)
         replace_dir(tmp, out_dir)

@@ -20,12 +20,17 @@ import time
 
 import numpy as np
 
+from . import output_dir as outdirs
+from .modeling import find_file, read_state_dict, write_state_dict
+from .safe_pickle import load_tensors
 from .errors import UserError
 
 logger = logging.getLogger("bert_suite")
 
-CHECKPOINT_DIR = "checkpoints"
+CHECKPOINT_DIR = outdirs.CHECKPOINT_DIR
 LATEST = "latest"
+# Inputs a run's --output_dir may not be, or contain.
+INPUT_FLAGS = ("model_name_or_path", "data_dir", "train_file", "dev_file", "test_file", "aug_file")
 
 
 # --------------------------------------------------------------------------- arguments
@@ -36,7 +41,8 @@ def add_common_args(p: argparse.ArgumentParser, *, lr=2e-5, epochs=3.0, batch_si
     p.add_argument("--model_name_or_path", required=True,
                    help="a PaddleNLP model name (downloaded, online) or a local model directory")
     p.add_argument("--output_dir", required=True, help="where checkpoints, models and results are written")
-    p.add_argument("--max_seq_length", type=int, default=128)
+    p.add_argument("--max_seq_length", type=int, default=None,
+                   help="default: 128, or the model's position table if shorter")
     p.add_argument("--batch_size", type=int, default=batch_size, help="batch size per device")
     p.add_argument("--learning_rate", type=float, default=lr)
     p.add_argument("--weight_decay", type=float, default=0.0)
@@ -57,10 +63,13 @@ def add_common_args(p: argparse.ArgumentParser, *, lr=2e-5, epochs=3.0, batch_si
     p.add_argument("--num_workers", type=int, default=0, help="(accepted for compatibility; data is in memory)")
     # Test hook: simulate a crash (os._exit) right after the checkpoint of this step.
     p.add_argument("--debug_exit_after_step", type=int, default=-1, help=argparse.SUPPRESS)
+    # ... or right after the evaluation of this step, before its checkpoint.
+    p.add_argument("--debug_exit_before_checkpoint", type=int, default=-1, help=argparse.SUPPRESS)
     return p
 
 
 def check_common_args(args):
+    args.max_seq_length = check_max_seq_length(args.model_name_or_path, args.max_seq_length, default=128)
     for name in ("batch_size", "max_seq_length", "logging_steps", "save_steps"):
         if getattr(args, name) <= 0:
             raise UserError(f"--{name} must be positive, got {getattr(args, name)}")
@@ -70,10 +79,62 @@ def check_common_args(args):
         raise UserError(f"--warmup_proportion must be in [0, 1), got {args.warmup_proportion}")
     if args.num_train_epochs <= 0 and args.max_steps <= 0:
         raise UserError("--num_train_epochs must be positive (or give --max_steps)")
-    latest = os.path.join(args.output_dir, CHECKPOINT_DIR, LATEST)
-    if os.path.exists(latest) and not (args.resume or args.overwrite_output_dir):
-        raise UserError(f"--output_dir {args.output_dir} holds a checkpoint: pass --resume to continue it "
-                        f"or --overwrite_output_dir to start again")
+    sources = [(f"--{name}", getattr(args, name, None)) for name in INPUT_FLAGS]
+    if is_master():
+        outdirs.check_run_dir(args, sources)
+    else:
+        outdirs.check_writable(args.output_dir, "--output_dir")
+
+
+def check_max_seq_length(model_dir, max_seq_length, flag="--max_seq_length", default=None):
+    """The model's position table must cover --max_seq_length (read from
+    its config.json; a model name is checked when it loads).  With
+    ``default`` (the flag was not given, ``max_seq_length`` is None), returns
+    ``default`` capped at the table's length."""
+    from .modeling import raw_config
+    cfg = raw_config(model_dir) if os.path.isdir(model_dir) else None
+    limit = (cfg or {}).get("max_position_embeddings")
+    limit = limit if isinstance(limit, int) and limit > 0 else None
+    if max_seq_length is None:
+        return default if limit is None else min(default, limit)
+    if limit is not None and max_seq_length > limit:
+        raise UserError(f"{flag} {max_seq_length} is longer than the model's {limit} position embeddings "
+                        f"({model_dir}/config.json max_position_embeddings); use {flag} {limit} or less")
+    return max_seq_length
+
+
+def start_run(args):
+    """Claim --output_dir for this run (lock; --overwrite_output_dir clears
+    the previous run's records) and record the arguments.  Call it after
+    everything that can fail on bad input, right before training."""
+    if is_master():
+        outdirs.claim_run_dir(args)
+        path = os.path.join(args.output_dir, "args.json")
+        if not (args.resume and os.path.isfile(path)):     # a resumed run keeps the arguments it started with
+            write_json_atomic(path, vars(args))
+    else:
+        os.makedirs(args.output_dir, exist_ok=True)
+
+
+def end_run(args):
+    """Release --output_dir (the lock of this process only)."""
+    outdirs.release(os.path.join(args.output_dir, outdirs.LOCK))
+
+
+def run_state(args, step, total_steps, finished=False):
+    """What a model directory saved during training records of its run
+    (``finished`` turns true when the run ends: :func:`finish_run`)."""
+    return {"output_dir": os.path.abspath(args.output_dir), "step": step, "total_steps": total_steps,
+            "finished": finished}
+
+
+def finish_run(args, model_dirs):
+    """Mark the model directories a finished run saved during training."""
+    from .modeling import mark_run_finished
+    for d in model_dirs:
+        path = os.path.join(args.output_dir, d)
+        if os.path.isdir(path):
+            mark_run_finished(path)
 
 
 # --------------------------------------------------------------------------- device, ranks, seeds, logging
@@ -224,7 +285,8 @@ def save_checkpoint(output_dir, step, model, optimizer, scheduler, state):
         shutil.rmtree(tmp)
     os.makedirs(tmp)
     net = model._layers if isinstance(model, paddle.DataParallel) else model
-    paddle.save(net.state_dict(), os.path.join(tmp, "model.pdparams"))
+    write_state_dict(net.state_dict(), os.path.join(tmp, "model.safetensors"))
+    # paddle.save: read back through utils.safe_pickle (arrays and dicts only)
     paddle.save(optimizer.state_dict(), os.path.join(tmp, "optimizer.pdopt"))
     write_json_atomic(os.path.join(tmp, "state.json"), dict(state, step=step, scheduler=scheduler.state_dict()))
     final = os.path.join(root, name)
@@ -269,19 +331,22 @@ def load_checkpoint(output_dir, model, optimizer, scheduler):
         with open(os.path.join(ckpt, "state.json")) as f:
             state = json.load(f)
         net = model._layers if isinstance(model, paddle.DataParallel) else model
-        saved = paddle.load(os.path.join(ckpt, "model.pdparams"))
+        weights = find_file(ckpt, ("model.safetensors", "model.pdparams"))   # .pdparams: older checkpoints
+        if weights is None:
+            raise OSError(f"no model weights in {ckpt}")
+        saved = read_state_dict(weights)
         check_same_tensors(saved, net.state_dict(), ckpt)
         net.set_state_dict(saved)
-        optimizer.set_state_dict(paddle.load(os.path.join(ckpt, "optimizer.pdopt")))
+        optimizer.set_state_dict(load_tensors(os.path.join(ckpt, "optimizer.pdopt")))
     except (OSError, ValueError) as e:
         raise UserError(f"--resume: checkpoint {ckpt} is unreadable ({e})")
     scheduler.set_state_dict(state.pop("scheduler"))
     return state
 
 
-def append_result(output_dir, record):
-    """Append one evaluation record to output_dir/results.json (rewritten atomically)."""
-    path = os.path.join(output_dir, "results.json")
+def append_result(out_dir, record):
+    """Append one evaluation record to out_dir/results.json (rewritten atomically)."""
+    path = os.path.join(out_dir, "results.json")
     records = []
     if os.path.isfile(path):
         with open(path, encoding="utf-8") as f:
@@ -290,13 +355,34 @@ def append_result(output_dir, record):
     write_json_atomic(path, records)
 
 
+def truncate_results(out_dir, step):
+    """Drop the records of evaluations after ``step`` (a run killed between
+    its evaluation and its checkpoint replays them when it resumes), so that
+    a resumed run's results.json equals the uninterrupted run's."""
+    path = os.path.join(out_dir, "results.json")
+    if not os.path.isfile(path):
+        return
+    with open(path, encoding="utf-8") as f:
+        records = json.load(f)
+    keep = [r for r in records if r.get("step", 0) <= step]
+    if len(keep) == len(records):
+        return
+    logger.warning("--resume: dropping %d evaluation record(s) after step %d from %s (they are evaluated again)",
+                   len(records) - len(keep), step, path)
+    if keep:
+        write_json_atomic(path, keep)
+    else:
+        os.remove(path)
+
+
 # --------------------------------------------------------------------------- the loop
 class Stage:
     """What a script plugs into :func:`train`.  ``step(batch, step)`` runs the
     forward and backward passes of one batch and returns the loss to log;
     ``evaluate(step)`` evaluates (rank 0 only) and saves what it wants;
     ``state()``/``load_state()`` carry the stage's own bookkeeping (best
-    scores) through checkpoints."""
+    scores) through checkpoints.  :func:`train` sets ``total_steps``."""
+    total_steps = None
 
     def step(self, batch, step):
         raise NotImplementedError
@@ -319,6 +405,7 @@ def train(args, stage, model, optimizer, scheduler, train_features, collate, tot
     from tqdm import tqdm
     master = is_master()
     global_step = 0
+    stage.total_steps = total_steps
     if args.resume:
         state = load_checkpoint(args.output_dir, model, optimizer, scheduler)
         if state is None:
@@ -327,6 +414,8 @@ def train(args, stage, model, optimizer, scheduler, train_features, collate, tot
             global_step = state["step"]
             stage.load_state(state.get("stage", {}))
             logger.info("resumed from step %d", global_step)
+        if master:
+            truncate_results(args.output_dir, global_step)
     rank, world = rank_and_world()
     logger.info("***** Running training *****")
     logger.info("  examples = %d, epochs = %s, batch size per device = %d, devices = %d (total batch %d)",
@@ -361,6 +450,8 @@ def train(args, stage, model, optimizer, scheduler, train_features, collate, tot
             if global_step % args.save_steps == 0 or global_step == total_steps:
                 if master:
                     stage.evaluate(global_step, epoch)
+                    if global_step == args.debug_exit_before_checkpoint:
+                        os._exit(3)         # test hook: killed between the evaluation and its checkpoint
                     save_checkpoint(args.output_dir, global_step, model, optimizer, scheduler,
                                     {"epoch": epoch, "stage": stage.state()})
                     model.train()
