@@ -165,7 +165,7 @@ def test_the_demo_is_one_compress_command_with_its_budget(tmp_path, glue_data, s
     out = str(tmp_path / "demo" / "compress")
     argv = [str(x) for x in demo.compress_argv(a, str(teacher), glue_data, out)]
     args = script_module("compress.py").parse_args(argv)
-    assert (args.latency_budget_ratio, args.batch_size, args.max_seq_length) == (0.6, 1, 128)
+    assert (args.latency_budget_ratio, args.max_metric_drop, args.batch_size, args.max_seq_length) == (0.75, 0.04, 1, 128)
     assert args.data_aug and args.width_mult_list == ["1/2"] and args.depth_mult_list == ["1.0", "1/2"]
     assert not os.path.exists(out)      # parsing and checking write nothing
 
