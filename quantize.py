@@ -195,11 +195,16 @@ def resolve_names(names, sites):
     return out
 
 
+def named_skips(args, sites):
+    """The ops --skip_layers names (empty for none / auto / N)."""
+    if args.skip_layers in ("none", "auto") or args.skip_layers.isdigit():
+        return []
+    return resolve_names(args.skip_layers, sites)
+
+
 def choose(args, data, feed_names, work, fp32, sites):
     """The recipe, the sites kept FP32 and the search's record."""
-    recipe, fp32_sites = base_recipe(args), []
-    if args.skip_layers not in ("none", "auto") and not args.skip_layers.isdigit():
-        fp32_sites = resolve_names(args.skip_layers, sites)
+    recipe, fp32_sites = base_recipe(args), named_skips(args, sites)
     if not args.use_search_texts:
         return recipe, fp32_sites, None
     searcher = quant_search.Searcher(args, data, feed_names, work, sites, fp32, time.time() + args.search_budget)
@@ -296,11 +301,10 @@ def fp32_layers(prefix):
     return quant_ptq.head_skip(quant_ptq.quant_sites(prefix))
 
 
-def quantize_and_judge(args, data, fp32, work):
+def quantize_and_judge(args, data, fp32, sites, work):
     """Search (if asked), quantize with the chosen recipe, run the guard.
     Returns (INT8 prefix in ``work``, summary, reasons to refuse)."""
     feed_names = fp32.get_input_names()
-    sites = quant_ptq.quant_sites(args.model_prefix)
     recipe, fp32_sites, search = choose(args, data, feed_names, work, fp32, sites)
     by_name = {s["name"]: s for s in sites}
     skip = set() if args.quantize_head else set(quant_ptq.head_skip(sites))
@@ -356,13 +360,15 @@ def main(argv=None):
     from utils.modeling import load_tokenizer
     max_len = args.max_seq_length or int(info.get("max_seq_length") or 128)
     data = QuantData(args, info, load_tokenizer(tok_src), max_len)  # every input check before any write
+    sites = quant_ptq.quant_sites(args.model_prefix)
+    named_skips(args, sites)
     fp32 = inference.create_predictor(args.model_prefix, threads=args.threads, mkldnn=True)
     out_dir = os.path.dirname(os.path.abspath(args.output_prefix))
     made_dirs = training.make_dirs(out_dir)
     work = tempfile.mkdtemp(prefix=".quantize-", dir=out_dir)
     written = False
     try:
-        tmp_prefix, summary, reasons = quantize_and_judge(args, data, fp32, work)
+        tmp_prefix, summary, reasons = quantize_and_judge(args, data, fp32, sites, work)
         report_guard(summary)
         if reasons and not args.force:
             print(json.dumps(summary), flush=True)

@@ -171,3 +171,93 @@ def test_onnx_export_refusals(fp32_static, int8_model, tmp_path):
     r = subprocess.run([sys.executable, os.path.join(REPO, "export_onnx.py"), "--model_prefix", fp32, "--output",
                         str(tmp_path / "m.onnx")], capture_output=True, text=True, env=env, cwd=REPO, timeout=300)
     assert r.returncode == 2 and "pip install" in r.stderr and "onnxruntime" in r.stderr
+
+
+# --------------------------------------------------------------------------- the guard, the search, kept-FP32 ops
+def aug_file(glue_data, tmp_path, n=200):
+    """Unlabelled in-domain text (train_aug.tsv layout: a sentence column only)."""
+    from helpers import sentence
+    rng = np.random.RandomState(7)
+    path = tmp_path / "train_aug.tsv"
+    path.write_text("sentence\n" + "".join(sentence(rng, int(rng.randint(2))) + "\n" for _ in range(n)))
+    return str(path)
+
+
+def test_guard_reports_agreement_on_held_out_text_and_named_ops_stay_fp32(fp32_static, glue_data, tmp_path):
+    import paddle
+    from utils.quant_ptq import quant_sites
+    _, fp32 = fp32_static
+    sites = {s["name"]: s for s in quant_sites(fp32)}
+    linears = [s["key"] for s in sites.values() if not s["head"] and s["key"].endswith(".w_0")]
+    assert len(sites) == 18 and len(linears) == 12     # 2 layers x 8 matmuls, pooler, classifier
+    out = str(tmp_path / "named" / "model")
+    r = run_script("quantize.py", "--model_prefix", fp32, "--output_prefix", out, "--data_dir", glue_data,
+                   "--batch_num", "2", "--agreement_file", aug_file(glue_data, tmp_path), "--agreement_examples",
+                   "150", "--skip_layers", "L0.ffn2," + sites["L1.q"]["key"])   # a role name and a tensor name
+    q = read_json(out + ".info.json")["quantization"]
+    a = q["agreement"]
+    assert a["examples"] == 60 + 150 and set(a["by_source"]) == {"dev", "held_out"}
+    assert a["ci95"][0] <= a["value"] <= a["ci95"][1] and a["value"] >= q["min_agreement"] == 0.99
+    assert q["texts"]["held_out"] == 150 and q["texts"]["search"] == 0 and q["texts"]["calibration"] == 32
+    assert q["drop_ci95"][0] <= q["drop"] <= q["drop_ci95"][1]
+    assert q["latency_ms"]["batch_size"] == 16 and q["latency_ms"]["int8"] > 0
+    assert q["fp32_sites"] == ["L0.ffn2", "L1.q"] and q["search"] is None
+    assert "agreement with FP32 (prediction_agreement)" in r.stdout and "held-out" in r.stdout
+    # the two named Linear layers keep FP32 weights; the other 10 encoder Linears are int8
+    paddle.enable_static()
+    try:
+        exe = paddle.static.Executor(paddle.CPUPlace())
+        scope = paddle.static.Scope()
+        with paddle.static.scope_guard(scope):
+            program, _, _ = paddle.static.load_inference_model(out, exe)
+            dtypes = {n: np.asarray(scope.find_var(n).get_tensor()).dtype for n in linears}
+    finally:
+        paddle.disable_static()
+    fp = sorted(n for n, d in dtypes.items() if d == np.float32)
+    assert fp == sorted([sites["L0.ffn2"]["key"], sites["L1.q"]["key"]]), dtypes
+    assert sum(d == np.int8 for d in dtypes.values()) == 10
+
+
+def test_search_is_bounded_and_says_what_it_tried(fp32_static, glue_data, tmp_path):
+    _, fp32 = fp32_static
+    out = str(tmp_path / "searched" / "model")
+    budget = 12
+    r = run_script("quantize.py", "--model_prefix", fp32, "--output_prefix", out, "--data_dir", glue_data,
+                   "--batch_num", "1", "--agreement_file", aug_file(glue_data, tmp_path), "--search_examples", "40",
+                   "--agreement_examples", "100", "--search", "--search_algos", "hist", "abs_max",
+                   "--skip_layers", "auto", "--search_budget", budget)
+    q = read_json(out + ".info.json")["quantization"]
+    s = q["search"]
+    tried = [l for l in r.stdout.splitlines() if l.strip().startswith("tried ")]
+    assert len(tried) == len(s["tried"]) >= 1 and s["search_texts"] == 40
+    assert s["not_tried"] and "not tried:" in r.stdout          # 25+ trials do not fit in 12 s
+    secs = [t["seconds"] for t in s["tried"]]
+    assert sum(secs) <= budget + 2 * max(secs) + 5              # a trial starts only if the slowest fits
+    assert all(0 <= t["agreement"] <= 1 and t["latency_ms"] > 0 for t in s["tried"])
+    assert q["texts"]["search"] == 40 and q["texts"]["held_out"] == 100   # disjoint parts of the file
+    best = max(s["tried"][:len([t for t in s["tried"] if not t["fp32_sites"] and not t["what"].startswith("only")])],
+               key=lambda t: (t["agreement"], -t["divergence"]))
+    assert q["calibration"]["algo"] == best["recipe"]["algo"]
+
+
+def test_guard_bad_text_is_one_line_and_exit_2(fp32_static, glue_data, tmp_path):
+    _, fp32 = fp32_static
+    empty = tmp_path / "empty.tsv"
+    empty.write_text("")
+    pair = os.path.join(glue_data, "RTE", "train.tsv")       # the wrong task's columns
+    out = str(tmp_path / "x" / "model")
+    cases = [
+        (["--agreement_file", str(empty)], "empty file"),
+        (["--agreement_file", pair], "--agreement_file"),
+        (["--agreement_file", aug_file(glue_data, tmp_path, n=30), "--agreement_examples", "100"], "fewer than"),
+        (["--calibration_file", aug_file(glue_data, tmp_path, n=30), "--batch_num", "4"], "--calibration_file"),
+        (["--agreement_examples", "5000"], "fewer than the 5000"),
+        (["--skip_layers", "L0.ffn9"], "--skip_layers"),
+        (["--min_agreement", "1.5"], "--min_agreement"),
+    ]
+    for args, needle in cases:
+        r = run_script("quantize.py", "--model_prefix", fp32, "--data_dir", glue_data, "--output_prefix", out, *args,
+                       check=False)
+        assert r.returncode == 2 and needle in r.stderr, (args, r.stderr[-1500:])
+        assert len([l for l in r.stderr.splitlines() if l.startswith("error:")]) == 1
+    assert not (tmp_path / "x").exists()
