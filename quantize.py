@@ -127,8 +127,9 @@ def parse_args(argv=None):
     s = p.add_argument_group("search (on separate search texts, never on dev or the held-out texts)")
     s.add_argument("--search", action="store_true",
                    help="try the algorithms, calibration sizes and weight scale types; keep the best agreement")
-    s.add_argument("--search_algos", nargs="+", default=list(ALGOS), choices=ALGOS,
-                   help="algorithms the search tries (KL is slow: paddle computes it in Python)")
+    s.add_argument("--search_algos", nargs="+", default=["hist", "mse", "avg", "abs_max", "KL"], choices=ALGOS,
+                   help="algorithms the search tries, in this order (KL, last by default, is slow: paddle "
+                        "computes it in Python)")
     s.add_argument("--skip_layers", default="none",
                    help="ops kept FP32: none, auto (the most sensitive, until --min_agreement on the search "
                         "texts), N (the N most sensitive) or names (L3.ffn2,L0.q,... or tensor names)")
