@@ -11,6 +11,7 @@ their input, so the input would skip all three), its first activation input
 for the two attention products.
 """
 import contextlib
+import copy
 import os
 from collections import Counter
 
@@ -158,11 +159,51 @@ def matmul_scales_only():
         cls.observer_operation_types = original
 
 
-def run_ptq(model_prefix, recipe, batches, feed_names, out_dir, skip=(), with_observers=False, qdq=True):
+@contextlib.contextmanager
+def reused_scales(store):
+    """Calibrate once per recipe, then only rewrite the program.  paddle 2.6's
+    quantizer samples the activations of every quantizable op whatever
+    ``skip_tensor_list`` says (skipping only marks ops afterwards), so the
+    scales of one recipe do not depend on the ops kept FP32.  An empty
+    ``store`` records the weight and activation scales just before the
+    program is rewritten; a filled one is put back there instead, and the
+    calibration passes (run on no batch), the histogram threshold step and
+    the activation bookkeeping of the sampling are skipped: the sensitivity's one-op trials then cost a program rewrite
+    instead of a calibration (checked equal in tests/test_quantize_onnx.py)."""
+    from paddle.static.quantization.post_training_quantization import PostTrainingQuantization as PTQ
+    names = ("_update_program", "_calculate_kl_hist_threshold", "_init_sampling_act_histogram",
+             "_set_activation_persistable", "_reset_activation_persistable")
+    saved = {n: PTQ.__dict__[n] for n in names}
+    replay = bool(store)
+
+    def update_program(self):
+        if replay:
+            self._quantized_var_threshold = copy.deepcopy(store["var_threshold"])
+            self._quantized_threshold = copy.deepcopy(store["threshold"])
+        else:
+            store.update(var_threshold=copy.deepcopy(self._quantized_var_threshold),
+                         threshold=copy.deepcopy(self._quantized_threshold))
+        return saved["_update_program"](self)
+
+    PTQ._update_program = update_program
+    if replay:   # no forward pass: nothing to sample, threshold or keep in the scope
+        for n in names[1:]:
+            setattr(PTQ, n, lambda self: None)
+    try:
+        yield replay
+    finally:
+        for n, f in saved.items():
+            setattr(PTQ, n, f)
+
+
+def run_ptq(model_prefix, recipe, batches, feed_names, out_dir, skip=(), with_observers=False, qdq=True,
+            scales=None):
     """PaddleSlim's post-training quantization of ``model_prefix`` with
     ``recipe`` (``algo``, ``weight_quantize_type``, ``hist_percent``) on
     ``batches`` (lists of feed arrays); writes out_dir/model.pdmodel/.pdiparams.
-    ``skip``: tensor names whose consuming ops stay FP32."""
+    ``skip``: tensor names whose consuming ops stay FP32.  ``scales``: a dict
+    that records this recipe's scales when empty and reuses them when filled
+    (see :func:`reused_scales`)."""
     import paddle
     from paddleslim.quant import quant_post_static
     mfile = inference.model_file(model_prefix)
@@ -179,13 +220,14 @@ def run_ptq(model_prefix, recipe, batches, feed_names, out_dir, skip=(), with_ob
                 stack.enter_context(histogram_from_zero())
             if not with_observers:
                 stack.enter_context(matmul_scales_only())
+            replay = scales is not None and stack.enter_context(reused_scales(scales))
             quant_post_static(
                 executor=exe, model_dir=os.path.dirname(os.path.abspath(mfile)), quantize_model_path=out_dir,
                 model_filename=os.path.basename(mfile),
                 params_filename=os.path.basename(model_prefix) + ".pdiparams",
                 save_model_filename="model.pdmodel", save_params_filename="model.pdiparams",
-                data_loader=calibration_loader(batches, feed_names), batch_size=len(batches[0][0]),
-                batch_nums=len(batches), scope=scope, algo=algo, hist_percent=recipe.get("hist_percent", 0.9999),
+                data_loader=calibration_loader([] if replay else batches, feed_names),
+                batch_size=len(batches[0][0]), batch_nums=0 if replay else len(batches), scope=scope, algo=algo, hist_percent=recipe.get("hist_percent", 0.9999),
                 quantizable_op_type=list(QUANTIZABLE_OPS), weight_quantize_type=recipe["weight_quantize_type"],
                 onnx_format=qdq, skip_tensor_list=sorted(skip) or None)
     finally:

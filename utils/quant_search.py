@@ -6,9 +6,10 @@ only (utils.quant_eval), and records the agreement with the FP32 model, the
 divergence of the outputs and the latency of one batch (``--latency_batch``
 x the model's sequence length, 5 runs alternating with the FP32 model: the
 median of the per-round ratios is the speed-up).  One line
-is printed per trial.  Before a trial starts, the time the slowest trial so
-far took is compared with what is left of the budget; what is not tried is
-listed too.
+is printed per trial.  A recipe is calibrated once; later trials of it
+only rewrite the program (``quant_ptq.reused_scales``).  Before a trial
+starts, the time the slowest trial of its kind (calibrating or not) took is
+compared with what is left of the budget; what is not tried is listed too.
 
 * ``search_recipes``: coordinate-wise over what PaddleSlim offers --
   activation algorithm (hist at three percentiles, mse, avg, abs_max, KL),
@@ -69,7 +70,9 @@ class Searcher:
         self.by_name = {s["name"]: s for s in sites}
         self.head = [] if args.quantize_head else quant_ptq.head_skip(sites)
         self.deadline = deadline
-        self.trials, self.not_tried, self.slowest = [], [], 0.0
+        self.trials, self.not_tried = [], []
+        self.slowest = {False: 0.0, True: 0.0}   # by: were the recipe's scales already calibrated
+        self.scales = {}   # recipe -> its calibrated scales (quant_ptq.reused_scales)
         self.lat_ids = latency_batch(data.search or data.held_out, args.latency_batch, data.max_seq_length)
         self.fp32 = fp32_predictor
         self.ref, _ = data.outputs(fp32_predictor, data.search, args.eval_batch_size)
@@ -86,7 +89,9 @@ class Searcher:
         """Quantize with ``recipe`` keeping ``fp32_sites`` FP32 and measure on
         the search texts; None if the budget does not allow it."""
         what = f"{label or describe(recipe)}" + (f" fp32[{len(fp32_sites)}]" if fp32_sites else "")
-        if self.trials and self.time_left() < self.slowest:
+        scales = self.scales.setdefault(describe(recipe), {})
+        cached = bool(scales)
+        if self.trials and self.time_left() < (self.slowest[cached] or self.slowest[False]):
             self.not_tried.append(what)
             return None
         t0 = time.time()
@@ -95,7 +100,7 @@ class Searcher:
             batches = self.data.calibration_batches(recipe["batch_num"], self.args.batch_size)
             prefix = quant_ptq.run_ptq(self.args.model_prefix, recipe, batches, self.feed_names, out_dir,
                                        self.skip_tensors(fp32_sites), self.args.with_observers,
-                                       self.args.quant_format == "qdq")
+                                       self.args.quant_format == "qdq", scales)
             pred = inference.create_predictor(prefix, threads=self.args.threads, mkldnn=True, int8=True)
             outs, _ = self.data.outputs(pred, self.data.search, self.args.eval_batch_size)
             lat = paired_latency(self.fp32, pred, self.lat_ids)
@@ -106,7 +111,7 @@ class Searcher:
                "flips": agree.get("flips"), "divergence": quant_guard.divergence(self.data.kind, self.ref, outs),
                "latency_ms": lat["int8"], "fp32_latency_ms": lat["fp32"], "speedup_vs_fp32": lat["speedup"],
                "seconds": time.time() - t0}
-        self.slowest = max(self.slowest, rec["seconds"])
+        self.slowest[cached] = max(self.slowest[cached], rec["seconds"])
         self.trials.append(rec)
         print(f"  tried {what:<44} agreement {rec['agreement']:.4f}  divergence {rec['divergence']:.4f}  "
               f"{lat['int8']:7.1f} ms ({rec['speedup_vs_fp32']:.2f}x FP32)  [{rec['seconds']:.0f} s]", flush=True)
