@@ -135,9 +135,11 @@ def parse_args(argv=None):
                         "texts), N (the N most sensitive) or names (L3.ffn2,L0.q,... or tensor names)")
     s.add_argument("--max_skip", type=int, default=12, help="most ops --skip_layers auto keeps FP32")
     s.add_argument("--search_examples", type=int, default=1000, help="agreement texts set aside for the search")
+    s.add_argument("--sensitivity_examples", type=int, default=300,
+                   help="search texts each one-op sensitivity trial runs on (48 trials for a 6-layer BERT)")
     s.add_argument("--search_budget", type=float, default=900.0,
-                   help="seconds the search and the sensitivity may take (a trial that would overrun is not "
-                        "started, and listed)")
+                   help="seconds the search and the sensitivity may take, half each when both run (a trial "
+                        "that would overrun is not started, and listed)")
     s.add_argument("--latency_batch", type=int, default=16, help="batch size of the latency printed per trial")
     p.add_argument("--max_seq_length", type=int, default=None, help="default: the exported model's")
     p.add_argument("--eval_batch_size", type=int, default=32)
@@ -150,7 +152,7 @@ def parse_args(argv=None):
 
 def check_args(args):
     for flag in ("batch_num", "batch_size", "eval_batch_size", "threads", "search_examples", "latency_batch",
-                 "max_skip"):
+                 "max_skip", "sensitivity_examples"):
         if getattr(args, flag) <= 0:
             raise UserError(f"--{flag} must be positive, got {getattr(args, flag)}")
     if args.agreement_examples is not None and args.agreement_examples <= 0:
@@ -208,12 +210,17 @@ def choose(args, data, feed_names, work, fp32, sites):
     recipe, fp32_sites = base_recipe(args), named_skips(args, sites)
     if not args.use_search_texts:
         return recipe, fp32_sites, None
-    searcher = quant_search.Searcher(args, data, feed_names, work, sites, fp32, time.time() + args.search_budget)
+    start = time.time()
+    searcher = quant_search.Searcher(args, data, feed_names, work, sites, fp32, start + args.search_budget)
+    searcher.start = start
     record = {"budget_seconds": args.search_budget, "search_texts": len(data.search)}
     best = None
     if args.search:
         max_batches = len(data.calibration_pool) // args.batch_size
+        if args.sensitivity:   # leave half of the budget to the sensitivity
+            searcher.deadline = time.time() + args.search_budget / 2
         best = quant_search.search_recipes(searcher, recipe, args.search_algos, max_batches)
+        searcher.deadline = searcher.start + args.search_budget
         recipe = best["recipe"]
         print(f"search: best recipe {quant_search.describe(recipe)} (agreement {best['agreement']:.4f} on the "
               f"search texts)", flush=True)

@@ -16,7 +16,9 @@ compared with what is left of the budget; what is not tried is listed too.
   then the calibration size (x2, x4 batches), then the weight scale type --
   keeping the best agreement on the search texts at each step.
 * ``sensitivity``: one site quantized at a time (all other sites FP32): the
-  flips it causes alone, ties broken by the divergence.
+  flips it causes alone on the first ``--sensitivity_examples`` search
+  texts, ties broken by the divergence (not timed: the speed of a model
+  with one int8 op says nothing).
 * ``choose_skips``: ``N`` keeps the N most sensitive sites FP32; ``auto``
   adds them one at a time until the search agreement reaches the target.
 """
@@ -85,9 +87,10 @@ class Searcher:
     def time_left(self):
         return self.deadline - time.time()
 
-    def trial(self, recipe, fp32_sites=(), label=""):
+    def trial(self, recipe, fp32_sites=(), label="", timed=True, texts=None):
         """Quantize with ``recipe`` keeping ``fp32_sites`` FP32 and measure on
-        the search texts; None if the budget does not allow it."""
+        the first ``texts`` search texts (default: all) and the latency if
+        ``timed``; None if the budget does not allow it."""
         what = f"{label or describe(recipe)}" + (f" fp32[{len(fp32_sites)}]" if fp32_sites else "")
         scales = self.scales.setdefault(describe(recipe), {})
         cached = bool(scales)
@@ -102,19 +105,23 @@ class Searcher:
                                        self.skip_tensors(fp32_sites), self.args.with_observers,
                                        self.args.quant_format == "qdq", scales)
             pred = inference.create_predictor(prefix, threads=self.args.threads, mkldnn=True, int8=True)
-            outs, _ = self.data.outputs(pred, self.data.search, self.args.eval_batch_size)
-            lat = paired_latency(self.fp32, pred, self.lat_ids)
+            n = texts or len(self.data.search)
+            outs, _ = self.data.outputs(pred, self.data.search[:n], self.args.eval_batch_size)
+            lat = paired_latency(self.fp32, pred, self.lat_ids) if timed else None
         finally:
             shutil.rmtree(out_dir, ignore_errors=True)
-        agree = quant_guard.agreement(self.data.kind, self.ref, outs, self.data.label_list)
+        ref = self.ref[:len(outs)]
+        agree = quant_guard.agreement(self.data.kind, ref, outs, self.data.label_list)
+        lat = lat or {}
         rec = {"what": what, "recipe": dict(recipe), "fp32_sites": list(fp32_sites), "agreement": agree["value"],
-               "flips": agree.get("flips"), "divergence": quant_guard.divergence(self.data.kind, self.ref, outs),
-               "latency_ms": lat["int8"], "fp32_latency_ms": lat["fp32"], "speedup_vs_fp32": lat["speedup"],
-               "seconds": time.time() - t0}
+               "flips": agree.get("flips"), "divergence": quant_guard.divergence(self.data.kind, ref, outs), "texts": len(outs),
+               "latency_ms": lat.get("int8"), "fp32_latency_ms": lat.get("fp32"),
+               "speedup_vs_fp32": lat.get("speedup"), "seconds": time.time() - t0}
         self.slowest[cached] = max(self.slowest[cached], rec["seconds"])
         self.trials.append(rec)
+        speed = f"{lat['int8']:7.1f} ms ({lat['speedup']:.2f}x FP32)" if lat else "(not timed)"
         print(f"  tried {what:<44} agreement {rec['agreement']:.4f}  divergence {rec['divergence']:.4f}  "
-              f"{lat['int8']:7.1f} ms ({rec['speedup_vs_fp32']:.2f}x FP32)  [{rec['seconds']:.0f} s]", flush=True)
+              f"{speed}  [{rec['seconds']:.0f} s]", flush=True)
         return rec
 
 
@@ -161,7 +168,8 @@ def sensitivity(searcher, recipe):
     body = [s["name"] for s in searcher.sites if not s["head"]]
     ranked = []
     for name in body:
-        rec = searcher.trial(recipe, [n for n in body if n != name], label=f"only {name}")
+        rec = searcher.trial(recipe, [n for n in body if n != name], label=f"only {name}", timed=False,
+                             texts=searcher.args.sensitivity_examples)
         ranked.append((name, rec))
     untried = {"agreement": 2.0, "divergence": 0.0}
     return sorted(ranked, key=lambda x: ((x[1] or untried)["agreement"], -(x[1] or untried)["divergence"]))
