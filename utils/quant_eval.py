@@ -4,7 +4,8 @@ over them.
 * calibration: ``batch_num x batch_size`` examples (seeded sample) of the
   training split, or of ``--calibration_file``;
 * agreement pool: ``--agreement_file`` (the task's text columns; labels, if
-  any, are ignored), else the training examples calibration did not draw.
+  any, are ignored), else the training examples calibration did not draw
+  (with ``--search``: none of the 4x as many the search may calibrate on).
   Texts equal to a calibration or dev text are dropped; the rest is shuffled
   (seeded) and cut into a *search* part (only the search and the layer
   sensitivity read it) and a *held-out* part (only the final guard reads it);
@@ -56,12 +57,14 @@ class QuantData:
                                args.calibration_file or "the training split", len(calib_src), want)
         order = np.random.RandomState(args.seed).permutation(len(calib_src))
         calib = [calib_src[i] for i in order[:want]]
-        self.calibration_pool = [calib_src[i] for i in order]   # the search may ask for more batches
+        reserve = min(len(calib_src), want * (4 if args.search else 1))   # the search tries x2 and x4 batches
+        self.calibration_pool = [calib_src[i] for i in order[:reserve]]
         if args.agreement_file:
             pool = read_file(args.agreement_file, "--agreement_file")
         else:
-            pool = [train[i] for i in (order[want:] if calib_src is train else range(len(train)))]
-        seen = {_text_key(ex) for ex in calib} | {_text_key(ex) for feats in self._dev_examples for ex in feats}
+            pool = [train[i] for i in (order[reserve:] if calib_src is train else range(len(train)))]
+        seen = {_text_key(ex) for ex in self.calibration_pool} | {_text_key(ex) for exs in self._dev_examples
+                                                                   for ex in exs}
         pool = [ex for ex in pool if _text_key(ex) not in seen]
         pool = [pool[i] for i in np.random.RandomState(args.seed + 1).permutation(len(pool))]
         n_search = args.search_examples if args.use_search_texts else 0
