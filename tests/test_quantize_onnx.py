@@ -65,21 +65,14 @@ def test_int8_program_really_is_quantized(int8_model, glue_data):
     quantize/dequantize ops and int8 weights of the encoder's matmuls, and the
     oneDNN INT8 predictor computes something measurably different from FP32
     while agreeing on the predictions."""
-    import paddle
     from utils import inference
+    from utils.quant_ptq import static_program
     fp32, out, _ = int8_model
-    paddle.enable_static()
-    try:
-        exe = paddle.static.Executor(paddle.CPUPlace())
-        scope = paddle.static.Scope()
-        with paddle.static.scope_guard(scope):
-            program, _, _ = paddle.static.load_inference_model(out, exe)
-            ops = [op.type for op in program.global_block().ops]
-            matmul_weights = [n for op in program.global_block().ops if op.type == "dequantize_linear"
-                              for n in op.input("X") if program.global_block().var(n).persistable]
-            dtypes = {n: np.asarray(scope.find_var(n).get_tensor()).dtype for n in matmul_weights}
-    finally:
-        paddle.disable_static()
+    with static_program(out) as (program, scope):
+        ops = [op.type for op in program.global_block().ops]
+        matmul_weights = [n for op in program.global_block().ops if op.type == "dequantize_linear"
+                          for n in op.input("X") if program.global_block().var(n).persistable]
+        dtypes = {n: np.asarray(scope.find_var(n).get_tensor()).dtype for n in matmul_weights}
     assert ops.count("quantize_linear") >= 12 and ops.count("dequantize_linear") >= 12
     # 2 layers x (q, k, v, out, ffn1, ffn2) quantized; pooler and classifier stay FP32
     assert len(dtypes) == 12 and all(d == np.int8 for d in dtypes.values()), dtypes
