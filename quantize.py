@@ -2,6 +2,7 @@
 
     python quantize.py --model_prefix out/SST-2-ofa/static_0.5/model --data_dir glue_data \
         --output_prefix out/SST-2-ofa/int8_0.5/model
+    python quantize.py ... --agreement_file glue_data/SST-2/train_aug.tsv --search --skip_layers auto
 
 Calibration runs the FP32 model on ``--batch_num`` batches of
 ``--batch_size`` TRAINING examples (a seeded random sample) to choose the
@@ -10,15 +11,35 @@ encoder's Linear layers and the two attention products) are quantized to
 8 bits, weights per output channel by default.  The output layer and the
 per-sequence pooler stay FP32 (``--quantize_head`` to quantize them too):
 they cost nothing measurable and an 8-bit output layer would put logits and
-regression scores on 255 levels.  Then both models are evaluated on
-the dev split(s) with Paddle Inference on CPU -- FP32 with oneDNN, INT8 with
-oneDNN + ``enable_mkldnn_int8`` -- and the INT8 model is written only if
-the task's main metric drops by at most ``--max_drop`` (absolute: 0.015 =
-1.5 points) or ``--force`` is given; otherwise exit 1 and nothing is written.
+regression scores on 255 levels.
+
+The guard.  Both models run with Paddle Inference on CPU (FP32 with oneDNN,
+INT8 with oneDNN + ``enable_mkldnn_int8``) on the dev split(s) and on up to
+``--agreement_examples`` (2,000) held-out texts: ``--agreement_file`` (e.g.
+the task's ``train_aug.tsv``), else the training examples calibration did
+not draw.  The INT8 model is written only if its agreement with the FP32
+model (utils/quant_guard.py: prediction agreement, Pearson r for
+regression, entity F1 for NER) over dev + held-out texts is at least
+``--min_agreement`` (0.99) and the dev metric drops by at most
+``--max_drop`` (absolute: 0.015 = 1.5 points), or with ``--force``;
+otherwise exit 1 and nothing is written.  Both are printed with their 95%
+intervals: on 500 dev examples an accuracy difference has a standard error
+of about a point, which agreement on thousands of texts does not.
+
+The search (``--search``, ``--skip_layers auto|N``; utils/quant_search.py)
+runs on a separate *search* part of the agreement texts
+(``--search_examples``), never on dev or the held-out texts, within
+``--search_budget`` seconds, one printed line per trial: activation
+algorithm, calibration size and weight scale type; then the sensitivity of
+each quantized op alone, and the most sensitive ops kept FP32 (``auto``:
+until the search agreement reaches --min_agreement; ``N``: the N worst;
+or ``--skip_layers L0.ffn2,L3.out``: those).  Each trial's latency at
+``--latency_batch`` x the sequence length is printed beside it.
 
 Written next to ``--output_prefix``: PREFIX.pdmodel / .pdiparams, PREFIX.info.json
-(the FP32 model's info + ``"int8": true``, both evaluations, the calibration
-settings, file sizes) and the tokenizer directory, so predict.py and
+(the FP32 model's info + ``"int8": true``, both evaluations, agreement,
+latency, the kept-FP32 ops, the search's trials, the calibration settings,
+file sizes) and the tokenizer directory, so predict.py and
 benchmark.py take the INT8 prefix like any other static model.  Run it with
 oneDNN INT8 on (``create_predictor(..., int8=True)``); without that flag
 Paddle Inference dequantizes the weights and runs in FP32.
@@ -48,28 +69,23 @@ for BERT); ``mse`` searches the scale with the least squared error;
 import utils  # noqa: F401  (first: stack fixes before paddle is imported)
 
 import argparse
-import contextlib
 import json
 import logging
 import os
 import shutil
 import tempfile
 import time
-from collections import Counter
 
 import numpy as np
 
-from utils import inference, training
+from utils import inference, quant_guard, quant_ptq, quant_search, training
 from utils.errors import UserError, run_main
+from utils.quant_eval import QuantData
 
 logger = logging.getLogger("bert_suite")
 
 ALGOS = ("hist", "KL", "mse", "avg", "abs_max")
-QUANTIZABLE_OPS = ["matmul", "matmul_v2", "mul"]
-# op types that show a quantized program (QDQ format: quantize_linear /
-# dequantize_linear; legacy format: fake_quantize_* / fake_*dequantize_*)
-QUANT_OP_PREFIXES = ("quantize_linear", "dequantize_linear", "fake_quantize", "fake_dequantize",
-                     "fake_channel_wise")
+QUANTIZABLE_OPS = quant_ptq.QUANTIZABLE_OPS
 
 
 def parse_args(argv=None):
@@ -81,6 +97,9 @@ def parse_args(argv=None):
                         "calibrate, the dev split evaluates")
     p.add_argument("--batch_num", type=int, default=10, help="calibration batches")
     p.add_argument("--batch_size", type=int, default=16, help="training examples per calibration batch")
+    p.add_argument("--calibration_file", default=None,
+                   help="calibrate on this file's texts (the task's columns; labels ignored) instead of the "
+                        "training split")
     p.add_argument("--algo", default="hist", choices=ALGOS, help="activation scale method (see above)")
     p.add_argument("--hist_percent", type=float, default=0.9999, help="percentile of --algo hist")
     p.add_argument("--weight_quantize_type", default="channel_wise_abs_max",
@@ -94,271 +113,181 @@ def parse_args(argv=None):
                         "slice, ... so oneDNN runs them in int8 too (measured non-deterministic and slower here)")
     p.add_argument("--quantize_head", action="store_true",
                    help="quantize the output layer and the per-sequence pooler too (default: kept FP32)")
-    p.add_argument("--max_drop", type=float, default=0.015,
+    g = p.add_argument_group("the guard")
+    g.add_argument("--agreement_file", default=None,
+                   help="held-out in-domain text (the task's columns; labels ignored), e.g. DATA/TASK/train_aug.tsv; "
+                        "default: the training examples calibration did not draw")
+    g.add_argument("--agreement_examples", type=int, default=None,
+                   help="held-out texts the guard measures agreement on (besides dev); default: up to 2000")
+    g.add_argument("--min_agreement", type=float, default=0.99,
+                   help="least accepted agreement with the FP32 model over dev + held-out texts")
+    g.add_argument("--max_drop", type=float, default=0.015,
                    help="largest accepted drop of the main dev metric, absolute (0.015 = 1.5 points)")
-    p.add_argument("--force", action="store_true", help="write the INT8 model even if the metric dropped more")
+    g.add_argument("--force", action="store_true", help="write the INT8 model even if the guard refuses it")
+    s = p.add_argument_group("search (on separate search texts, never on dev or the held-out texts)")
+    s.add_argument("--search", action="store_true",
+                   help="try the algorithms, calibration sizes and weight scale types; keep the best agreement")
+    s.add_argument("--search_algos", nargs="+", default=["hist", "mse", "avg", "abs_max", "KL"], choices=ALGOS,
+                   help="algorithms the search tries, in this order (KL, last by default, is slow: paddle "
+                        "computes it in Python)")
+    s.add_argument("--skip_layers", default="none",
+                   help="ops kept FP32: none, auto (the most sensitive, until --min_agreement on the search "
+                        "texts), N (the N most sensitive) or names (L3.ffn2,L0.q,... or tensor names)")
+    s.add_argument("--max_skip", type=int, default=12, help="most ops --skip_layers auto keeps FP32")
+    s.add_argument("--search_examples", type=int, default=1000, help="agreement texts set aside for the search")
+    s.add_argument("--sensitivity_examples", type=int, default=300,
+                   help="search texts each one-op sensitivity trial runs on (48 trials for a 6-layer BERT)")
+    s.add_argument("--search_budget", type=float, default=900.0,
+                   help="seconds the search and the sensitivity may take, half each when both run (a trial "
+                        "that would overrun is not started, and listed)")
+    s.add_argument("--latency_batch", type=int, default=16, help="batch size of the latency printed per trial")
     p.add_argument("--max_seq_length", type=int, default=None, help="default: the exported model's")
     p.add_argument("--eval_batch_size", type=int, default=32)
     p.add_argument("--threads", type=int, default=2, help="CPU threads of the evaluation predictors")
     p.add_argument("--seed", type=int, default=0, help="which training examples calibrate")
     args = p.parse_args(argv)
-    for flag in ("batch_num", "batch_size", "eval_batch_size", "threads"):
+    check_args(args)
+    return args
+
+
+def check_args(args):
+    for flag in ("batch_num", "batch_size", "eval_batch_size", "threads", "search_examples", "latency_batch",
+                 "max_skip", "sensitivity_examples"):
         if getattr(args, flag) <= 0:
             raise UserError(f"--{flag} must be positive, got {getattr(args, flag)}")
+    if args.agreement_examples is not None and args.agreement_examples <= 0:
+        raise UserError(f"--agreement_examples must be positive, got {args.agreement_examples}")
     if not 0.0 < args.hist_percent <= 1.0:
         raise UserError(f"--hist_percent must be in (0, 1], got {args.hist_percent}")
     if args.max_seq_length is not None and args.max_seq_length < 3:
         raise UserError(f"--max_seq_length must be at least 3, got {args.max_seq_length}")
     if not np.isfinite(args.max_drop):
         raise UserError(f"--max_drop must be a number, got {args.max_drop}")
+    if not 0.0 <= args.min_agreement <= 1.0:
+        raise UserError(f"--min_agreement must be in [0, 1], got {args.min_agreement}")
+    if not args.search_budget > 0:
+        raise UserError(f"--search_budget must be positive seconds, got {args.search_budget}")
+    sl = args.skip_layers.strip()
+    if sl.isdigit() and int(sl) == 0:
+        sl = "none"
+    args.skip_layers = sl
+    args.sensitivity = sl == "auto" or sl.isdigit()
+    args.use_search_texts = args.search or args.sensitivity
+    for flag in ("calibration_file", "agreement_file"):
+        path = getattr(args, flag)
+        if path is not None and not os.path.isfile(path):
+            raise UserError(f"--{flag}: {path}: file not found")
     if os.path.abspath(args.output_prefix) == os.path.abspath(args.model_prefix):
         raise UserError("--output_prefix must differ from --model_prefix (the FP32 model is the reference)")
-    return args
 
 
-# ------------------------------------------------------------------ data
-class TaskData:
-    """Calibration and dev features of the model's task, and how to score them."""
-
-    def __init__(self, args, info, tokenizer):
-        self.task_type = info.get("task_type", "classification")
-        max_len = args.max_seq_length or int(info.get("max_seq_length") or 128)
-        if self.task_type == "token_classification":
-            from utils.ner import NerBatcher, encode_ner, load_ner, ner_metrics
-            label_list = info.get("label_list")
-            if not label_list:
-                raise UserError(f"{args.model_prefix}{inference.INFO_SUFFIX}: no label_list for the NER model")
-            data = load_ner(args.data_dir, label_list=label_list)
-            train = encode_ner(data.splits["train"], tokenizer, max_len, label_list, name="train")
-            self.dev = {"dev": encode_ner(data.splits["dev"], tokenizer, max_len, label_list, name="dev")}
-            self.collate = NerBatcher(tokenizer.pad_token_id)
-            self.metric_name = "f1"
-            self._score = lambda logits, labels: ner_metrics(logits, labels, label_list)
-        else:
-            from utils.data import Batcher, encode, load_glue
-            from utils.metrics import MAIN_KEY, compute_metrics
-            from utils.tasks import get_task
-            name = info.get("task_name")
-            if not name:
-                raise UserError(f"{args.model_prefix}{inference.INFO_SUFFIX}: no task_name; re-export the model "
-                                f"with export_model.py")
-            task = get_task(name)
-            splits = load_glue(task, args.data_dir, ("train",) + tuple(task.dev_splits))
-            train = encode(splits["train"], tokenizer, max_len)
-            self.dev = {s: encode(splits[s], tokenizer, max_len) for s in task.dev_splits}
-            self.collate = Batcher(tokenizer.pad_token_id, task.is_regression)
-            self.metric_name = MAIN_KEY[task.metric]
-            self._score = lambda logits, labels: compute_metrics(task.metric, logits, labels)
-        self.max_seq_length = max_len
-        self.calibration = self._calibration_batches(train, args)
-
-    def _calibration_batches(self, train, args):
-        want = args.batch_num * args.batch_size
-        if len(train) < want:
-            logger.warning("calibration: %d training examples for --batch_num %d x --batch_size %d; using all of "
-                           "them", len(train), args.batch_num, args.batch_size)
-        order = np.random.RandomState(args.seed).permutation(len(train))[:want]
-        batches = []
-        for i in range(0, len(order), args.batch_size):
-            ids, seg, _ = self.collate([train[j] for j in order[i:i + args.batch_size]])
-            batches.append((ids, seg))
-        return batches
-
-    def evaluate(self, predictor, batch_size):
-        """{split: metrics}, main score of the first split, argmax predictions
-        of every split (concatenated), seconds spent in the predictor."""
-        results, preds, seconds = {}, [], 0.0
-        for split, feats in self.dev.items():
-            outs, labels = [], []
-            for i in range(0, len(feats), batch_size):
-                ids, seg, lab = self.collate(feats[i:i + batch_size])
-                t = time.perf_counter()
-                outs.append(inference.run_predictor(predictor, ids, seg))
-                seconds += time.perf_counter() - t
-                labels.append(lab)
-            if outs[0].ndim == 3:  # tokens: pad the time axis of every batch to the longest
-                t_max = max(o.shape[1] for o in outs)
-                outs = [np.pad(o, ((0, 0), (0, t_max - o.shape[1]), (0, 0))) for o in outs]
-                labels = [np.pad(l, ((0, 0), (0, t_max - l.shape[1])), constant_values=-100) for l in labels]
-            logits, labels = np.concatenate(outs), np.concatenate(labels)
-            results[split] = self._score(logits, labels)
-            preds.append(logits.reshape(-1) if self.task_type == "regression"
-                         else logits.argmax(-1)[labels != -100] if logits.ndim == 3 else logits.argmax(-1))
-        first = next(iter(results))
-        return results, float(results[first][self.metric_name]), np.concatenate(preds), seconds
+def base_recipe(args):
+    return {"algo": args.algo, "batch_num": args.batch_num, "weight_quantize_type": args.weight_quantize_type,
+            "hist_percent": args.hist_percent}
 
 
-# ------------------------------------------------------------------ quantization
-def calibration_loader(batches, feed_names):
-    """The quantizer of paddle 2.6 accepts only a ``paddle.io.DataLoader``; it
-    calls the loader and iterates feed dicts.  A subclass over fixed batches."""
-    import paddle
-
-    class CalibrationLoader(paddle.io.DataLoader):
-        def __init__(self):  # no worker machinery: the batches are in memory
-            self.batches = [dict(zip(feed_names, b)) for b in batches]
-
-        def __iter__(self):
-            return iter(self.batches)
-
-        def __call__(self):
-            return iter(self.batches)
-
-        def __len__(self):
-            return len(self.batches)
-
-    return CalibrationLoader()
+def resolve_names(names, sites):
+    """--skip_layers names -> site names (a site's name or its tensor), or a UserError."""
+    by_key = {s["key"]: s["name"] for s in sites if not s["head"]}
+    known = {s["name"] for s in sites if not s["head"]}
+    out = []
+    for n in (x.strip() for x in names.split(",") if x.strip()):
+        if n not in known and n not in by_key:
+            raise UserError(f"--skip_layers: no quantized op named {n!r} (known: {', '.join(sorted(known))})")
+        out.append(n if n in known else by_key[n])
+    return out
 
 
-@contextlib.contextmanager
-def scalar_safe_avg():
-    """paddle 2.6 ``PostTrainingQuantization._sample_avg`` reshapes every
-    observed activation to ``[shape[0], -1]``; the 0-d pad-id constant of the
-    attention mask (``fill_constant``) makes it raise IndexError.  During the
-    call, observed tensors are handed over as at least 1-d."""
-    from paddle.static.quantization import post_training_quantization as ptq
-    original = ptq.utils.load_variable_data
-    ptq.utils.load_variable_data = lambda scope, name: np.atleast_1d(original(scope, name))
-    try:
-        yield
-    finally:
-        ptq.utils.load_variable_data = original
+def named_skips(args, sites):
+    """The ops --skip_layers names (empty for none / auto / N)."""
+    if args.skip_layers in ("none", "auto") or args.skip_layers.isdigit():
+        return []
+    return resolve_names(args.skip_layers, sites)
 
 
-@contextlib.contextmanager
-def histogram_from_zero():
-    """paddle 2.6 ``--algo hist`` / ``KL``: the histogram of |x| spans
-    [min |x|, max |x|], but the threshold is computed as ``bin index x bin
-    width`` as if it started at 0, so a tensor whose |x| never comes near 0
-    (a saturated tanh pooler output, the logits) gets a scale that is short by
-    min |x|: on the tiny test model the pooler scale was 0.32 for values near
-    +-0.83 and every logit came out 0.43x too small.  During the call the
-    histograms start at 0, which makes the threshold formula right."""
-    from paddle.static.quantization.post_training_quantization import PostTrainingQuantization as PTQ
-    original = PTQ.__dict__["_init_sampling_act_histogram"]
-
-    def init_sampling_act_histogram(self):
-        for bounds in self._sampling_act_abs_min_max.values():
-            bounds[0] = 0.0
-        return original(self)
-
-    PTQ._init_sampling_act_histogram = init_sampling_act_histogram
-    try:
-        yield
-    finally:
-        PTQ._init_sampling_act_histogram = original
-
-
-def fp32_layers(prefix):
-    """Activation inputs of the quantizable ops kept in FP32: the output layer
-    (the last matmul/mul of the program: its int8 output would limit the
-    logits / regression scores to 255 levels) and every op whose activation
-    is rank 2 (the pooler and classifier of sequence models, run once per
-    sequence: no measurable cost).  Returns {input name: op type}."""
-    import paddle
-    paddle.enable_static()
-    try:
-        exe = paddle.static.Executor(paddle.CPUPlace())
-        with paddle.static.scope_guard(paddle.static.Scope()):
-            program, _, _ = paddle.static.load_inference_model(prefix, exe)
-    finally:
-        paddle.disable_static()
-    block = program.global_block()
-    ops = [op for op in block.ops if op.type in QUANTIZABLE_OPS]
-    keep = {}
-    for k, op in enumerate(ops):
-        acts = [n for n in op.input_arg_names if n in block.vars and not block.var(n).persistable]
-        if k == len(ops) - 1 or any(len(block.var(n).shape) == 2 for n in acts):
-            keep.update({n: op.type for n in acts})
-    return keep
+def choose(args, data, feed_names, work, fp32, sites):
+    """The recipe, the sites kept FP32 and the search's record."""
+    recipe, fp32_sites = base_recipe(args), named_skips(args, sites)
+    if not args.use_search_texts:
+        return recipe, fp32_sites, None
+    start = time.time()
+    searcher = quant_search.Searcher(args, data, feed_names, work, sites, fp32, start + args.search_budget)
+    searcher.start = start
+    record = {"budget_seconds": args.search_budget, "search_texts": len(data.search)}
+    best = None
+    if args.search:
+        max_batches = len(data.calibration_pool) // args.batch_size
+        if args.sensitivity:   # leave half of the budget to the sensitivity
+            searcher.deadline = time.time() + args.search_budget / 2
+        best = quant_search.search_recipes(searcher, recipe, args.search_algos, max_batches)
+        searcher.deadline = searcher.start + args.search_budget
+        recipe = best["recipe"]
+        print(f"search: best recipe {quant_search.describe(recipe)} (agreement {best['agreement']:.4f} on the "
+              f"search texts)", flush=True)
+    elif args.skip_layers == "auto":
+        best = searcher.trial(recipe)
+    met = best is not None and best["agreement"] >= args.min_agreement
+    if args.skip_layers == "auto" and met:
+        print(f"search: agreement on the search texts already >= --min_agreement {args.min_agreement:g}: no op "
+              f"needs to stay FP32 (--skip_layers N runs the sensitivity anyway)", flush=True)
+    elif args.sensitivity:
+        ranked = quant_search.sensitivity(searcher, recipe)
+        record["sensitivity"] = [{"site": n, "agreement": r and r["agreement"], "divergence": r and r["divergence"]}
+                                 for n, r in ranked]
+        fp32_sites, rec = quant_search.choose_skips(searcher, recipe, ranked, args.skip_layers, args.min_agreement,
+                                                    args.max_skip)
+        print(f"search: keeping {len(fp32_sites)} op(s) FP32: {', '.join(fp32_sites) or '-'}"
+              + (f" (agreement {rec['agreement']:.4f} on the search texts)" if rec else ""), flush=True)
+    if searcher.not_tried:
+        print(f"search: budget {args.search_budget:g} s spent; not tried: {'; '.join(searcher.not_tried)}",
+              flush=True)
+    record.update(tried=searcher.trials, not_tried=searcher.not_tried)
+    return recipe, fp32_sites, record
 
 
-@contextlib.contextmanager
-def matmul_scales_only():
-    """Stock paddle 2.6 post-training quantization also records scales after
-    every "observer" op (elementwise_add, reshape2, transpose2, slice, scale,
-    cast, ...) and inserts quantize/dequantize pairs there, which makes the
-    oneDNN INT8 pass run those ops in int8 as well.  Measured on BERT graphs
-    (paddle 2.6.2, 2 threads): those extra int8 ops made the outputs differ from
-    run to run on the same input (up to 0.3 in logits on the tiny test model),
-    cost accuracy, and were slower than quantizing the matmuls alone; and the
-    observing doubles the calibration time.  During the call the observer list
-    is empty: only matmul/matmul_v2/mul inputs and outputs get scales."""
-    from paddle.static.quantization import quant_config
-    cls = quant_config.BaseQuantizer
-    original = cls.__dict__["observer_operation_types"]
-    cls.observer_operation_types = property(lambda self: [])
-    try:
-        yield
-    finally:
-        cls.observer_operation_types = original
+def judge(args, data, fp32, int8_prefix):
+    """The guard's measurements (dev metric, agreement over dev + held-out
+    texts, latency) and the reasons to refuse."""
+    int8 = inference.create_predictor(int8_prefix, threads=args.threads, mkldnn=True, int8=True)
+    fp_res, fp_score, fp_dev, fp_s = data.evaluate_dev(fp32, args.eval_batch_size)
+    q_res, q_score, q_dev, q_s = data.evaluate_dev(int8, args.eval_batch_size)
+    fp_held, _ = data.outputs(fp32, data.held_out, args.eval_batch_size)
+    q_held, _ = data.outputs(int8, data.held_out, args.eval_batch_size)
+    first = next(iter(data.dev))
+    fp_pred, labels = data.scorable(fp_dev[first], data.dev[first])
+    q_pred, _ = data.scorable(q_dev[first], data.dev[first])
+    drop = quant_guard.metric_drop(data.score, fp_pred, q_pred, labels, seed=args.seed)
+    ref = [o for s in data.dev for o in fp_dev[s]] + list(fp_held)
+    new = [o for s in data.dev for o in q_dev[s]] + list(q_held)
+    agree = quant_guard.agreement(data.kind, ref, new, data.label_list, seed=args.seed)
+    agree["by_source"] = {
+        "dev": quant_guard.agreement(data.kind, [o for s in data.dev for o in fp_dev[s]],
+                                     [o for s in data.dev for o in q_dev[s]], data.label_list)["value"],
+        "held_out": quant_guard.agreement(data.kind, fp_held, q_held, data.label_list)["value"]}
+    lat_ids = quant_search.latency_batch(data.held_out, args.latency_batch, data.max_seq_length)
+    latency = dict(quant_search.paired_latency(fp32, int8, lat_ids), batch_size=args.latency_batch,
+                   seq_len=data.max_seq_length)
+    summary = {"metric": data.metric_name, "fp32": fp_score, "int8": q_score, "drop": drop["drop"],
+               "drop_se": drop["se"], "drop_ci95": drop["ci95"], "max_drop": args.max_drop,
+               "fp32_results": fp_res, "int8_results": q_res, "agreement": agree, "min_agreement": args.min_agreement,
+               "texts": data.pool_sizes, "latency_ms": latency, "dev_seconds": {"fp32": fp_s, "int8": q_s}}
+    if data.kind == "regression":
+        summary["max_abs_diff_of_predictions"] = agree["max_abs_diff"]
+    elif data.kind != "token_classification":
+        summary["prediction_agreement"] = agree["value"]
+    return summary, quant_guard.verdict(agree, drop, args.min_agreement, args.max_drop)
 
 
-def quantize(args, batches, feed_names, out_dir, skip=()):
-    """Run PaddleSlim's post-training quantization; writes out_dir/model.pdmodel/.pdiparams.
-    ``skip``: activation names whose consuming ops stay FP32."""
-    import paddle
-    from paddleslim.quant import quant_post_static
-    mfile = inference.model_file(args.model_prefix)
-    paddle.enable_static()
-    try:
-        exe = paddle.static.Executor(paddle.CPUPlace())
-        scope = paddle.static.Scope()
-        with contextlib.ExitStack() as stack:
-            stack.enter_context(paddle.static.scope_guard(scope))
-            if args.algo == "avg":
-                stack.enter_context(scalar_safe_avg())
-            if args.algo in ("hist", "KL"):
-                stack.enter_context(histogram_from_zero())
-            if not args.with_observers:
-                stack.enter_context(matmul_scales_only())
-            quant_post_static(
-                executor=exe, model_dir=os.path.dirname(os.path.abspath(mfile)), quantize_model_path=out_dir,
-                model_filename=os.path.basename(mfile),
-                params_filename=os.path.basename(args.model_prefix) + ".pdiparams",
-                save_model_filename="model.pdmodel", save_params_filename="model.pdiparams",
-                data_loader=calibration_loader(batches, feed_names), batch_size=args.batch_size,
-                batch_nums=len(batches), scope=scope, algo=args.algo, hist_percent=args.hist_percent,
-                quantizable_op_type=list(QUANTIZABLE_OPS), weight_quantize_type=args.weight_quantize_type,
-                onnx_format=args.quant_format == "qdq", skip_tensor_list=list(skip) or None)
-    finally:
-        paddle.disable_static()
-
-
-def inspect_program(prefix):
-    """Op counts of a saved program and the bytes of its parameters by dtype."""
-    import paddle
-    paddle.enable_static()
-    try:
-        exe = paddle.static.Executor(paddle.CPUPlace())
-        scope = paddle.static.Scope()
-        with paddle.static.scope_guard(scope):
-            program, _, _ = paddle.static.load_inference_model(prefix, exe)
-            ops = Counter(op.type for block in program.blocks for op in block.ops)
-            by_dtype = Counter()
-            for var in program.list_vars():
-                if var.persistable and var.name not in ("feed", "fetch"):
-                    v = scope.find_var(var.name)
-                    if v is None:
-                        continue
-                    arr = np.asarray(v.get_tensor())
-                    by_dtype[str(arr.dtype)] += int(arr.nbytes)
-    finally:
-        paddle.disable_static()
-    quant_ops = {k: v for k, v in ops.items() if k.startswith(QUANT_OP_PREFIXES)}
-    return {"quant_ops": quant_ops, "quantized_op_inputs": sum(ops[k] for k in QUANTIZABLE_OPS),
-            "param_bytes_by_dtype": dict(by_dtype)}
-
-
-def model_bytes(prefix):
-    return sum(os.path.getsize(f) for f in (inference.model_file(prefix), prefix + ".pdiparams")
-               if f and os.path.isfile(f))
-
-
-def agreement(a, b, regression):
-    if regression:
-        return float(np.abs(a - b).max()) if len(a) else 0.0
-    return float(np.mean(a == b)) if len(a) else 1.0
+def report_guard(s):
+    a, lat = s["agreement"], s["latency_ms"]
+    print(f"dev {s['metric']}: FP32 {s['fp32']:.4f}  INT8 {s['int8']:.4f}  drop {s['drop']:+.4f} (95% interval "
+          f"{s['drop_ci95'][0]:+.4f} .. {s['drop_ci95'][1]:+.4f}; --max_drop {s['max_drop']:g})", flush=True)
+    print(f"agreement with FP32 ({a['measure']}): {a['value']:.4f} (95% interval {a['ci95'][0]:.4f} .. "
+          f"{a['ci95'][1]:.4f}) on {a['examples']} examples: dev {a['by_source']['dev']:.4f}, held-out "
+          f"{a['by_source']['held_out']:.4f} ({s['texts']['held_out']} texts); --min_agreement "
+          f"{s['min_agreement']:g}", flush=True)
+    print(f"latency at batch {lat['batch_size']} x {lat['seq_len']}: FP32 {lat['fp32']:.1f} ms, INT8 "
+          f"{lat['int8']:.1f} ms ({lat['speedup']:.2f}x)", flush=True)
 
 
 def check_model(prefix):
@@ -375,6 +304,69 @@ def check_model(prefix):
     return info, tok_src
 
 
+def quantize(args, batches, feed_names, out_dir, skip=()):
+    """One PTQ run with the recipe of ``args`` (kept for benchmarks/int8_speed.py)."""
+    recipe = {"algo": args.algo, "batch_num": len(batches), "weight_quantize_type": args.weight_quantize_type,
+              "hist_percent": args.hist_percent}
+    return quant_ptq.run_ptq(args.model_prefix, recipe, batches, feed_names, out_dir, skip,
+                             args.with_observers, args.quant_format == "qdq")
+
+
+def fp32_layers(prefix):
+    """Activation inputs of the head ops kept FP32 by default."""
+    return quant_ptq.head_skip(quant_ptq.quant_sites(prefix))
+
+
+def quantize_and_judge(args, data, fp32, sites, work):
+    """Search (if asked), quantize with the chosen recipe, run the guard.
+    Returns (INT8 prefix in ``work``, summary, reasons to refuse)."""
+    feed_names = fp32.get_input_names()
+    recipe, fp32_sites, search = choose(args, data, feed_names, work, fp32, sites)
+    by_name = {s["name"]: s for s in sites}
+    skip = set() if args.quantize_head else set(quant_ptq.head_skip(sites))
+    skip |= {by_name[n]["key"] for n in fp32_sites}
+    t0 = time.time()
+    batches = data.calibration_batches(recipe["batch_num"], args.batch_size)
+    prefix = quant_ptq.run_ptq(args.model_prefix, recipe, batches, feed_names, os.path.join(work, "final"), skip,
+                               args.with_observers, args.quant_format == "qdq")
+    calib_seconds = time.time() - t0
+    program = quant_ptq.inspect_program(prefix)
+    if not program["quant_ops"]:
+        raise SystemExit("error: the quantized program holds no quantize/dequantize op: quantization did "
+                         "nothing (no matmul/mul op in the model?); nothing written")
+    logger.info("evaluating FP32 (oneDNN) and INT8 (oneDNN int8) on %s and %d held-out texts",
+                ", ".join(f"{s} ({len(f)})" for s, f in data.dev.items()), len(data.held_out))
+    summary, reasons = judge(args, data, fp32, prefix)
+    summary.update(
+        fp32_sites=fp32_sites, search=search, program=program,
+        calibration=dict(recipe, batch_num=len(batches), batch_size=args.batch_size,
+                         examples=int(sum(len(b[0]) for b in batches)),
+                         source=args.calibration_file or "training split", quant_format=args.quant_format,
+                         with_observers=args.with_observers, fp32_op_inputs=sorted(skip),
+                         hist_percent=recipe["hist_percent"] if recipe["algo"] == "hist" else None,
+                         quantized_ops=QUANTIZABLE_OPS, seconds=calib_seconds),
+        bytes={"fp32": quant_ptq.model_bytes(args.model_prefix), "int8": quant_ptq.model_bytes(prefix)})
+    return prefix, summary, reasons
+
+
+def write_model(args, info, tok_src, tmp_prefix, summary, forced, max_len):
+    """Move the INT8 model, its info file and the tokenizer next to --output_prefix."""
+    out_prefix = os.path.abspath(args.output_prefix)
+    out_dir, base = os.path.dirname(out_prefix), os.path.basename(out_prefix)
+    work = os.path.dirname(tmp_prefix)
+    tok_name = base + inference.TOKENIZER_SUFFIX
+    new_info = dict(info, int8=True, fp32_model=os.path.abspath(args.model_prefix), tokenizer_dir=tok_name,
+                    max_seq_length=max_len, quantization=dict(summary, forced=forced))
+    inference.write_info(tmp_prefix, new_info)
+    shutil.copytree(tok_src, os.path.join(work, "model" + inference.TOKENIZER_SUFFIX))
+    for name in sorted(os.listdir(work)):
+        dst = os.path.join(out_dir, base + name[len("model"):])
+        if os.path.isdir(dst):
+            shutil.rmtree(dst)
+        os.replace(os.path.join(work, name), dst)
+    return out_prefix
+
+
 def main(argv=None):
     args = parse_args(argv)
     from utils.quant_paddle3 import check_line
@@ -384,82 +376,33 @@ def main(argv=None):
         raise UserError(f"--data_dir: '{args.data_dir}' is not a directory")
     training.setup_logging()
     from utils.modeling import load_tokenizer
-    tokenizer = load_tokenizer(tok_src)
-    data = TaskData(args, info, tokenizer)
-    regression = data.task_type == "regression"
-
+    max_len = args.max_seq_length or int(info.get("max_seq_length") or 128)
+    data = QuantData(args, info, load_tokenizer(tok_src), max_len)  # every input check before any write
+    sites = quant_ptq.quant_sites(args.model_prefix)
+    named_skips(args, sites)
     fp32 = inference.create_predictor(args.model_prefix, threads=args.threads, mkldnn=True)
-    feed_names = fp32.get_input_names()
-
-    out_prefix = os.path.abspath(args.output_prefix)
-    out_dir = os.path.dirname(out_prefix)
+    out_dir = os.path.dirname(os.path.abspath(args.output_prefix))
     made_dirs = training.make_dirs(out_dir)
     work = tempfile.mkdtemp(prefix=".quantize-", dir=out_dir)
     written = False
     try:
-        t0 = time.time()
-        skip = {} if args.quantize_head else fp32_layers(args.model_prefix)
-        quantize(args, data.calibration, feed_names, work, skip)
-        calib_seconds = time.time() - t0
-        tmp_prefix = os.path.join(work, "model")
-        program = inspect_program(tmp_prefix)
-        if not program["quant_ops"]:
-            raise SystemExit("error: the quantized program holds no quantize/dequantize op: quantization did "
-                             "nothing (no matmul/mul op in the model?); nothing written")
-
-        logger.info("evaluating FP32 (oneDNN) and INT8 (oneDNN int8) on %s",
-                    ", ".join(f"{s} ({len(f)})" for s, f in data.dev.items()))
-        fp32_res, fp32_score, fp32_pred, fp32_s = data.evaluate(fp32, args.eval_batch_size)
-        int8 = inference.create_predictor(tmp_prefix, threads=args.threads, mkldnn=True, int8=True)
-        int8_res, int8_score, int8_pred, int8_s = data.evaluate(int8, args.eval_batch_size)
-        drop = fp32_score - int8_score
-        agree = agreement(fp32_pred, int8_pred, regression)
-        summary = {
-            "metric": data.metric_name, "fp32": fp32_score, "int8": int8_score, "drop": drop,
-            "max_drop": args.max_drop, "fp32_results": fp32_res, "int8_results": int8_res,
-            ("max_abs_diff_of_predictions" if regression else "prediction_agreement"): agree,
-            "dev_seconds": {"fp32": fp32_s, "int8": int8_s},
-            "calibration": {"algo": args.algo, "batch_num": len(data.calibration), "batch_size": args.batch_size,
-                            "examples": int(sum(len(b[0]) for b in data.calibration)),
-                            "weight_quantize_type": args.weight_quantize_type, "quant_format": args.quant_format,
-                            "with_observers": args.with_observers, "fp32_op_inputs": sorted(skip),
-                            "hist_percent": args.hist_percent if args.algo == "hist" else None,
-                            "quantized_ops": QUANTIZABLE_OPS, "seconds": calib_seconds},
-            "program": program,
-            "bytes": {"fp32": model_bytes(args.model_prefix), "int8": model_bytes(tmp_prefix)},
-        }
-        print(f"dev {data.metric_name}: FP32 {fp32_score:.4f}  INT8 {int8_score:.4f}  drop {drop:+.4f} "
-              f"(--max_drop {args.max_drop:g})", flush=True)
-        refused = drop > args.max_drop
-        if refused and not args.force:
+        tmp_prefix, summary, reasons = quantize_and_judge(args, data, fp32, sites, work)
+        report_guard(summary)
+        if reasons and not args.force:
             print(json.dumps(summary), flush=True)
-            raise SystemExit(f"error: INT8 {data.metric_name} {int8_score:.4f} is {drop:.4f} below FP32 "
-                             f"{fp32_score:.4f} (> --max_drop {args.max_drop:g}); nothing written (try another "
-                             f"--algo, more --batch_num, or --force)")
-        if refused:
-            logger.warning("metric drop %.4f > --max_drop %g: writing the INT8 model anyway (--force)",
-                           drop, args.max_drop)
-
-        base = os.path.basename(out_prefix)
-        tok_name = base + inference.TOKENIZER_SUFFIX
-        new_info = dict(info, int8=True, fp32_model=os.path.abspath(args.model_prefix), tokenizer_dir=tok_name,
-                        max_seq_length=data.max_seq_length, quantization=dict(summary, forced=refused))
-        inference.write_info(tmp_prefix, new_info)
-        shutil.copytree(tok_src, os.path.join(work, "model" + inference.TOKENIZER_SUFFIX))
-        for name in sorted(os.listdir(work)):
-            dst = os.path.join(out_dir, base + name[len("model"):])
-            if os.path.isdir(dst):
-                shutil.rmtree(dst)
-            os.replace(os.path.join(work, name), dst)
+            raise SystemExit(f"error: guard refused the INT8 model: {'; '.join(reasons)}; nothing written (try "
+                             f"--search, --skip_layers auto, more --batch_num, or --force)")
+        if reasons:
+            logger.warning("%s: writing the INT8 model anyway (--force)", "; ".join(reasons))
+        out_prefix = write_model(args, info, tok_src, tmp_prefix, summary, bool(reasons), max_len)
         written = True
     finally:
         shutil.rmtree(work, ignore_errors=True)
         if not written:
             training.remove_empty_dirs(made_dirs)
     b = summary["bytes"]
-    logger.info("wrote %s (.pdmodel/.pdiparams/.info.json, %s): %.1f MB vs FP32 %.1f MB; prediction agreement %s; "
-                "dev pass %.2f s INT8 vs %.2f s FP32", out_prefix, tok_name, b["int8"] / 1e6, b["fp32"] / 1e6,
-                f"{agree:.4f}", int8_s, fp32_s)
+    logger.info("wrote %s (.pdmodel/.pdiparams/.info.json, tokenizer): %.1f MB vs FP32 %.1f MB; FP32 ops: %s",
+                out_prefix, b["int8"] / 1e6, b["fp32"] / 1e6, ", ".join(summary["fp32_sites"]) or "head only")
     print(json.dumps(summary), flush=True)
 
 

@@ -3,7 +3,7 @@ exactly as they are deployed (INT8 models with oneDNN's INT8 kernels).
 
     python benchmarks/static_dev_metric.py --data_dir out/demo/data --models out/figures/export/*/static/model
 
-Uses quantize.py's task plumbing (the task, labels and tokenizer recorded
+Uses quantize.py's task plumbing, ``utils.quant_eval.QuantData`` (the task, labels and tokenizer recorded
 beside each model); prints one line a model and a JSON line at the end.
 """
 import os
@@ -28,16 +28,15 @@ def main():
     p.add_argument("--max_seq_length", type=int, default=None,
                    help="tokens per example (default: the length the model was exported with)")
     a = p.parse_args()
-    import quantize
+    from utils.quant_eval import QuantData
     out = {}
     for prefix in a.models:
         info = inference.read_info(prefix)
         tok = load_tokenizer(os.path.join(os.path.dirname(os.path.abspath(prefix)), info["tokenizer_dir"]))
-        args = argparse.Namespace(model_prefix=prefix, data_dir=a.data_dir, max_seq_length=a.max_seq_length, batch_num=1,
-                                  batch_size=1, seed=0)
-        data = quantize.TaskData(args, info, tok)
+        args = argparse.Namespace(model_prefix=prefix, data_dir=a.data_dir)
+        data = QuantData(args, info, tok, a.max_seq_length or int(info.get("max_seq_length") or 128), pools=False)
         pred = inference.create_predictor(prefix, threads=a.threads)
-        results, score, _, seconds = data.evaluate(pred, a.batch_size)
+        results, score, _, seconds = data.evaluate_dev(pred, a.batch_size)
         out[prefix] = {"metric": data.metric_name, "score": score, "results": results,
                        "int8": inference.is_int8(prefix), "seconds": seconds}
         print(f"{prefix}: dev {data.metric_name} = {score:.4f}{' (INT8)' if out[prefix]['int8'] else ''}",

@@ -71,21 +71,14 @@ def test_int8_program_really_is_quantized(int8_model, glue_data):
     quantize/dequantize ops and int8 weights of the encoder's matmuls, and the
     oneDNN INT8 predictor computes something measurably different from FP32
     while agreeing on the predictions."""
-    import paddle
     from utils import inference
+    from utils.quant_ptq import static_program
     fp32, out, _ = int8_model
-    paddle.enable_static()
-    try:
-        exe = paddle.static.Executor(paddle.CPUPlace())
-        scope = paddle.static.Scope()
-        with paddle.static.scope_guard(scope):
-            program, _, _ = paddle.static.load_inference_model(out, exe)
-            ops = [op.type for op in program.global_block().ops]
-            matmul_weights = [n for op in program.global_block().ops if op.type == "dequantize_linear"
-                              for n in op.input("X") if program.global_block().var(n).persistable]
-            dtypes = {n: np.asarray(scope.find_var(n).get_tensor()).dtype for n in matmul_weights}
-    finally:
-        paddle.disable_static()
+    with static_program(out) as (program, scope):
+        ops = [op.type for op in program.global_block().ops]
+        matmul_weights = [n for op in program.global_block().ops if op.type == "dequantize_linear"
+                          for n in op.input("X") if program.global_block().var(n).persistable]
+        dtypes = {n: np.asarray(scope.find_var(n).get_tensor()).dtype for n in matmul_weights}
     assert ops.count("quantize_linear") >= 12 and ops.count("dequantize_linear") >= 12
     # 2 layers x (q, k, v, out, ffn1, ffn2) quantized; pooler and classifier stay FP32
     assert len(dtypes) == 12 and all(d == np.int8 for d in dtypes.values()), dtypes
@@ -229,3 +222,119 @@ def test_paddle2onnx_2x_never_runs_its_installing_optimizer(tmp_path, monkeypatc
     out = str(tmp_path / "m.onnx")
     assert script_module("export_onnx.py").convert(str(tmp_path / "model"), out, 13) == "2.1.0"
     assert seen == {"model": str(tmp_path / ("model" + model_ext())), "optimize_tool": "onnxoptimizer"}
+
+
+# --------------------------------------------------------------------------- the guard, the search, kept-FP32 ops
+def aug_file(glue_data, tmp_path, n=200):
+    """Unlabelled in-domain text (train_aug.tsv layout: a sentence column only)."""
+    from helpers import sentence
+    rng = np.random.RandomState(7)
+    path = tmp_path / "train_aug.tsv"
+    path.write_text("sentence\n" + "".join(sentence(rng, int(rng.randint(2))) + "\n" for _ in range(n)))
+    return str(path)
+
+
+@int8_line
+def test_guard_reports_agreement_on_held_out_text_and_named_ops_stay_fp32(fp32_static, glue_data, tmp_path):
+    from utils.quant_ptq import quant_sites, static_program
+    _, fp32 = fp32_static
+    sites = {s["name"]: s for s in quant_sites(fp32)}
+    linears = [s["key"] for s in sites.values() if not s["head"] and s["key"].endswith(".w_0")]
+    assert len(sites) == 18 and len(linears) == 12     # 2 layers x 8 matmuls, pooler, classifier
+    out = str(tmp_path / "named" / "model")
+    r = run_script("quantize.py", "--model_prefix", fp32, "--output_prefix", out, "--data_dir", glue_data,
+                   "--batch_num", "2", "--agreement_file", aug_file(glue_data, tmp_path), "--agreement_examples",
+                   "150", "--skip_layers", "L0.ffn2," + sites["L1.q"]["key"])   # a role name and a tensor name
+    q = read_json(out + ".info.json")["quantization"]
+    a = q["agreement"]
+    assert a["examples"] == 60 + 150 and set(a["by_source"]) == {"dev", "held_out"}
+    assert a["ci95"][0] <= a["value"] <= a["ci95"][1] and a["value"] >= q["min_agreement"] == 0.99
+    assert q["texts"]["held_out"] == 150 and q["texts"]["search"] == 0 and q["texts"]["calibration"] == 32
+    assert q["drop_ci95"][0] <= q["drop"] <= q["drop_ci95"][1]
+    assert q["latency_ms"]["batch_size"] == 16 and q["latency_ms"]["int8"] > 0
+    assert q["fp32_sites"] == ["L0.ffn2", "L1.q"] and q["search"] is None
+    assert "agreement with FP32 (prediction_agreement)" in r.stdout and "held-out" in r.stdout
+    # the two named Linear layers keep FP32 weights; the other 10 encoder Linears are int8
+    with static_program(out) as (_, scope):
+        dtypes = {n: np.asarray(scope.find_var(n).get_tensor()).dtype for n in linears}
+    fp = sorted(n for n, d in dtypes.items() if d == np.float32)
+    assert fp == sorted([sites["L0.ffn2"]["key"], sites["L1.q"]["key"]]), dtypes
+    assert sum(d == np.int8 for d in dtypes.values()) == 10
+
+
+@int8_line
+def test_search_is_bounded_and_says_what_it_tried(fp32_static, glue_data, tmp_path):
+    _, fp32 = fp32_static
+    out = str(tmp_path / "searched" / "model")
+    budget = 12
+    r = run_script("quantize.py", "--model_prefix", fp32, "--output_prefix", out, "--data_dir", glue_data,
+                   "--batch_num", "1", "--agreement_file", aug_file(glue_data, tmp_path), "--search_examples", "40",
+                   "--agreement_examples", "100", "--search", "--search_algos", "hist", "abs_max",
+                   "--skip_layers", "2", "--search_budget", budget)
+    q = read_json(out + ".info.json")["quantization"]
+    s = q["search"]
+    tried = [l for l in r.stdout.splitlines() if l.strip().startswith("tried ")]
+    assert len(tried) == len(s["tried"]) >= 1 and s["search_texts"] == 40
+    assert s["not_tried"] and "not tried:" in r.stdout          # 25+ trials do not fit in 12 s
+    secs = [t["seconds"] for t in s["tried"]]
+    assert sum(secs) <= budget + 2 * max(secs) + 5              # a trial starts only if the slowest fits
+    assert all(0 <= t["agreement"] <= 1 for t in s["tried"])
+    # recipes and kept-FP32 choices are timed; the one-op sensitivity trials are not
+    assert all((t["latency_ms"] is None) == t["what"].startswith("only ") for t in s["tried"])
+    assert all(t["latency_ms"] > 0 and t["speedup_vs_fp32"] > 0 for t in s["tried"] if t["latency_ms"])
+    assert q["texts"]["search"] == 40 and q["texts"]["held_out"] == 100   # disjoint parts of the file
+    best = max(s["tried"][:len([t for t in s["tried"] if not t["fp32_sites"] and not t["what"].startswith("only")])],
+               key=lambda t: (t["agreement"], -t["divergence"]))
+    assert q["calibration"]["algo"] == best["recipe"]["algo"]
+    assert len(q["fp32_sites"]) <= 2 and all(n.startswith("L") for n in q["fp32_sites"])
+
+
+@int8_line
+def test_guard_bad_text_is_one_line_and_exit_2(fp32_static, glue_data, tmp_path):
+    _, fp32 = fp32_static
+    empty = tmp_path / "empty.tsv"
+    empty.write_text("")
+    pair = os.path.join(glue_data, "RTE", "train.tsv")       # the wrong task's columns
+    out = str(tmp_path / "x" / "model")
+    cases = [
+        (["--agreement_file", str(empty)], "empty file"),
+        (["--agreement_file", pair], "--agreement_file"),
+        (["--agreement_file", aug_file(glue_data, tmp_path, n=30), "--agreement_examples", "100"], "fewer than"),
+        (["--calibration_file", aug_file(glue_data, tmp_path, n=30), "--batch_num", "4"], "--calibration_file"),
+        (["--agreement_examples", "5000"], "fewer than the 5000"),
+        (["--skip_layers", "L0.ffn9"], "--skip_layers"),
+        (["--min_agreement", "1.5"], "--min_agreement"),
+    ]
+    for args, needle in cases:
+        r = run_script("quantize.py", "--model_prefix", fp32, "--data_dir", glue_data, "--output_prefix", out, *args,
+                       check=False)
+        assert r.returncode == 2 and needle in r.stderr, (args, r.stderr[-1500:])
+        assert len([l for l in r.stderr.splitlines() if l.startswith("error:")]) == 1
+    assert not (tmp_path / "x").exists()
+
+
+@int8_line
+def test_reused_scales_give_the_same_int8_model(fp32_static, tmp_path):
+    """The search calibrates a recipe once and then only rewrites the program
+    for other ops kept FP32: that must equal a full calibration with them."""
+    from utils import inference, quant_ptq
+    _, fp32 = fp32_static
+    sites = {s["name"]: s for s in quant_ptq.quant_sites(fp32)}
+    head = set(quant_ptq.head_skip(sites.values()))
+    rng = np.random.RandomState(0)
+    batches = [(rng.randint(5, 70, (8, 16)).astype("int64"), np.zeros((8, 16), "int64")) for _ in range(2)]
+    feeds = ["input_ids", "token_type_ids"]
+    ids = rng.randint(5, 70, (16, 20)).astype("int64")
+    for algo in ("hist", "abs_max"):
+        recipe = dict(algo=algo, batch_num=2, weight_quantize_type="channel_wise_abs_max", hist_percent=0.9999)
+        skip = head | {sites["L0.q"]["key"], sites["L1.ffn2"]["key"]}
+        store = {}
+        quant_ptq.run_ptq(fp32, recipe, batches, feeds, str(tmp_path / algo / "record"), head, scales=store)
+        assert store["threshold"] or store["var_threshold"]
+        full = quant_ptq.run_ptq(fp32, recipe, batches, feeds, str(tmp_path / algo / "full"), skip)
+        again = quant_ptq.run_ptq(fp32, recipe, batches, feeds, str(tmp_path / algo / "again"), skip, scales=store)
+        with open(full + ".pdiparams", "rb") as f, open(again + ".pdiparams", "rb") as g:
+            assert f.read() == g.read(), algo
+        outs = [inference.run_predictor(inference.create_predictor(p, int8=True), ids, np.zeros_like(ids))
+                for p in (full, again)]
+        assert np.array_equal(outs[0], outs[1]), algo

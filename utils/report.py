@@ -58,12 +58,15 @@ def _label(r):
 
 
 def write_report(output_dir, rows, teacher, metric_name="dev score", batch_size=None, title=None, notes=None,
-                 budget=None, chosen=None):
+                 budget=None, chosen=None, int8_rows=()):
     """Write ``report.md``, ``report.json`` and ``report.png`` into ``output_dir``.
 
     ``rows``: one dict per sub-network: ``width``, ``depth`` (default 1.0), ``heads``, ``ffn``, ``params``,
     ``flops`` (per example), ``score`` (dev metric, None if never evaluated),
     optional ``latency_ms`` ({batch size: median ms}) and ``label``.
+    ``int8_rows``: the same fields for INT8 models (see :func:`int8_rows`),
+    plus ``int8`` (agreement with the FP32 model, ops kept FP32): listed
+    after the FP32 rows with two more columns.
     ``teacher``: dict with ``score``, ``params``, ``flops``, optional
     ``latency_ms``, ``label`` and ``latency_note``.  ``batch_size``: the
     latency plotted (default: the smallest batch size measured).
@@ -74,9 +77,10 @@ def write_report(output_dir, rows, teacher, metric_name="dev score", batch_size=
     Returns the paths written."""
     os.makedirs(output_dir, exist_ok=True)
     rows = sorted(rows, key=lambda r: (-(r.get("depth") or 1.0), -r["width"]))
+    int8_rows = list(int8_rows or [])
     teacher = dict(teacher or {})
     teacher.setdefault("label", "teacher")
-    sizes = batch_sizes_of(rows, teacher)
+    sizes = batch_sizes_of(rows + int8_rows, teacher)
     if batch_size is None and sizes:
         batch_size = sizes[0]
     if batch_size is not None and sizes and batch_size not in sizes:
@@ -88,8 +92,10 @@ def write_report(output_dir, rows, teacher, metric_name="dev score", batch_size=
             "vs teacher"]
     for bs in sizes:
         head += [f"latency b={bs} (ms)", f"speed-up b={bs}"]
-    with_size = any(_num(e.get("size_mb")) for e in rows + [teacher])
+    with_size = any(_num(e.get("size_mb")) for e in rows + int8_rows + [teacher])
     head += (["size (MB)"] if with_size else []) + (["meets budget"] if budget else [])
+    if int8_rows:
+        head += ["INT8 agreement with FP32 (95% interval, texts)", "ops kept FP32"]
     lines = [f"# {title or 'Compression report'}", ""]
     if budget:
         lines += [f"Budget: {budget.get('text')}.", "",
@@ -114,10 +120,12 @@ def write_report(output_dir, rows, teacher, metric_name="dev score", batch_size=
             cells += [_fmt(lat, ".2f"), f"{t_lat / lat:.2f}x" if _num(lat) and _num(t_lat) else "-"]
         cells += [_fmt(e.get("size_mb"), ".2f")] if with_size else []
         cells += [str(e.get("meets", "-"))] if budget else []
+        if int8_rows:
+            cells += int8_cells(e.get("int8"))
         return "| " + " | ".join(cells) + " |"
 
     lines.append(line(teacher, True))
-    lines += [line(r, False) for r in rows]
+    lines += [line(r, False) for r in rows + int8_rows]
     lines.append("")
     lines.append("FLOPs: 2 x multiply-adds of the matrix products of one example (analyze.py)."
                  + (" Speed-up: teacher latency / latency at the same batch size." if sizes else ""))
@@ -125,7 +133,7 @@ def write_report(output_dir, rows, teacher, metric_name="dev score", batch_size=
         lines.append(f"Teacher latency: {teacher['latency_note']}.")
     for n in notes or []:
         lines.append(n)
-    plotted_latency = batch_size is not None and any(_num(_lat(e, batch_size)) for e in rows + [teacher])
+    plotted_latency = batch_size is not None and any(_num(_lat(e, batch_size)) for e in rows + int8_rows + [teacher])
     lines += ["", f"![{metric_name} vs {'latency' if plotted_latency else 'FLOPs'}](report.png)", ""]
     md = os.path.join(output_dir, "report.md")
     with open(md + ".tmp", "w", encoding="utf-8") as f:
@@ -134,11 +142,55 @@ def write_report(output_dir, rows, teacher, metric_name="dev score", batch_size=
 
     js = os.path.join(output_dir, "report.json")
     write_json_atomic(js, {"metric": metric_name, "batch_size_plotted": batch_size if plotted_latency else None,
-                           "teacher": teacher, "rows": rows, "notes": notes or []})
+                           "teacher": teacher, "rows": rows, "int8_rows": int8_rows, "notes": notes or []})
     png = os.path.join(output_dir, "report.png")
-    plot(png, rows, teacher, metric_name, batch_size if plotted_latency else None, title, budget=budget,
-         chosen=chosen)
+    plot(png, rows + [dict(r, precision="int8") for r in int8_rows], teacher, metric_name,
+         batch_size if plotted_latency else None, title, budget=budget, chosen=chosen)
     return {"md": md, "json": js, "png": png}
+
+
+def int8_cells(q):
+    """The two INT8 cells of a row: agreement with its FP32 model, ops kept FP32."""
+    if not q:
+        return ["", ""]
+    ci = q.get("agreement_ci95") or [None, None]
+    agree = (f"{q['agreement']:.4f} ({_fmt(ci[0], '.4f')}-{_fmt(ci[1], '.4f')}, {q.get('examples')})"
+             if _num(q.get("agreement")) else "-")
+    ops = q.get("fp32_ops")
+    return [agree, ", ".join(ops) if ops else ("head only" if ops is not None else "-")]
+
+
+def int8_rows(bench, rows):
+    """Rows of the INT8 models of a benchmark.py JSON, from the info file
+    quantize.py wrote beside each (``PREFIX.info.json``): the FP32 row of the
+    same width and depth, with the INT8 dev score, the latency and
+    ``int8`` = agreement with the FP32 model, its interval and text count, the
+    FP32 dev score, the recipe and the ops kept FP32."""
+    medians = {}
+    for r in bench.get("rows") or []:
+        medians.setdefault(r["model"], {})[str(r["batch_size"])] = r["median_ms"]
+    out = []
+    for m in bench.get("models") or []:
+        path = (m.get("prefix") or "") + ".info.json"
+        if not m.get("int8") or not os.path.isfile(path):
+            continue
+        with open(path, encoding="utf-8") as f:
+            info = json.load(f)
+        q = info.get("quantization") or {}
+        w, d = float(info.get("width") or m.get("width") or 1.0), float(info.get("depth") or 1.0)
+        base = next((r for r in rows if abs(r["width"] - w) < TOL and abs((r.get("depth") or 1.0) - d) < TOL), {})
+        agree = q.get("agreement") or {}
+        row = {k: base.get(k) for k in ("heads", "ffn", "params", "flops")}
+        row.update(width=w, depth=d, label=f"{_label(dict(base or {'width': w}, depth=d))} INT8",
+                   score=q.get("int8"), latency_ms=medians.get(m["name"], {}), benchmark_model=m["name"],
+                   int8={"agreement": agree.get("value", q.get("prediction_agreement")),
+                         "agreement_ci95": agree.get("ci95"), "examples": agree.get("examples"),
+                         "measure": agree.get("measure"), "fp32_score": q.get("fp32"), "drop": q.get("drop"),
+                         "recipe": {k: (q.get("calibration") or {}).get(k) for k in
+                                    ("algo", "batch_num", "weight_quantize_type", "hist_percent")},
+                         "fp32_ops": q.get("fp32_sites")})
+        out.append(row)
+    return out
 
 
 def plot(path, rows, teacher, metric_name, batch_size, title=None, budget=None, chosen=None):
@@ -411,8 +463,12 @@ def build_ofa_report(ofa_dir, bench=None, bench_path=None, explicit_map=(), batc
                      f"seq {st.get('seq_len')} ({bench_path}).")
         if not found:
             logger.warning("no benchmarked model matched a sub-network of this run: plotting against FLOPs")
+    q_rows = int8_rows(bench, rows) if bench is not None else []
+    if q_rows:
+        notes.append("INT8 rows: the dev score, agreement with the FP32 model (over dev + held-out texts) and "
+                     "the ops kept FP32, from the info file quantize.py wrote beside each INT8 model.")
     try:
         return write_report(output_dir or ofa_dir, rows, teacher, metric_name=metric_name or metric_name_of(table),
-                            batch_size=batch_size, title=title, notes=notes)
+                            batch_size=batch_size, title=title, notes=notes, int8_rows=q_rows)
     except ValueError as e:
         raise UserError(f"--batch_size: {e}")
