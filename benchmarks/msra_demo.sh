@@ -61,7 +61,7 @@ fi
 
 stage ofa $PY run_msra_ner_ofa.py --model_name_or_path "$OUT/teacher/model_best" --data_dir "$OUT/data" \
   --output_dir "$OUT/ofa" --learning_rate 1e-4 --max_steps "$OFA_STEPS" \
-  --save_steps $(( OFA_STEPS / 2 > 0 ? OFA_STEPS / 2 : 1 )) --width_mult_list 1.0 3/4 1/2 \
+  --save_steps $(( OFA_STEPS / 2 > 0 ? OFA_STEPS / 2 : 1 )) --width_mult_list 1.0 3/4 1/2 --importance_max_examples 512 \
   --overwrite_output_dir "${COMMON[@]}"
 
 for spec in "teacher $OUT/teacher/model_best 1.0" "w0.75 $OUT/ofa/model_0.75 3/4" "w0.5 $OUT/ofa/model_0.5 1/2"; do
