@@ -71,7 +71,12 @@ def static_test_f1(prefix, data_dir, threads, batch_size=32):
         raise UserError(f"{data_dir}: no test split")
     feats = ner.encode_ner(data.splits["test"], tok, info.get("max_seq_length", 128), info["label_list"],
                            split_long=True, name="test")
-    res, f1 = ner.evaluate_ner(lambda i, s: inference.run_predictor(pred, i, s), {"test": feats},
+    import paddle
+
+    def forward(ids, seg):   # evaluate_ner passes paddle tensors and reads a tensor back
+        return paddle.to_tensor(inference.run_predictor(pred, ids.numpy(), seg.numpy()))
+
+    res, f1 = ner.evaluate_ner(forward, {"test": feats},
                                ner.NerBatcher(tok.pad_token_id), info["label_list"], batch_size)
     return f1
 
