@@ -10,7 +10,7 @@ Input: ``config.json``, ``model.safetensors`` (or a sharded
 line count must equal ``vocab_size``.  A TorchScript model that wraps a BERT
 (``model.embeddings...`` next to other heads) keeps only that encoder; the
 other tensors are listed as dropped.  Output: ``config.json``
-(a paddlenlp BertConfig), ``model_state.pdparams`` and the BertTokenizer
+(a paddlenlp BertConfig), ``model.safetensors`` and the BertTokenizer
 files, loadable with ``BertModel.from_pretrained(DIR)`` or
 ``BertForSequenceClassification.from_pretrained(DIR, num_labels=K)``.
 
@@ -443,9 +443,9 @@ def convert(input_dir, output_dir, model_class="bert", overwrite=False, log=prin
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, 0o777 & ~umask)   # mkdtemp makes it 0700; give the usual mode
-        model.save_pretrained(tmp)
+        model.save_pretrained(tmp, safe_serialization=True)   # no pickle: nothing can run from it
         tokenizer.save_pretrained(tmp)
-        for needed in ("config.json", "model_state.pdparams", "vocab.txt"):
+        for needed in ("config.json", "model.safetensors", "vocab.txt"):
             if not os.path.isfile(os.path.join(tmp, needed)):
                 raise RuntimeError(f"save_pretrained wrote no {needed}")
         if os.path.isdir(output_dir) and os.listdir(output_dir):

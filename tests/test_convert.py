@@ -244,7 +244,8 @@ def test_every_weight_loaded(minilm_hf, minilm_paddle):
     import paddle
     from paddlenlp.transformers import BertModel, BertForSequenceClassification
 
-    written = paddle.load(os.path.join(minilm_paddle, "model_state.pdparams"))
+    from utils.modeling import SAFE_WEIGHTS, read_state_dict
+    written = read_state_dict(os.path.join(minilm_paddle, SAFE_WEIGHTS))
     with capture_load_messages() as msgs:
         model = BertModel.from_pretrained(minilm_paddle)
     assert not bad_messages(msgs), bad_messages(msgs)
@@ -388,7 +389,7 @@ def test_existing_output_needs_overwrite(tmp_path):
         cc.convert(src, str(out), log=None)
     assert (out / "keep.txt").exists()
     cc.convert(src, str(out), overwrite=True, log=None)
-    assert not (out / "keep.txt").exists() and (out / "model_state.pdparams").exists()
+    assert not (out / "keep.txt").exists() and (out / "model.safetensors").exists()
     assert sorted(os.listdir(tmp_path)) == ["hf", "out"]  # no temporary dirs left behind
 
 

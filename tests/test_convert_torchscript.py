@@ -130,7 +130,8 @@ def test_reader_rebuilds_tensors_and_keeps_the_encoder(tmp_path):
     assert summary["tensors_dropped"] == ["head.weight"]
     assert summary["tensors_ignored"] == ["embeddings.position_ids"]   # a buffer, not a parameter
     assert summary["tensors_converted"] == len(t) - 1
-    state = paddle.load(str(out / "model_state.pdparams"))
+    from utils.modeling import read_state_dict
+    state = read_state_dict(str(out / "model.safetensors"))
     np.testing.assert_array_equal(np.asarray(state["encoder.layers.0.linear1.weight"]),
                                   t["encoder.layer.0.intermediate.dense.weight"].T)
 
@@ -242,7 +243,8 @@ def test_real_archive_every_tensor_equal(roberta_src, roberta_paddle):
         stored = sorted(hashlib.sha1(z.read(n)).hexdigest() for n in z.namelist() if n.startswith("model/data/"))
     assert sorted(hashlib.sha1(np.ascontiguousarray(v).tobytes()).hexdigest() for v in tensors.values()) == stored
 
-    state = {k: np.asarray(v) for k, v in paddle.load(os.path.join(roberta_paddle, "model_state.pdparams")).items()}
+    from utils.modeling import read_state_dict
+    state = read_state_dict(os.path.join(roberta_paddle, "model.safetensors"))
     assert len(state) == 39
     from convert_checkpoint import base_name_mappings
     for src, dst, transpose in base_name_mappings(2):

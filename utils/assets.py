@@ -304,16 +304,21 @@ def converted_minilm():
     return _converted(fetch_minilm, "all-minilm-l6-v2")
 
 
+def _is_converted(out):
+    # model_state.pdparams: a cache converted by an earlier version of the suite
+    return any(os.path.isfile(os.path.join(out, f)) for f in ("model.safetensors", "model_state.pdparams"))
+
+
 def _converted(fetch, name):
     out = os.path.join(cache_dir(), "converted", name)
-    if os.path.isfile(os.path.join(out, "model_state.pdparams")):
+    if _is_converted(out):
         return out
     import convert_checkpoint  # top-level script of the repository
     try:
         convert_checkpoint.convert(fetch(), out, "bert", log=None, quiet=True)
     except (UserError, OSError):
         # another process may have finished the same conversion meanwhile
-        if not os.path.isfile(os.path.join(out, "model_state.pdparams")):
+        if not _is_converted(out):
             raise
     return out
 
