@@ -439,3 +439,32 @@ def test_ofa_on_the_ner_teacher(teacher_run, ner_data, tmp_path):
             return sub(paddle.to_tensor(ids), token_type_ids=paddle.to_tensor(seg)).numpy()
     tags = predict_tags(run, tok, [list(t) for t in lines], LABELS, 32)
     assert [row["entities"] for row in rows] == [tags_to_spans(list(t), tg) for t, tg in zip(lines, tags)]
+
+
+def test_compress_picks_an_ner_subnetwork_under_a_size_budget(tmp_path, ner_data, teacher_run):
+    """compress.py --task_name msra: OFA on the NER teacher, export, benchmark,
+    a size budget between width 1/2 and the teacher picks width 1/2 and its
+    deploy/ tags raw text with predict.py."""
+    teacher, _ = teacher_run
+    out = tmp_path / "compress"
+    common = ["--model_name_or_path", os.path.join(teacher, "model_best"), "--task_name", "msra", "--data_dir", ner_data,
+              "--output_dir", str(out), "--width_mult_list", "1/2", "--max_steps", "10", "--save_steps", "10",
+              "--learning_rate", "3e-3", "--train_batch_size", "16", "--train_max_seq_length", "32",
+              "--batch_size", "2", "--max_seq_length", "32"]
+    r = run_script("compress.py", *common, "--latency_budget_ratio", "100", check=False)
+    assert r.returncode == 0, r.stderr[-2000:]
+    table = {c["name"]: c for c in read_json(str(out / "decision.json"))["candidates"]}
+    assert set(table) == {"teacher", "w0.5000"}
+    assert table["w0.5000"]["size_mb"] < table["teacher"]["size_mb"]
+    assert all(c["metric"] is not None for c in table.values())
+    # re-decide with a size budget only width 1/2 meets: no stage runs again
+    budget = (table["w0.5000"]["size_mb"] + table["teacher"]["size_mb"]) / 2
+    r = run_script("compress.py", *common, "--size_budget_mb", f"{budget:.4f}", check=False)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert read_json(str(out / "decision.json"))["chosen"] == "w0.5000"
+    text = tmp_path / "in.txt"
+    text.write_text("张伟在北京\n")
+    pred = tmp_path / "pred.jsonl"
+    run_script("predict.py", "--model_prefix", str(out / "deploy" / "model"), "--input_file", str(text),
+               "--output_file", str(pred))
+    assert json.loads(pred.read_text().splitlines()[0])
