@@ -266,7 +266,7 @@ def test_guard_reports_agreement_on_held_out_text_and_named_ops_stay_fp32(fp32_s
 def test_search_is_bounded_and_says_what_it_tried(fp32_static, glue_data, tmp_path):
     _, fp32 = fp32_static
     out = str(tmp_path / "searched" / "model")
-    budget = 12
+    budget = 2
     r = run_script("quantize.py", "--model_prefix", fp32, "--output_prefix", out, "--data_dir", glue_data,
                    "--batch_num", "1", "--agreement_file", aug_file(glue_data, tmp_path), "--search_examples", "40",
                    "--agreement_examples", "100", "--search", "--search_algos", "hist", "abs_max",
@@ -275,7 +275,7 @@ def test_search_is_bounded_and_says_what_it_tried(fp32_static, glue_data, tmp_pa
     s = q["search"]
     tried = [l for l in r.stdout.splitlines() if l.strip().startswith("tried ")]
     assert len(tried) == len(s["tried"]) >= 1 and s["search_texts"] == 40
-    assert s["not_tried"] and "not tried:" in r.stdout          # 25+ trials do not fit in 12 s
+    assert s["not_tried"] and "not tried:" in r.stdout          # one trial takes more than the 2 s budget
     secs = [t["seconds"] for t in s["tried"]]
     assert sum(secs) <= budget + 2 * max(secs) + 5              # a trial starts only if the slowest fits
     assert all(0 <= t["agreement"] <= 1 for t in s["tried"])
