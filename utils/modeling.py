@@ -162,10 +162,8 @@ def mark_run_finished(model_dir):
     if not isinstance(run, dict) or run.get("finished"):
         return
     run["finished"] = True
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(cfg, f, indent=2)
-    os.replace(tmp, path)
+    from .training import write_json_atomic
+    write_json_atomic(path, cfg)
 
 
 def warn_if_unfinished(path, info):
