@@ -26,6 +26,7 @@ from utils.errors import run_main
 from utils import training
 from utils.data import Batcher, encode, load_glue, resolve_task
 from utils.evaluation import evaluate_task, format_results, predict, to_tensors, write_predictions
+from utils.losses import task_loss
 from utils.metrics import compute_metrics
 from utils.modeling import load_model, save_model
 from utils.tasks import add_task_args, check_task_args
@@ -51,14 +52,7 @@ class FineTune(training.Stage):
         self.args, self.model, self.tokenizer, self.task = args, model, tokenizer, task
         self.dev_sets, self.collate = dev_sets, collate_fn
         self.best = None
-
-    def loss(self, logits, labels):
-        import paddle.nn.functional as F
-        if self.task.is_regression:
-            return F.mse_loss(logits.reshape([-1]), labels.reshape([-1]))
-        if self.task.multilabel:
-            return F.binary_cross_entropy_with_logits(logits, labels.astype(logits.dtype))
-        return F.cross_entropy(logits, labels.reshape([-1]))
+        self.loss = task_loss(task)
 
     def step(self, batch, step):
         ids, seg, labels = to_tensors(batch)

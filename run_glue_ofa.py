@@ -38,6 +38,7 @@ from utils import distill, elastic, training
 from utils.data import Batcher, encode, find_split_file, load_glue, read_glue_file, resolve_task
 from utils.errors import UserError, run_main
 from utils.evaluation import evaluate_task, format_results
+from utils.losses import task_loss
 from utils.modeling import load_config, load_model, suite_info
 from utils.tasks import OWN_DATA, add_task_args, check_task_args
 
@@ -89,19 +90,6 @@ def read_aug(args, task):
         return os.path.abspath(path), read_glue_file(path, task, labelled=False)
     except UserError as e:
         raise UserError(f"{flag}: {e}") from None
-
-
-def task_loss_fn(task):
-    """The task loss (for head and neuron importance)."""
-    import paddle.nn.functional as F
-
-    def task_loss(logits, labels):
-        if task.is_regression:
-            return F.mse_loss(logits.reshape([-1]), labels.reshape([-1]).astype(logits.dtype))
-        if task.multilabel:
-            return F.binary_cross_entropy_with_logits(logits, labels.astype(logits.dtype))
-        return F.cross_entropy(logits, labels.reshape([-1]))
-    return task_loss
 
 
 def evaluate_test(args, stage, task, feats, collate_fn, dir_name):
@@ -166,7 +154,7 @@ def main(argv=None):
                     config.num_attention_heads, w.ffn, config.intermediate_size)
     dev_sets = {s: feats[s] for s in task.dev_splits}
     ofa = distill.prepare_supernet(args, teacher, config, widths, imp_feats, dev_sets[task.dev_splits[0]][:64],
-                                   collate_fn, task_loss_fn(task))
+                                   collate_fn, task_loss(task))
 
     def evaluate_fn(forward):
         return evaluate_task(forward, dev_sets, collate_fn, task, args.batch_size)

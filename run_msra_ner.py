@@ -35,6 +35,7 @@ import os
 from utils import ner, training
 from utils.errors import run_main
 from utils.evaluation import format_results, to_tensors
+from utils.losses import token_loss
 from utils.modeling import load_model, save_model
 
 logger = logging.getLogger("bert_suite")
@@ -62,7 +63,7 @@ class NerFineTune(training.Stage):
 
     def step(self, batch, step):
         ids, seg, labels = to_tensors(batch)
-        loss = ner.token_loss(self.model(ids, token_type_ids=seg), labels)
+        loss = token_loss(self.model(ids, token_type_ids=seg), labels)
         loss.backward()
         return loss
 

@@ -29,6 +29,7 @@ import os
 from utils import distill, elastic, ner, training
 from utils.errors import run_main
 from utils.evaluation import format_results
+from utils.losses import token_loss, token_mask
 from utils.modeling import load_model
 
 logger = logging.getLogger("bert_suite")
@@ -109,7 +110,7 @@ def main(argv=None):
                     config.num_attention_heads, w.ffn, config.intermediate_size, dir_name(w))
     dev_sets = {"dev": feats["dev"]}
     ofa = distill.prepare_supernet(args, teacher, config, widths, imp_feats, feats["dev"][:64], collate_fn,
-                                   ner.token_loss)
+                                   token_loss)
 
     def evaluate_fn(forward):
         return ner.evaluate_ner(forward, dev_sets, collate_fn, label_list, args.batch_size)
@@ -117,7 +118,7 @@ def main(argv=None):
     info = {"task_type": KIND, "task_name": ner.TASK_NAME, "label_list": list(label_list),
             "max_seq_length": args.max_seq_length}
     stage = distill.OFADistill(args, teacher, ofa, widths, tokenizer, config, KIND, evaluate_fn, dir_name,
-                               token_mask_fn=ner.token_mask, suite_info=info)
+                               token_mask_fn=token_mask, suite_info=info)
     optimizer, scheduler = training.build_optimizer(args, ofa.model, total_steps)
     training.train(args, stage, ofa.model, optimizer, scheduler, train_feats, collate_fn, total_steps, per_epoch)
     table = distill.finish(args, stage, config, dir_name, "f1")

@@ -143,7 +143,7 @@ def test_teacher_runs_once_per_batch(monkeypatch):
 
 def test_masked_mse_is_a_per_example_mean_over_real_tokens():
     import paddle
-    from utils.distill import masked_mse
+    from utils.losses import masked_mse
     rng = np.random.RandomState(1)
     a, b = rng.randn(3, 6, 4).astype("float32"), rng.randn(3, 6, 4).astype("float32")
     mask = np.array([[1, 1, 1, 1, 1, 1], [1, 1, 0, 0, 0, 0], [1, 1, 1, 0, 0, 0]])
@@ -162,7 +162,7 @@ def test_masked_mse_is_a_per_example_mean_over_real_tokens():
 
 def test_soft_cross_entropy_is_masked_to_real_tokens():
     import paddle
-    from utils.distill import soft_cross_entropy
+    from utils.losses import soft_cross_entropy
     rng = np.random.RandomState(0)
     s, t = rng.randn(2, 5, 3).astype("float32"), rng.randn(2, 5, 3).astype("float32")
     mask = np.array([[1, 1, 1, 0, 0], [1, 1, 0, 0, 0]])

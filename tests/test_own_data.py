@@ -273,7 +273,7 @@ def test_acc_and_macro_f1_matches_sklearn():
 
 def test_multilabel_distill_loss_is_bce_against_teacher_probabilities():
     import paddle
-    from utils.distill import distill_loss
+    from utils.losses import distill_loss
     rng = np.random.RandomState(9)
     s, t = rng.randn(6, 3).astype("float32"), rng.randn(6, 3).astype("float32")
     h = [paddle.zeros([6, 4, 8])]

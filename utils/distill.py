@@ -17,65 +17,13 @@ import os
 import numpy as np
 
 from . import elastic, training
+from .losses import distill_loss
 from .errors import UserError
 from .evaluation import format_results, to_tensors
 from .modeling import save_model
 
 logger = logging.getLogger("bert_suite")
 FIDELITY_TOL = 1e-4  # reordered full-width supernet vs teacher, max |logit difference|
-
-
-# --------------------------------------------------------------------------- losses
-def soft_cross_entropy(student, teacher, mask=None):
-    """Cross-entropy of the student against the teacher's softmax; with a
-    token ``mask`` [B, T] the mean runs over real tokens only."""
-    import paddle
-    import paddle.nn.functional as F
-    ce = -paddle.sum(F.log_softmax(student, axis=-1) * F.softmax(teacher, axis=-1), axis=-1)
-    if mask is None:
-        return ce.mean()
-    mask = mask.astype(ce.dtype)
-    return (ce * mask).sum() / paddle.clip(mask.sum(), min=1.0)
-
-
-def masked_mse(a, b, mask=None):
-    """MSE of [B, T, H] states; with a [B, T] ``mask``: the mean over each
-    example's masked positions, then over the examples (so that every example
-    weighs the same and a batch split across processes averages to the same
-    loss as the whole batch)."""
-    import paddle
-    import paddle.nn.functional as F
-    if mask is None:
-        return F.mse_loss(a, b)
-    m = mask.astype(a.dtype)
-    # paddle.square, not ``** 2``: paddle 2.6's CPU pow kernel (forward and
-    # backward) is about 7 times slower, a tenth of an OFA step
-    per_example = (paddle.square(a - b).mean(axis=-1) * m).sum(axis=-1) / paddle.clip(m.sum(axis=-1), min=1.0)
-    return per_example.mean()
-
-
-def distill_loss(s_logits, s_hidden, t_logits, t_hidden, kind, lambda_logit, lambda_rep, token_mask=None,
-                 rep_mask=None):
-    """Returns (total, rep, logit) for one width.  ``kind`` is the task
-    type: regression distils logits with MSE, multilabel with binary
-    cross-entropy of the student's logits against the teacher's sigmoid
-    probabilities (mean over examples and labels), token classification uses
-    a soft cross-entropy masked to the labelled tokens (``token_mask``).
-    ``rep_mask`` [B, T]: the positions whose hidden states are distilled (the
-    real, non-padding tokens; default ``token_mask``): the teacher's states
-    at padding mean nothing, and averaging over them would make the loss
-    depend on how much padding a batch has (a launch of several processes
-    pads each share to its own length)."""
-    import paddle.nn.functional as F
-    rep_mask = token_mask if rep_mask is None else rep_mask
-    rep = sum(masked_mse(s, t, rep_mask) for s, t in zip(s_hidden, t_hidden)) / len(s_hidden)
-    if kind == "regression":
-        logit = F.mse_loss(s_logits, t_logits)
-    elif kind == "multilabel":
-        logit = F.binary_cross_entropy_with_logits(s_logits, F.sigmoid(t_logits))
-    else:
-        logit = soft_cross_entropy(s_logits, t_logits, token_mask if kind == "token_classification" else None)
-    return lambda_rep * rep + lambda_logit * logit, rep, logit
 
 
 # --------------------------------------------------------------------------- the trainable wrapper

@@ -43,7 +43,6 @@ Public API::
     example_from_hub(record, hub_labels, where) -> NerExample | None
     encode_ner(examples, tokenizer, max_seq_length, label_list, split_long=False, name="") -> features
     collate_ner(features, pad_token_id) -> (input_ids, token_type_ids, labels)
-    token_loss(logits, labels) / token_mask(input_ids, labels)
     ner_metrics(preds, labels, label_list) / evaluate_ner(forward, dev_sets, collate, label_list, batch_size)
     tags_to_spans(chars, tags) -> [{"text", "type", "start", "end"}]
     predict_tags(run, tokenizer, sentences, label_list, max_seq_length) / predict_lines_batch(...)
@@ -58,11 +57,11 @@ from typing import List, Optional
 import numpy as np
 
 from .errors import UserError
+from .losses import IGNORE_INDEX as IGNORE   # positions without a tag
 
 logger = logging.getLogger("bert_suite")
 
 TASK_NAME = "msra_ner"
-IGNORE = -100
 MSRA_HEADER = ["text_a", "label"]
 SEP_CHAR = "\002"
 SPLIT_FILES = {split: (f"{split}.tsv", f"msra_{split}.txt", f"{split}.txt") for split in ("train", "dev", "test")}
@@ -562,24 +561,6 @@ class NerBatcher:
 
     def __call__(self, features):
         return collate_ner(features, self.pad_token_id)
-
-
-# --------------------------------------------------------------------------- losses and masks (paddle tensors)
-def token_loss(logits, labels):
-    """Cross-entropy averaged over the labelled positions (labels != -100)."""
-    import paddle
-    import paddle.nn.functional as F
-    flat = labels.reshape([-1])
-    ce = F.cross_entropy(logits.reshape([-1, logits.shape[-1]]), flat, ignore_index=IGNORE,
-                         reduction="none").reshape([-1])
-    mask = (flat != IGNORE).astype(ce.dtype)
-    return (ce * mask).sum() / paddle.clip(mask.sum(), min=1.0)
-
-
-def token_mask(input_ids, labels):
-    """Real tokens for the distillation losses: positions with a label
-    (each character's first piece), [B, T] bool."""
-    return labels != IGNORE
 
 
 # --------------------------------------------------------------------------- metrics
