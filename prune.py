@@ -220,7 +220,7 @@ def load_importance_data(args, tokenizer):
 def run_structured(args, model, config, task, batches):
     import paddle
     import paddle.nn.functional as F
-    from utils import elastic
+    from utils.elastic_forward import forward
 
     def loss_fn(logits, labels):
         if task.is_regression:
@@ -234,7 +234,7 @@ def run_structured(args, model, config, task, batches):
     pruning.slice_model(model, res["kept_heads"], res["kept_neurons"])
     model.eval()
     # (a) the cut model computes what the original computes with the pruned units masked out
-    diff = max_diff(lambda i, s: elastic.forward(work, i, s), logits_of(model), batches[:4])
+    diff = max_diff(lambda i, s: forward(work, i, s), logits_of(model), batches[:4])
     require(diff <= args.tolerance, "cut model vs original with pruned units masked", diff, args.tolerance)
     res["check_cut_vs_masked"] = diff
     return res

@@ -34,7 +34,10 @@ import argparse
 import logging
 import os
 
-from utils import distill, elastic, training
+from utils import distill, training
+from utils.elastic_forward import forward
+from utils.extract import extract_subnet
+from utils.widths import snap_widths
 from utils.data import Batcher, encode, find_split_file, load_glue, read_glue_file, resolve_task
 from utils.errors import UserError, run_main
 from utils.evaluation import evaluate_task, format_results
@@ -97,14 +100,14 @@ def evaluate_test(args, stage, task, feats, collate_fn, dir_name):
     sub-network (its best checkpoint cut to its width and depth)."""
     test = {"test": feats}
     stage.teacher.eval()
-    res, _ = evaluate_task(lambda i, s: elastic.forward(stage.teacher, i, s), test, collate_fn, task,
+    res, _ = evaluate_task(lambda i, s: forward(stage.teacher, i, s), test, collate_fn, task,
                            args.batch_size)
     out = {"teacher": res["test"], "widths": {}}
     logger.info("teacher test: %s", format_results(res))
     for sub in stage.subnets:
         full, _, cfg = load_model(os.path.join(args.output_dir, sub.dir_name(dir_name)), task.task_type,
                                   task.num_labels)
-        net = elastic.extract_subnet(full, sub.width, cfg, task.task_type, layers=sub.layers)
+        net = extract_subnet(full, sub.width, cfg, task.task_type, layers=sub.layers)
         net.eval()
         res, _ = evaluate_task(lambda i, s: net(i, token_type_ids=s), test, collate_fn, task, args.batch_size)
         out["widths"][sub.tag()] = res["test"]
@@ -134,7 +137,7 @@ def main(argv=None):
     kind = task.task_type
     teacher, tokenizer, config = load_model(args.model_name_or_path, kind, task.num_labels, require_head=True,
                                             task_name=task.name, expect_task_type=kind)
-    widths = elastic.snap_widths(requested, config.num_attention_heads, config.intermediate_size)
+    widths = snap_widths(requested, config.num_attention_heads, config.intermediate_size)
     feats = {s: encode(data[s], tokenizer, args.max_seq_length) for s in splits}
     train_feats, imp_feats = distill.split_importance(args, feats["train"], feats[task.dev_splits[0]])
     data_info = {"train": len(train_feats), "importance": len(imp_feats)}

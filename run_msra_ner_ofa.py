@@ -26,7 +26,10 @@ import argparse
 import logging
 import os
 
-from utils import distill, elastic, ner, training
+from utils import distill, ner, training
+from utils.elastic_forward import forward
+from utils.extract import extract_subnet
+from utils.widths import snap_widths
 from utils.errors import run_main
 from utils.evaluation import format_results
 from utils.losses import token_loss, token_mask
@@ -58,13 +61,13 @@ def evaluate_test(args, stage, feats, collate_fn, label_list):
     and once for the teacher."""
     test = {"test": feats}
     stage.teacher.eval()
-    res, _ = ner.evaluate_ner(lambda i, s: elastic.forward(stage.teacher, i, s), test, collate_fn, label_list,
+    res, _ = ner.evaluate_ner(lambda i, s: forward(stage.teacher, i, s), test, collate_fn, label_list,
                               args.batch_size)
     out = {"teacher": res["test"], "widths": {}}
     for sn in stage.subnets:
         full, _, cfg = load_model(os.path.join(args.output_dir, sn.dir_name(dir_name)), KIND, len(label_list),
                                   expect_task_type=KIND)
-        sub = elastic.extract_subnet(full, sn.width, cfg, KIND, layers=sn.layers)
+        sub = extract_subnet(full, sn.width, cfg, KIND, layers=sn.layers)
         sub.eval()
         res, _ = ner.evaluate_ner(lambda i, s: sub(i, token_type_ids=s), test, collate_fn, label_list,
                                   args.batch_size)
@@ -97,7 +100,7 @@ def main(argv=None):
     label_list = data.label_list
     teacher, tokenizer, config = load_model(args.model_name_or_path, KIND, len(label_list), require_head=True,
                                             task_name=ner.TASK_NAME, expect_task_type=KIND)
-    widths = elastic.snap_widths(requested, config.num_attention_heads, config.intermediate_size)
+    widths = snap_widths(requested, config.num_attention_heads, config.intermediate_size)
     feats = {s: ner.encode_ner(exs, tokenizer, args.max_seq_length, label_list, args.split_long, s)
              for s, exs in data.splits.items()}
     train_feats, imp_feats = distill.split_importance(args, feats["train"], feats["dev"])

@@ -7,8 +7,8 @@ Every step trains every width against the fine-tuned teacher:
 the teacher's embedding output and every encoder layer as mapping layers,
 one backward per width (gradients accumulate) and one optimizer step per
 batch.  The teacher's outputs do not depend on the width, so the teacher runs
-once per batch (upstream runs it once per width: ``teacher_per_width=True``
-reproduces that recipe for the benchmark).
+once per batch (upstream runs it once per width: benchmarks/bench_ofa_step.py
+times that recipe with a subclass of :class:`OFADistill`).
 """
 import contextlib
 import logging
@@ -16,11 +16,12 @@ import os
 
 import numpy as np
 
-from . import elastic, training
+from . import elastic_forward, extract, importance, supernet, training
 from .losses import distill_loss
 from .errors import UserError
 from .evaluation import format_results, to_tensors
 from .modeling import save_model
+from .widths import depth_layers, parse_width, snap_widths
 
 logger = logging.getLogger("bert_suite")
 FIDELITY_TOL = 1e-4  # reordered full-width supernet vs teacher, max |logit difference|
@@ -38,7 +39,7 @@ def elastic_layer(ofa):
             self.net = net
 
         def forward(self, input_ids, token_type_ids=None):
-            return elastic.forward(self.net, input_ids, token_type_ids, output_hidden_states=True)
+            return elastic_forward.forward(self.net, input_ids, token_type_ids, output_hidden_states=True)
 
     return ElasticNet(ofa.model)
 
@@ -63,7 +64,6 @@ class SubNet:
 
 def subnets(widths, num_layers, depth_mults=("1.0",)):
     """Every width at every depth; depth 1.0 first."""
-    from .elastic import depth_layers
     depths, seen = [], set()
     for d in depth_mults:
         keep = depth_layers(num_layers, d)
@@ -99,7 +99,6 @@ class OFADistill(training.Stage):
             self.net = paddle.DataParallel(self.net)
         self.best = {}            # sub-network tag -> {"step", "score", "results"}
         self.teacher_result = None
-        self.teacher_per_width = False
         self.last_losses = []
         self.data_info = {}       # examples trained on, for the table (set by the script)
 
@@ -110,43 +109,49 @@ class OFADistill(training.Stage):
         mask = self.token_mask_fn(ids, paddle.to_tensor(batch[2])) if self.token_mask_fn else None
         pad = self.tokenizer.pad_token_id if self.tokenizer is not None else getattr(self.config, "pad_token_id", 0)
         real = ids != pad      # the hidden states of real tokens are distilled
-        self.teacher.eval()
-        teacher_out = None
-        if not self.teacher_per_width:
-            with paddle.no_grad():
-                teacher_out = elastic.forward(self.teacher, ids, seg, output_hidden_states=True)
+        teacher_out = self.run_teacher(ids, seg)
         self.last_losses = []
         for i, sub in enumerate(self.subnets):
-            if self.teacher_per_width:
-                with paddle.no_grad():
-                    teacher_out = elastic.forward(self.teacher, ids, seg, output_hidden_states=True)
-            t_logits, t_hidden = teacher_out
-            if sub.layers is not None:
-                t_hidden = [t_hidden[0]] + [t_hidden[k + 1] for k in sub.layers]
-            elastic.set_width(self.ofa, sub.width, sub.layers)
             last = i == len(self.subnets) - 1
-            sync = contextlib.nullcontext() if last or not hasattr(self.net, "no_sync") else self.net.no_sync()
-            with sync:
-                s_logits, s_hidden = self.net(ids, seg)
-                loss, rep, logit = distill_loss(s_logits, s_hidden, t_logits, t_hidden, self.kind,
-                                                self.args.lambda_logit, self.args.lambda_rep, mask, rep_mask=real)
-                loss.backward()
-            self.last_losses.append((float(loss), float(rep), float(logit)))
-        elastic.set_width(self.ofa, None)
+            self.last_losses.append(self.distil(sub, ids, seg, teacher_out, mask, real, last))
+        supernet.set_width(self.ofa, None)
         return float(np.mean([l[0] for l in self.last_losses]))
+
+    def run_teacher(self, ids, seg):
+        """The teacher's (logits, hidden states), once per batch: they do not depend on the width."""
+        import paddle
+        self.teacher.eval()
+        with paddle.no_grad():
+            return elastic_forward.forward(self.teacher, ids, seg, output_hidden_states=True)
+
+    def distil(self, sub, ids, seg, teacher_out, mask, real, last):
+        """Forward and backward of sub-network ``sub`` against the teacher's
+        outputs; returns its (loss, hidden-state loss, logit loss).  Gradients
+        are synchronised after the ``last`` sub-network only."""
+        t_logits, t_hidden = teacher_out
+        if sub.layers is not None:
+            t_hidden = [t_hidden[0]] + [t_hidden[k + 1] for k in sub.layers]
+        supernet.set_width(self.ofa, sub.width, sub.layers)
+        sync = contextlib.nullcontext() if last or not hasattr(self.net, "no_sync") else self.net.no_sync()
+        with sync:
+            s_logits, s_hidden = self.net(ids, seg)
+            loss, rep, logit = distill_loss(s_logits, s_hidden, t_logits, t_hidden, self.kind,
+                                            self.args.lambda_logit, self.args.lambda_rep, mask, rep_mask=real)
+            loss.backward()
+        return float(loss), float(rep), float(logit)
 
     # ---------------------------------------------------------------- evaluation
     def sub_forward(self, sub):
         def fwd(ids, seg):
-            elastic.set_width(self.ofa, sub.width, sub.layers)
-            return elastic.forward(self.ofa.model, ids, seg)
+            supernet.set_width(self.ofa, sub.width, sub.layers)
+            return elastic_forward.forward(self.ofa.model, ids, seg)
         return fwd
 
     def evaluate(self, step, epoch):
         self.ofa.model.eval()
         if self.teacher_result is None:
             self.teacher.eval()
-            res, score = self.evaluate_fn(lambda i, s: elastic.forward(self.teacher, i, s))
+            res, score = self.evaluate_fn(lambda i, s: elastic_forward.forward(self.teacher, i, s))
             self.teacher_result = {"results": res, "score": score}
             logger.info("teacher: %s", format_results(res))
         record = {"step": step, "epoch": epoch, "teacher": self.teacher_result, "widths": {}}
@@ -160,13 +165,13 @@ class OFADistill(training.Stage):
             if improved:
                 self.best[tag] = {"step": step, "score": score, "results": res}
                 self.save_sub(sub, step, score)
-        elastic.set_width(self.ofa, None)
+        supernet.set_width(self.ofa, None)
         training.append_result(self.args.output_dir, record)
 
     def save_sub(self, sub, step, score, directory=None):
         """Save the supernet (full-size, reordered weights) as the checkpoint
         of sub-network ``sub``; export_model.py cuts the sub-network out of it."""
-        full = elastic.extract_subnet(self.ofa.model, self.full_width(), self.config, self.kind)
+        full = extract.extract_subnet(self.ofa.model, self.full_width(), self.config, self.kind)
         info = dict(self.suite_info)
         depths = sorted({s.depth for s in self.subnets}, reverse=True)
         info["supernet"] = {
@@ -180,7 +185,7 @@ class OFADistill(training.Stage):
         save_model(full, self.tokenizer, target, info)
 
     def full_width(self):
-        return elastic.snap_widths([1.0], self.config.num_attention_heads, self.config.intermediate_size)[0]
+        return snap_widths([1.0], self.config.num_attention_heads, self.config.intermediate_size)[0]
 
     def state(self):
         return {"best": self.best, "teacher_result": self.teacher_result}
@@ -197,11 +202,11 @@ def summary_table(stage, config, dir_name):
     rows = []
     for sub in stage.subnets:
         best = stage.best.get(sub.tag(), {})
-        net = elastic.extract_subnet(stage.ofa.model, sub.width, config, stage.kind, layers=sub.layers)
+        net = extract.extract_subnet(stage.ofa.model, sub.width, config, stage.kind, layers=sub.layers)
         rows.append({"width": sub.width.ratio, "requested": sub.width.requested, "depth": sub.depth,
                      "layers": sub.layers or list(range(config.num_hidden_layers)),
                      "heads": sub.width.heads, "ffn": sub.width.ffn,
-                     "params": elastic.param_count(net), "score": best.get("score"), "step": best.get("step"),
+                     "params": extract.param_count(net), "score": best.get("score"), "step": best.get("step"),
                      "diff_from_teacher": (best["score"] - teacher_score) if best else None,
                      "dir": sub.dir_name(dir_name), "results": best.get("results")})
     return {"teacher_score": teacher_score, "rows": rows, "training_data": dict(stage.data_info)}
@@ -240,7 +245,7 @@ def add_ofa_args(p):
 
 def parse_widths(args):
     try:
-        return [elastic.parse_width(t) for t in args.width_mult_list]
+        return [parse_width(t) for t in args.width_mult_list]
     except ValueError as e:
         raise UserError(f"--width_mult_list: {e}")
 
@@ -271,7 +276,7 @@ def prepare_supernet(args, teacher, config, widths, importance_feats, check_feat
     object.  Importance is skipped when resuming (the checkpoint holds the
     reordered weights)."""
     import paddle
-    ofa = elastic.build_supernet(teacher, widths)
+    ofa = supernet.build_supernet(teacher, widths)
     if args.resume and os.path.isfile(os.path.join(args.output_dir, training.CHECKPOINT_DIR, training.LATEST)):
         return ofa
     # Every process computes the same importance on the same examples, in
@@ -279,8 +284,8 @@ def prepare_supernet(args, teacher, config, widths, importance_feats, check_feat
     # size, and a launch must reorder as one process of the same global batch.
     bs = args.batch_size * training.rank_and_world()[1]
     batches = [to_tensors(collate_fn(importance_feats[i:i + bs])) for i in range(0, len(importance_feats), bs)]
-    head_imp, neuron_imp = elastic.compute_importance(ofa.model, batches, loss_fn)
-    elastic.reorder(ofa.model, head_imp, neuron_imp)
+    head_imp, neuron_imp = importance.compute_importance(ofa.model, batches, loss_fn)
+    importance.reorder(ofa.model, head_imp, neuron_imp)
     if training.is_master():
         training.write_json_atomic(os.path.join(args.output_dir, "importance.json"), {
             "head_importance": np.asarray(head_imp).tolist(),
@@ -289,12 +294,12 @@ def prepare_supernet(args, teacher, config, widths, importance_feats, check_feat
     # The reordered full-width supernet must still be the teacher.
     teacher.eval()
     ofa.model.eval()
-    elastic.set_width(ofa, None)
+    supernet.set_width(ofa, None)
     worst = 0.0
     with paddle.no_grad():
         for i in range(0, len(check_feats), args.batch_size):
             ids, seg = to_tensors(collate_fn(check_feats[i:i + args.batch_size])[:2])
-            diff = (elastic.forward(ofa.model, ids, seg) - elastic.forward(teacher, ids, seg)).abs().max()
+            diff = (elastic_forward.forward(ofa.model, ids, seg) - elastic_forward.forward(teacher, ids, seg)).abs().max()
             worst = max(worst, float(diff))
     logger.info("reordered width-1.0 supernet vs teacher: max |logit difference| = %.3e", worst)
     if worst > FIDELITY_TOL:
