@@ -202,13 +202,14 @@ def require(ok, what, diff, tol):
 def load_importance_data(args, tokenizer):
     """Importance batches (tensors) and check batches (numpy) of the task."""
     from utils.data import load_glue
-    from utils.distill import split_importance
+    from utils.importance import split_importance
     from utils.tasks import get_task
     task = get_task(args.task_name)
     split = "train" if args.importance_split == "train" else task.dev_splits[0]
     examples = load_glue(task, args.data_dir, [split])[split]
     if args.importance_split == "train":
-        _, examples = split_importance(args, examples, [])
+        _, examples = split_importance(examples, [], args.importance_split, args.importance_ratio,
+                                       args.importance_max_examples, args.seed)
     else:
         examples = examples[:args.importance_max_examples]
     logger.info("importance data: %d examples of %s %s", len(examples), task.name, split)

@@ -1,6 +1,7 @@
-"""Once-for-all width-adaptive distillation: the loss, the training step and
-per-width evaluation/checkpointing, shared by the GLUE and the NER scripts
-(they differ only in the task loss and the metric).
+"""Once-for-all width-adaptive distillation: the training stage (the step,
+per-width evaluation and checkpointing) and its final table, shared by the
+GLUE and the NER scripts (they differ only in the task loss and the metric;
+the script plumbing they share is :mod:`utils.ofa_run`).
 
 Every step trains every width against the fine-tuned teacher:
 ``loss_w = lambda_rep * hidden-state MSE + lambda_logit * logit loss``, with
@@ -16,15 +17,13 @@ import os
 
 import numpy as np
 
-from . import elastic_forward, extract, importance, supernet, training
+from . import elastic_forward, extract, supernet, training
 from .losses import distill_loss
-from .errors import UserError
 from .evaluation import format_results, to_tensors
 from .modeling import save_model
-from .widths import depth_layers, parse_width, snap_widths
+from .widths import depth_layers, snap_widths
 
 logger = logging.getLogger("bert_suite")
-FIDELITY_TOL = 1e-4  # reordered full-width supernet vs teacher, max |logit difference|
 
 
 # --------------------------------------------------------------------------- the trainable wrapper
@@ -222,109 +221,3 @@ def format_table(table, metric_name):
         lines.append(f"{r['width']:>7.4f} {r.get('depth', 1.0):>6.3f} {r['heads']:>5d} {r['ffn']:>6d} "
                      f"{r['params']:>11,d} {score:>10} {diff:>10}  {r['dir']}")
     return "\n".join(lines)
-
-
-# --------------------------------------------------------------------------- script plumbing shared by the OFA scripts
-def add_ofa_args(p):
-    """Flags shared by the OFA scripts (GLUE and NER)."""
-    p.add_argument("--width_mult_list", nargs="+", default=["1.0", "0.75", "0.5"],
-                   help="widths to train, as decimals or fractions (5/6 2/3 1/2); snapped to whole heads")
-    p.add_argument("--depth_mult_list", nargs="+", default=["1.0"],
-                   help="depths to train with every width (DynaBERT: layer floor(i/d) kept for i < round(d*L)); "
-                        "the depth sub-networks learn from the same fine-tuned teacher")
-    p.add_argument("--lambda_logit", type=float, default=1.0, help="weight of the logit distillation loss")
-    p.add_argument("--lambda_rep", type=float, default=0.1, help="weight of the hidden-state MSE loss")
-    p.add_argument("--importance_split", choices=["train", "dev"], default="train",
-                   help="data for head/neuron importance: a seeded slice of train held out from training "
-                        "(default), or dev (model selection then sees it)")
-    p.add_argument("--importance_ratio", type=float, default=0.1,
-                   help="share of train held out for importance when --importance_split=train")
-    p.add_argument("--importance_max_examples", type=int, default=2000,
-                   help="at most this many examples for importance")
-
-
-def parse_widths(args):
-    try:
-        return [parse_width(t) for t in args.width_mult_list]
-    except ValueError as e:
-        raise UserError(f"--width_mult_list: {e}")
-
-
-def check_ofa_args(args):
-    if not 0 < args.importance_ratio < 1:
-        raise UserError(f"--importance_ratio must be in (0, 1), got {args.importance_ratio}")
-    if args.lambda_logit < 0 or args.lambda_rep < 0 or args.lambda_logit + args.lambda_rep == 0:
-        raise UserError("--lambda_logit and --lambda_rep must be >= 0 and not both 0")
-
-
-def split_importance(args, train, dev, flag_split="--importance_split"):
-    """(training examples, importance examples)."""
-    if args.importance_split == "dev":
-        logger.warning("%s dev: importance is computed on the dev set, which also selects the best models",
-                       flag_split)
-        return train, dev[: args.importance_max_examples]
-    order = np.random.RandomState(args.seed).permutation(len(train))
-    n = min(max(1, int(round(args.importance_ratio * len(train)))), args.importance_max_examples)
-    held = set(order[:n].tolist())
-    logger.info("importance: %d training examples held out from training (--importance_ratio %.2f)", n,
-                args.importance_ratio)
-    return [t for i, t in enumerate(train) if i not in held], [train[i] for i in sorted(held)]
-
-
-def prepare_supernet(args, teacher, config, widths, importance_feats, check_feats, collate_fn, loss_fn):
-    """Supernet, importance, reorder and the fidelity check; returns the OFA
-    object.  Importance is skipped when resuming (the checkpoint holds the
-    reordered weights)."""
-    import paddle
-    ofa = supernet.build_supernet(teacher, widths)
-    if args.resume and os.path.isfile(os.path.join(args.output_dir, training.CHECKPOINT_DIR, training.LATEST)):
-        return ofa
-    # Every process computes the same importance on the same examples, in
-    # batches of the GLOBAL batch size: summed |gradients| depend on the batch
-    # size, and a launch must reorder as one process of the same global batch.
-    bs = args.batch_size * training.rank_and_world()[1]
-    batches = [to_tensors(collate_fn(importance_feats[i:i + bs])) for i in range(0, len(importance_feats), bs)]
-    head_imp, neuron_imp = importance.compute_importance(ofa.model, batches, loss_fn)
-    importance.reorder(ofa.model, head_imp, neuron_imp)
-    if training.is_master():
-        training.write_json_atomic(os.path.join(args.output_dir, "importance.json"), {
-            "head_importance": np.asarray(head_imp).tolist(),
-            "head_order": [np.argsort(-np.asarray(h), kind="stable").tolist() for h in head_imp],
-            "examples": len(importance_feats)})
-    # The reordered full-width supernet must still be the teacher.
-    teacher.eval()
-    ofa.model.eval()
-    supernet.set_width(ofa, None)
-    worst = 0.0
-    with paddle.no_grad():
-        for i in range(0, len(check_feats), args.batch_size):
-            ids, seg = to_tensors(collate_fn(check_feats[i:i + args.batch_size])[:2])
-            diff = (elastic_forward.forward(ofa.model, ids, seg) - elastic_forward.forward(teacher, ids, seg)).abs().max()
-            worst = max(worst, float(diff))
-    logger.info("reordered width-1.0 supernet vs teacher: max |logit difference| = %.3e", worst)
-    if worst > FIDELITY_TOL:
-        raise SystemExit(f"error: the reordered full-width supernet differs from the teacher by {worst:.3e} "
-                         f"(> {FIDELITY_TOL}); refusing to train")
-    return ofa
-
-
-def finish(args, stage, config, dir_name, metric_name):
-    """Always write a final checkpoint of every width, then the table."""
-    if not training.is_master():
-        return None
-    for sub in stage.subnets:
-        if sub.tag() not in stage.best:  # never evaluated (cannot happen unless interrupted): keep the last
-            stage.save_sub(sub, None, None, os.path.join(args.output_dir, sub.dir_name(dir_name)))
-    stage.save_sub(None, None, None, os.path.join(args.output_dir, "final"))
-    training.finish_run(args, [sub.dir_name(dir_name) for sub in stage.subnets] + ["final"])
-    table = summary_table(stage, config, dir_name)
-    training.write_json_atomic(os.path.join(args.output_dir, "all_results.json"), table)
-    print(format_table(table, metric_name), flush=True)
-    from .report import build_ofa_report
-    teacher_dir = args.model_name_or_path if os.path.isdir(args.model_name_or_path) else None
-    paths = build_ofa_report(args.output_dir, teacher_dir=teacher_dir)
-    logger.info("report (parameters, FLOPs, dev metric; add latencies with report.py --benchmark): %s, plot %s",
-                paths["md"], paths["png"])
-    return table
-
-

@@ -5,14 +5,19 @@ Typical use::
 
     head_imp, neuron_imp = compute_importance(teacher, batches, loss_fn)
     reorder(teacher, head_imp, neuron_imp)        # before building the supernet
+
+:func:`split_importance` chooses the examples importance is computed on.
 """
 import contextlib
+import logging
 
 import numpy as np
 
 from .elastic_forward import fast_paths_off, forward
 from .modeling import encoder_layers
 from .supernet import full_config, leaf, network, restore_selection, select, selection, supernet_of
+
+logger = logging.getLogger("bert_suite")
 
 
 def clear_gradients(model):
@@ -169,3 +174,19 @@ def reorder(model, head_importance, neuron_importance):
         _set(l2.weight, l2.weight.numpy()[norder, :])
     return model
 
+
+
+def split_importance(train, dev, split, ratio, max_examples, seed, flag_split="--importance_split"):
+    """(training examples, importance examples): ``split`` "dev" takes the
+    first ``max_examples`` of ``dev`` (and warns: model selection sees them
+    too); "train" holds a seeded ``ratio`` of ``train`` (at most
+    ``max_examples``, at least one) out of training."""
+    if split == "dev":
+        logger.warning("%s dev: importance is computed on the dev set, which also selects the best models",
+                       flag_split)
+        return train, dev[:max_examples]
+    order = np.random.RandomState(seed).permutation(len(train))
+    n = min(max(1, int(round(ratio * len(train)))), max_examples)
+    held = set(order[:n].tolist())
+    logger.info("importance: %d training examples held out from training (--importance_ratio %.2f)", n, ratio)
+    return [t for i, t in enumerate(train) if i not in held], [train[i] for i in sorted(held)]
