@@ -18,6 +18,15 @@ float expression, so no float error can drop or add a column.
 
 Never call ``ofa(...)`` / ``ofa.model(...)`` at a width < 1: those run
 paddle's stock attention, which reshapes with the full ``num_heads``.
+
+Typical use (the modules of the elastic BERT together)::
+
+    widths = snap_widths([1.0, 0.75, 0.5], H, I)                  # utils.widths
+    head_imp, neuron_imp = compute_importance(teacher, batches, loss_fn)   # utils.importance
+    reorder(teacher, head_imp, neuron_imp)        # before building the supernet
+    ofa = build_supernet(teacher, widths)         # copy; teacher stays plain
+    set_width(ofa, widths[1]); logits = forward(ofa.model, ids, tt)       # utils.elastic_forward
+    small = extract_subnet(ofa.model, widths[2], config, task_type)       # utils.extract
 """
 import copy
 import sys
