@@ -20,10 +20,14 @@ import tempfile
 
 import numpy as np
 
-from utils import elastic, inference, training
+from utils import inference, training
 from utils import output_dir as outdirs
 from utils.errors import UserError, run_main
+from utils.elastic_forward import forward as elastic_forward
+from utils.extract import extract_subnet, param_count
 from utils.modeling import WEIGHT_FILES, find_file, layer_shapes, load_model, save_model, suite_info
+from utils.supernet import build_supernet, set_width
+from utils.widths import Width, depth_layers, parse_width, snap_widths
 
 logger = logging.getLogger("bert_suite")
 
@@ -73,11 +77,11 @@ def check_outputs(args):
 
 def choose_width(args, config, info):
     try:
-        requested = elastic.parse_width(args.width_mult)
+        requested = parse_width(args.width_mult)
     except ValueError as e:
         raise UserError(f"--width_mult: {e}")
-    width = elastic.snap_widths([requested], config.num_attention_heads, config.intermediate_size,
-                                flag="--width_mult")[0]
+    width = snap_widths([requested], config.num_attention_heads, config.intermediate_size,
+                        flag="--width_mult")[0]
     trained = (info.get("supernet") or {}).get("widths")
     if trained is None:
         if width.ratio != 1.0 and not args.force:
@@ -95,7 +99,7 @@ def choose_width(args, config, info):
 
 def choose_layers(args, config, info):
     """Encoder layers kept at --depth_mult (None = all)."""
-    keep = elastic.depth_layers(config.num_hidden_layers, args.depth_mult, flag="--depth_mult")
+    keep = depth_layers(config.num_hidden_layers, args.depth_mult, flag="--depth_mult")
     if len(keep) == config.num_hidden_layers:
         return None
     trained = (info.get("supernet") or {}).get("depths") or [1.0]
@@ -115,14 +119,14 @@ def check_pruned_request(args, model):
     heads, ffn = layer_shapes(model)
     for flag, value in (("--width_mult", args.width_mult), ("--depth_mult", args.depth_mult)):
         try:
-            ok = abs(elastic.parse_width(value) - 1.0) < 1e-6
+            ok = abs(parse_width(value) - 1.0) < 1e-6
         except ValueError as e:
             raise UserError(f"{flag}: {e}")
         if not ok:
             raise UserError(f"{flag} {value}: {args.model_name_or_path} is already pruned (heads per layer "
                             f"{heads}, FFN {ffn}); it is exported as it is, with {flag} 1.0")
     full = model.config.num_attention_heads
-    return elastic.Width(requested=1.0, ratio=heads[0] / full, heads=heads[0], ffn=ffn[0])
+    return Width(requested=1.0, ratio=heads[0] / full, heads=heads[0], ffn=ffn[0])
 
 
 def check_inputs(args, info, tokenizer):
@@ -176,14 +180,14 @@ def main(argv=None):
     if pruned:
         forward, sub = (lambda i, s: model(i, token_type_ids=s)), model
     else:
-        ofa = elastic.build_supernet(model, [width])
+        ofa = build_supernet(model, [width])
         ofa.model.eval()
-        elastic.set_width(ofa, width, layers)
-        forward = lambda i, s: elastic.forward(ofa.model, i, s)  # noqa: E731
-        sub = elastic.extract_subnet(model, width, config, task_type, layers=layers)
+        set_width(ofa, width, layers)
+        forward = lambda i, s: elastic_forward(ofa.model, i, s)  # noqa: E731
+        sub = extract_subnet(model, width, config, task_type, layers=layers)
     with paddle.no_grad():
         reference = [forward(paddle.to_tensor(i), paddle.to_tensor(s)).numpy() for i, s in batches]
-    n_full, n_sub = elastic.param_count(model), elastic.param_count(sub)
+    n_full, n_sub = param_count(model), param_count(sub)
 
     # Write everything beside its destination, check, then move into place.
     out_dir = os.path.abspath(args.sub_model_output_dir)

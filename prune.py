@@ -202,13 +202,14 @@ def require(ok, what, diff, tol):
 def load_importance_data(args, tokenizer):
     """Importance batches (tensors) and check batches (numpy) of the task."""
     from utils.data import load_glue
-    from utils.distill import split_importance
+    from utils.importance import split_importance
     from utils.tasks import get_task
     task = get_task(args.task_name)
     split = "train" if args.importance_split == "train" else task.dev_splits[0]
     examples = load_glue(task, args.data_dir, [split])[split]
     if args.importance_split == "train":
-        _, examples = split_importance(args, examples, [])
+        _, examples = split_importance(examples, [], args.importance_split, args.importance_ratio,
+                                       args.importance_max_examples, args.seed)
     else:
         examples = examples[:args.importance_max_examples]
     logger.info("importance data: %d examples of %s %s", len(examples), task.name, split)
@@ -220,7 +221,7 @@ def load_importance_data(args, tokenizer):
 def run_structured(args, model, config, task, batches):
     import paddle
     import paddle.nn.functional as F
-    from utils import elastic
+    from utils.elastic_forward import forward
 
     def loss_fn(logits, labels):
         if task.is_regression:
@@ -234,7 +235,7 @@ def run_structured(args, model, config, task, batches):
     pruning.slice_model(model, res["kept_heads"], res["kept_neurons"])
     model.eval()
     # (a) the cut model computes what the original computes with the pruned units masked out
-    diff = max_diff(lambda i, s: elastic.forward(work, i, s), logits_of(model), batches[:4])
+    diff = max_diff(lambda i, s: forward(work, i, s), logits_of(model), batches[:4])
     require(diff <= args.tolerance, "cut model vs original with pruned units masked", diff, args.tolerance)
     res["check_cut_vs_masked"] = diff
     return res

@@ -34,13 +34,16 @@ import argparse
 import logging
 import os
 
-from utils import distill, elastic, training
+from utils import ofa_run, training
 from utils.data import Batcher, encode, find_split_file, load_glue, read_glue_file, resolve_task
 from utils.errors import UserError, run_main
-from utils.evaluation import evaluate_task, format_results
+from utils.evaluation import evaluate_task
+from utils.importance import split_importance
 from utils.losses import task_loss
 from utils.modeling import load_config, load_model, suite_info
+from utils.publish import write_json_atomic
 from utils.tasks import OWN_DATA, add_task_args, check_task_args
+from utils.widths import snap_widths
 
 logger = logging.getLogger("bert_suite")
 
@@ -50,7 +53,7 @@ def parse_args(argv=None):
     add_task_args(p, test_file_help="optional: a labelled test file, scored once at the end for the teacher "
                                     "and the best checkpoint of every width")
     training.add_common_args(p, epochs=6.0, logging_steps=10, save_steps=100)
-    distill.add_ofa_args(p)
+    ofa_run.add_ofa_args(p)
     a = p.add_argument_group("augmented data (distillation only: labels are not used)")
     a.add_argument("--data_aug", action="store_true",
                    help="DynaBERT's flag: also distil on DATA_DIR/TASK/train_aug.tsv")
@@ -65,61 +68,36 @@ def parse_args(argv=None):
                         "(--train_file) pass the file with --aug_file")
     check_task_args(args)
     training.check_common_args(args)
-    distill.check_ofa_args(args)
+    ofa_run.check_ofa_args(args)
     return args
 
 
-def teacher_labels(args):
+def teacher_labels(task_name, task_type, model_dir):
     """Own data: the label list of a teacher fine-tuned on own data of the
     same task type (the default label list), else None."""
-    if args.task_name or not os.path.isdir(args.model_name_or_path):
+    if task_name or not os.path.isdir(model_dir):
         return None
-    info = suite_info(load_config(args.model_name_or_path))
-    if info.get("task_name") != OWN_DATA or info.get("task_type") != args.task_type:
+    info = suite_info(load_config(model_dir))
+    if info.get("task_name") != OWN_DATA or info.get("task_type") != task_type:
         return None
     return info.get("label_list") or None
 
 
-def read_aug(args, task):
+def read_aug(task, data_dir, data_aug, aug_file):
     """(path, unlabelled examples) of --data_aug / --aug_file, or (None, [])."""
-    if not (args.data_aug or args.aug_file):
+    if not (data_aug or aug_file):
         return None, []
-    flag = "--data_aug" if args.data_aug else "--aug_file"
+    flag = "--data_aug" if data_aug else "--aug_file"
     try:
-        path = find_split_file(task, args.data_dir, "train_aug") if args.data_aug else args.aug_file
+        path = find_split_file(task, data_dir, "train_aug") if data_aug else aug_file
         return os.path.abspath(path), read_glue_file(path, task, labelled=False)
     except UserError as e:
         raise UserError(f"{flag}: {e}") from None
 
 
-def evaluate_test(args, stage, task, feats, collate_fn, dir_name):
-    """The labelled test file, once for the teacher and once per trained
-    sub-network (its best checkpoint cut to its width and depth)."""
-    test = {"test": feats}
-    stage.teacher.eval()
-    res, _ = evaluate_task(lambda i, s: elastic.forward(stage.teacher, i, s), test, collate_fn, task,
-                           args.batch_size)
-    out = {"teacher": res["test"], "widths": {}}
-    logger.info("teacher test: %s", format_results(res))
-    for sub in stage.subnets:
-        full, _, cfg = load_model(os.path.join(args.output_dir, sub.dir_name(dir_name)), task.task_type,
-                                  task.num_labels)
-        net = elastic.extract_subnet(full, sub.width, cfg, task.task_type, layers=sub.layers)
-        net.eval()
-        res, _ = evaluate_task(lambda i, s: net(i, token_type_ids=s), test, collate_fn, task, args.batch_size)
-        out["widths"][sub.tag()] = res["test"]
-        logger.info("%s test: %s", sub.describe(), format_results(res))
-    return out
-
-
-def main(argv=None):
-    args = parse_args(argv)
-    training.setup_logging()
-    requested = distill.parse_widths(args)
-    training.setup_device(args)
-    training.set_seed(args.seed)
-
-    saved_labels = teacher_labels(args)
+def load_data(args):
+    """(task, {split: examples}, splits): train, the dev split(s) and a labelled test file if given."""
+    saved_labels = teacher_labels(args.task_name, args.task_type, args.model_name_or_path)
     task = resolve_task(args, known_labels=saved_labels)
     if saved_labels and task.labels and list(task.labels) != list(saved_labels):
         raise UserError(f"--model_name_or_path: the teacher was fine-tuned with labels {', '.join(saved_labels)}; "
@@ -130,48 +108,44 @@ def main(argv=None):
     if "test" in data and any(e.label is None for e in data["test"]):
         raise UserError(f"--test_file {task.file('test')}: no label column '{task.label}' (the OFA script scores "
                         f"the test file; predict unlabelled text with predict.py)")
-    aug_path, aug = read_aug(args, task)
+    return task, data, splits
+
+
+def add_aug(train_feats, aug, aug_path, tokenizer, max_seq_length, data_info):
+    """Distillation needs no labels: one unlabelled training set, so that every batch may mix the two."""
+    if not aug:
+        return train_feats
+    data_info.update(augmented=len(aug), aug_file=aug_path)
+    logger.info("augmented data: %d examples added to the %d training examples (%s)", len(aug),
+                data_info["train"], aug_path)
+    return [dict(f, label=None) for f in train_feats] + encode(aug, tokenizer, max_seq_length)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    requested = ofa_run.setup(args)
+    task, data, splits = load_data(args)
+    aug_path, aug = read_aug(task, args.data_dir, args.data_aug, args.aug_file)
     kind = task.task_type
     teacher, tokenizer, config = load_model(args.model_name_or_path, kind, task.num_labels, require_head=True,
                                             task_name=task.name, expect_task_type=kind)
-    widths = elastic.snap_widths(requested, config.num_attention_heads, config.intermediate_size)
+    widths = snap_widths(requested, config.num_attention_heads, config.intermediate_size)
     feats = {s: encode(data[s], tokenizer, args.max_seq_length) for s in splits}
-    train_feats, imp_feats = distill.split_importance(args, feats["train"], feats[task.dev_splits[0]])
+    train_feats, imp_feats = split_importance(feats["train"], feats[task.dev_splits[0]], args.importance_split,
+                                              args.importance_ratio, args.importance_max_examples, args.seed)
     data_info = {"train": len(train_feats), "importance": len(imp_feats)}
-    if aug:
-        # distillation needs no labels: one unlabelled training set, so that
-        # every batch may mix the two
-        train_feats = [dict(f, label=None) for f in train_feats] + encode(aug, tokenizer, args.max_seq_length)
-        data_info.update(augmented=len(aug), aug_file=aug_path)
-        logger.info("augmented data: %d examples added to the %d training examples (%s)", len(aug),
-                    data_info["train"], aug_path)
+    train_feats = add_aug(train_feats, aug, aug_path, tokenizer, args.max_seq_length, data_info)
     collate_fn = Batcher.for_task(task, tokenizer.pad_token_id)
-    per_epoch, total_steps = training.num_steps(args, len(train_feats))
-
-    training.start_run(args)   # lock --output_dir; --overwrite_output_dir clears the old records
-    for w in widths:
-        logger.info("width %s (requested %s): %d of %d heads, FFN %d of %d", w.tag(), w.requested, w.heads,
-                    config.num_attention_heads, w.ffn, config.intermediate_size)
+    ofa_task = ofa_run.OFATask(
+        kind=kind, num_labels=task.num_labels, collate_fn=collate_fn, loss_fn=task_loss(task),
+        evaluate=lambda forward, sets: evaluate_task(forward, sets, collate_fn, task, args.batch_size),
+        dir_name=lambda w: f"width_{w.tag()}", metric_name=task.metric, suite_info=task.suite_info(),
+        data_info=data_info)
     dev_sets = {s: feats[s] for s in task.dev_splits}
-    ofa = distill.prepare_supernet(args, teacher, config, widths, imp_feats, dev_sets[task.dev_splits[0]][:64],
-                                   collate_fn, task_loss(task))
-
-    def evaluate_fn(forward):
-        return evaluate_task(forward, dev_sets, collate_fn, task, args.batch_size)
-
-    dir_name = lambda w: f"width_{w.tag()}"  # noqa: E731
-    info = task.suite_info()
-    stage = distill.OFADistill(args, teacher, ofa, widths, tokenizer, config, kind, evaluate_fn, dir_name,
-                               suite_info=info)
-    stage.data_info = data_info
-    optimizer, scheduler = training.build_optimizer(args, ofa.model, total_steps)
-    training.train(args, stage, ofa.model, optimizer, scheduler, train_feats, collate_fn, total_steps, per_epoch)
-    table = distill.finish(args, stage, config, dir_name, task.metric)
-    if table is not None and "test" in feats:  # master only
-        table["test"] = evaluate_test(args, stage, task, feats["test"], collate_fn, dir_name)
-        for row, sub in zip(table["rows"], stage.subnets):   # the table has a row per sub-network, in order
-            row["test"] = table["test"]["widths"][sub.tag()]
-        training.write_json_atomic(os.path.join(args.output_dir, "all_results.json"), table)
+    table = ofa_run.run(args, ofa_task, teacher, tokenizer, config, widths, train_feats, imp_feats, dev_sets,
+                        feats.get("test"))
+    if table is not None and "test" in table:  # master only
+        write_json_atomic(os.path.join(args.output_dir, "all_results.json"), table)
     training.end_run(args)
 
 

@@ -26,11 +26,13 @@ import argparse
 import logging
 import os
 
-from utils import distill, elastic, ner, training
+from utils import ner, ofa_run, training
 from utils.errors import run_main
-from utils.evaluation import format_results
+from utils.importance import split_importance
 from utils.losses import token_loss, token_mask
 from utils.modeling import load_model
+from utils.publish import write_json_atomic
+from utils.widths import snap_widths
 
 logger = logging.getLogger("bert_suite")
 KIND = "token_classification"
@@ -40,11 +42,11 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ner.add_ner_args(p)
     training.add_common_args(p, epochs=6.0, logging_steps=10, save_steps=100)
-    distill.add_ofa_args(p)
+    ofa_run.add_ofa_args(p)
     args = p.parse_args(argv)
     training.check_common_args(args)
     ner.check_ner_args(args)
-    distill.check_ofa_args(args)
+    ofa_run.check_ofa_args(args)
     return args
 
 
@@ -53,41 +55,20 @@ def dir_name(w):
     return f"model_{round(w.requested, 4)}"
 
 
-def evaluate_test(args, stage, feats, collate_fn, label_list):
-    """The test split, once per width (its best checkpoint cut to the width)
-    and once for the teacher."""
-    test = {"test": feats}
-    stage.teacher.eval()
-    res, _ = ner.evaluate_ner(lambda i, s: elastic.forward(stage.teacher, i, s), test, collate_fn, label_list,
-                              args.batch_size)
-    out = {"teacher": res["test"], "widths": {}}
-    for sn in stage.subnets:
-        full, _, cfg = load_model(os.path.join(args.output_dir, sn.dir_name(dir_name)), KIND, len(label_list),
-                                  expect_task_type=KIND)
-        sub = elastic.extract_subnet(full, sn.width, cfg, KIND, layers=sn.layers)
-        sub.eval()
-        res, _ = ner.evaluate_ner(lambda i, s: sub(i, token_type_ids=s), test, collate_fn, label_list,
-                                  args.batch_size)
-        out["widths"][sn.tag()] = res["test"]
-    return out
-
-
-def format_test_table(test, subnets):
+def format_test_table(test, rows):
+    """The test metrics of the teacher and every sub-network (``rows``: the
+    final table's rows, in the order of ``test["widths"]``)."""
     lines = [f"{'test':>13} {'precision':>10} {'recall':>10} {'f1':>10}  dir"]
-    rows = [("teacher", test["teacher"], "")] + [(sn.tag(), test["widths"][sn.tag()], sn.dir_name(dir_name))
-                                                 for sn in subnets]
-    for name, m, d in rows:
+    entries = [("teacher", test["teacher"], "")] + [(tag, m, row["dir"])
+                                                    for (tag, m), row in zip(test["widths"].items(), rows)]
+    for name, m, d in entries:
         lines.append(f"{name:>13} {m['precision']:>10.4f} {m['recall']:>10.4f} {m['f1']:>10.4f}  {d}")
     return "\n".join(lines)
 
 
 def main(argv=None):
     args = parse_args(argv)
-    training.setup_logging()
-    requested = distill.parse_widths(args)
-    training.setup_device(args)
-    training.set_seed(args.seed)
-
+    requested = ofa_run.setup(args)
     label_list = ner.resolve_label_list(args.label_list, args.model_name_or_path)
     data = ner.load_ner(args.data_dir, args.dev_ratio, args.seed, label_list)
     if label_list is None:
@@ -97,44 +78,26 @@ def main(argv=None):
     label_list = data.label_list
     teacher, tokenizer, config = load_model(args.model_name_or_path, KIND, len(label_list), require_head=True,
                                             task_name=ner.TASK_NAME, expect_task_type=KIND)
-    widths = elastic.snap_widths(requested, config.num_attention_heads, config.intermediate_size)
+    widths = snap_widths(requested, config.num_attention_heads, config.intermediate_size)
     feats = {s: ner.encode_ner(exs, tokenizer, args.max_seq_length, label_list, args.split_long, s)
              for s, exs in data.splits.items()}
-    train_feats, imp_feats = distill.split_importance(args, feats["train"], feats["dev"])
+    train_feats, imp_feats = split_importance(feats["train"], feats["dev"], args.importance_split,
+                                              args.importance_ratio, args.importance_max_examples, args.seed)
     collate_fn = ner.NerBatcher(tokenizer.pad_token_id)
-    per_epoch, total_steps = training.num_steps(args, len(train_feats))
-
-    training.start_run(args)   # lock --output_dir; --overwrite_output_dir clears the old records
-    for w in widths:
-        logger.info("width %s (requested %s): %d of %d heads, FFN %d of %d -> %s", w.tag(), w.requested, w.heads,
-                    config.num_attention_heads, w.ffn, config.intermediate_size, dir_name(w))
-    dev_sets = {"dev": feats["dev"]}
-    ofa = distill.prepare_supernet(args, teacher, config, widths, imp_feats, feats["dev"][:64], collate_fn,
-                                   token_loss)
-
-    def evaluate_fn(forward):
-        return ner.evaluate_ner(forward, dev_sets, collate_fn, label_list, args.batch_size)
-
-    info = {"task_type": KIND, "task_name": ner.TASK_NAME, "label_list": list(label_list),
-            "max_seq_length": args.max_seq_length}
-    stage = distill.OFADistill(args, teacher, ofa, widths, tokenizer, config, KIND, evaluate_fn, dir_name,
-                               token_mask_fn=token_mask, suite_info=info)
-    optimizer, scheduler = training.build_optimizer(args, ofa.model, total_steps)
-    training.train(args, stage, ofa.model, optimizer, scheduler, train_feats, collate_fn, total_steps, per_epoch)
-    table = distill.finish(args, stage, config, dir_name, "f1")
-    if table is None:  # not the master process
-        return
-    if "test" in feats:
-        test = evaluate_test(args, stage, feats["test"], collate_fn, label_list)
-        table["test"] = test
-        for row, sn in zip(table["rows"], stage.subnets):
-            row["test"] = test["widths"][sn.tag()]
-        logger.info("teacher test: %s", format_results({"test": test["teacher"]}))
-        print(format_test_table(test, stage.subnets), flush=True)
-    else:
-        table["test"] = None
-    table["label_list"] = list(label_list)
-    training.write_json_atomic(os.path.join(args.output_dir, "all_results.json"), table)
+    task = ofa_run.OFATask(
+        kind=KIND, num_labels=len(label_list), collate_fn=collate_fn, loss_fn=token_loss,
+        evaluate=lambda forward, sets: ner.evaluate_ner(forward, sets, collate_fn, label_list, args.batch_size),
+        dir_name=dir_name, metric_name="f1", token_mask_fn=token_mask,
+        suite_info={"task_type": KIND, "task_name": ner.TASK_NAME, "label_list": list(label_list),
+                    "max_seq_length": args.max_seq_length})
+    table = ofa_run.run(args, task, teacher, tokenizer, config, widths, train_feats, imp_feats,
+                        {"dev": feats["dev"]}, feats.get("test"))
+    if table is not None:  # master only
+        table.setdefault("test", None)
+        if table["test"] is not None:
+            print(format_test_table(table["test"], table["rows"]), flush=True)
+        table["label_list"] = list(label_list)
+        write_json_atomic(os.path.join(args.output_dir, "all_results.json"), table)
     training.end_run(args)
 
 

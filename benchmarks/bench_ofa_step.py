@@ -6,12 +6,13 @@ all alike; all start from the same weights and see the same batches.
 Three recipes:
 
 * suite: the teacher once per batch, on the suite's CPU fast paths
-  (``utils.elastic``: addmm linear layers, numpy dropout masks, the padding
-  mask expanded once; stride kernels off, ``utils.compat``);
-* upstream recipe, same ops: the teacher once per width, on the same ops --
+  (``utils.elastic_forward``: addmm linear layers, numpy dropout masks, the
+  padding mask expanded once; stride kernels off, ``utils.compat``);
+* upstream recipe, same ops: the teacher once per width (a subclass of the
+  suite's stage, :func:`teacher_per_width_stage`), on the same ops --
   the ratio of the two is the saving of running the teacher once, and their
   losses are compared exactly (same dropout masks);
-* upstream recipe, paddle's stock ops (``elastic.stock_ops``): the teacher
+* upstream recipe, paddle's stock ops (``elastic_forward.stock_ops``): the teacher
   once per width on paddle's own linear, dropout, broadcasting mask add and
   stride kernels -- the step a user of upstream runs.  Its dropout masks come
   from paddle's generator, so its losses differ by the masks only
@@ -39,6 +40,27 @@ class Args:
     lambda_logit, lambda_rep, output_dir = 1.0, 0.1, None
 
 
+class OptArgs:
+    learning_rate, warmup_steps, warmup_proportion, weight_decay, adam_epsilon, max_grad_norm = \
+        2e-5, 0, 0.0, 0.01, 1e-8, 1.0
+
+
+def teacher_per_width_stage():
+    """The upstream recipe as a subclass of the suite's stage: the teacher
+    runs once per width, just before that width's forward."""
+    from utils.distill import OFADistill
+
+    class TeacherPerWidth(OFADistill):
+        def run_teacher(self, ids, seg):
+            self.teacher.eval()
+            return None
+
+        def distil(self, sub, ids, seg, teacher_out, *rest):
+            return super().distil(sub, ids, seg, OFADistill.run_teacher(self, ids, seg), *rest)
+
+    return TeacherPerWidth
+
+
 def load_teacher(a):
     import paddle
     from paddlenlp.transformers import BertConfig, BertForSequenceClassification
@@ -54,7 +76,7 @@ def load_teacher(a):
     return BertForSequenceClassification.from_pretrained(converted_minilm(), num_labels=a.num_labels)
 
 
-def main():
+def parse_args():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model_dir", default=None)
     p.add_argument("--tiny", action="store_true")
@@ -64,44 +86,46 @@ def main():
     p.add_argument("--seq_len", type=int, default=128)
     p.add_argument("--steps", type=int, default=4, help="timed steps per recipe (after one warm-up each)")
     p.add_argument("--no_stock", action="store_true", help="leave out the recipe on paddle's stock ops")
-    a = p.parse_args()
-    import paddle
-    from utils import distill, elastic
-    from utils.training import build_optimizer, reseed
+    return p.parse_args()
 
-    teacher = load_teacher(a)
-    cfg = teacher.config
-    widths = elastic.snap_widths(a.widths, cfg.num_attention_heads, cfg.intermediate_size)
+
+def make_batches(cfg, n, batch_size, seq_len, num_labels):
     rng = np.random.RandomState(0)
     batches = []
-    for _ in range(a.steps + 1):
-        ids = rng.randint(1000 if cfg.vocab_size > 2000 else 5, cfg.vocab_size, size=(a.batch_size, a.seq_len))
+    for _ in range(n):
+        ids = rng.randint(1000 if cfg.vocab_size > 2000 else 5, cfg.vocab_size, size=(batch_size, seq_len))
         batches.append((ids.astype("int64"), np.zeros_like(ids, dtype="int64"),
-                        rng.randint(0, a.num_labels, size=a.batch_size).astype("int64")))
+                        rng.randint(0, num_labels, size=batch_size).astype("int64")))
+    return batches
 
-    class OptArgs:
-        learning_rate, warmup_steps, warmup_proportion, weight_decay, adam_epsilon, max_grad_norm = \
-            2e-5, 0, 0.0, 0.01, 1e-8, 1.0
 
+def make_stages(teacher, widths, no_stock):
+    """{recipe name: (stage, optimizer, step times, losses, on stock ops)}, each from the same weights."""
+    from utils.distill import OFADistill
+    from utils.supernet import build_supernet
+    from utils.training import build_optimizer
+    recipes = (("suite (teacher once per batch)", OFADistill, False),
+               ("upstream recipe, same ops", teacher_per_width_stage(), False),
+               ("upstream recipe, paddle's stock ops", teacher_per_width_stage(), True))
     stages = {}
-    recipes = (("suite (teacher once per batch)", False, False),
-               ("upstream recipe, same ops", True, False),
-               ("upstream recipe, paddle's stock ops", True, True))
-    for name, per_width, stock in recipes[:2] if a.no_stock else recipes:
-        ofa = elastic.build_supernet(teacher, widths)
-        stage = distill.OFADistill(Args(), teacher, ofa, widths, None, cfg, "classification", None, None)
-        stage.teacher_per_width = per_width
-        opt, sched = build_optimizer(OptArgs(), ofa.model, 100)
+    for name, stage_class, stock in recipes[:2] if no_stock else recipes:
+        ofa = build_supernet(teacher, widths)
+        stage = stage_class(Args(), teacher, ofa, widths, None, teacher.config, "classification", None, None)
+        opt, _ = build_optimizer(OptArgs(), ofa.model, 100)
         ofa.model.train()
         stages[name] = (stage, opt, [], [], stock)
-    print(f"model: {cfg.num_hidden_layers} layers, hidden {cfg.hidden_size}, {cfg.num_attention_heads} heads, "
-          f"FFN {cfg.intermediate_size}; widths {[w.ratio for w in widths]}; batch {a.batch_size} x {a.seq_len}; "
-          f"threads {os.environ.get('OMP_NUM_THREADS')}; paddle {paddle.__version__}", flush=True)
+    return stages
+
+
+def run_steps(stages, batches):
+    """Interleaved: every recipe's step i before any recipe's step i + 1."""
+    from utils.elastic_forward import stock_ops
+    from utils.training import reseed
     for i, batch in enumerate(batches):
         for name, (stage, opt, times, losses, stock) in stages.items():
             reseed(i)
             t0 = time.perf_counter()
-            with elastic.stock_ops() if stock else contextlib.nullcontext():
+            with stock_ops() if stock else contextlib.nullcontext():
                 stage.step(batch, i)
                 opt.step()
                 opt.clear_grad()
@@ -110,6 +134,9 @@ def main():
                 times.append(dt)
             losses.append([round(l[0], 6) for l in stage.last_losses])
             print(f"step {i} {name}: {dt * 1000:.0f} ms  losses per width {losses[-1]}", flush=True)
+
+
+def report(stages):
     rows = [(n, t, l) for n, (_, _, t, l, _) in stages.items()]
     (n1, t1, l1) = rows[0]
     print("\n%-40s %10s %10s %18s" % ("recipe", "median ms", "mean ms", "suite faster by"))
@@ -124,6 +151,23 @@ def main():
         print(f"speed-up over the upstream recipe on paddle's stock ops: {np.median(t3) / np.median(t1):.2f}x (median), "
               f"{np.mean(t3) / np.mean(t1):.2f}x (mean); its losses differ by other dropout masks only "
               f"(largest difference {gap:.4f})")
+
+
+def main():
+    a = parse_args()
+    import paddle
+    from utils.widths import snap_widths
+
+    teacher = load_teacher(a)
+    cfg = teacher.config
+    widths = snap_widths(a.widths, cfg.num_attention_heads, cfg.intermediate_size)
+    batches = make_batches(cfg, a.steps + 1, a.batch_size, a.seq_len, a.num_labels)
+    stages = make_stages(teacher, widths, a.no_stock)
+    print(f"model: {cfg.num_hidden_layers} layers, hidden {cfg.hidden_size}, {cfg.num_attention_heads} heads, "
+          f"FFN {cfg.intermediate_size}; widths {[w.ratio for w in widths]}; batch {a.batch_size} x {a.seq_len}; "
+          f"threads {os.environ.get('OMP_NUM_THREADS')}; paddle {paddle.__version__}", flush=True)
+    run_steps(stages, batches)
+    report(stages)
 
 
 if __name__ == "__main__":

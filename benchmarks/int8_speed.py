@@ -86,12 +86,14 @@ def main(argv=None):
     import paddle
     from paddlenlp.transformers import BertConfig, BertForSequenceClassification
     import quantize as Q
-    from utils import elastic, inference
+    from utils import inference
+    from utils.extract import extract_subnet
+    from utils.widths import snap_widths
 
     workdir = args.workdir or os.path.join("out", f"int8_{args.shape.replace('-', '_')}")
     cfg = dict(SHAPES[args.shape], vocab_size=30522, max_position_embeddings=512, num_labels=2)
-    width = elastic.snap_widths([args.width], cfg["num_attention_heads"], cfg["intermediate_size"],
-                                flag="--width")[0]
+    width = snap_widths([args.width], cfg["num_attention_heads"], cfg["intermediate_size"],
+                        flag="--width")[0]
     wtag = f"w{width.tag()}"
     fp32 = os.path.join(workdir, "fp32", "model")
     fp32_w = os.path.join(workdir, f"fp32_{wtag}", "model")
@@ -112,7 +114,7 @@ def main(argv=None):
         model = BertForSequenceClassification(config)
         model.eval()
         inference.save_static(model, fp32)
-        sub = elastic.extract_subnet(model, width, config, "classification")
+        sub = extract_subnet(model, width, config, "classification")
         sub.eval()
         inference.save_static(sub, fp32_w)
     calib_seconds = {}

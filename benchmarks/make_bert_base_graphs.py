@@ -24,7 +24,9 @@ import utils  # noqa: F401,E402  (before paddle: zlib fix)
 import argparse  # noqa: E402
 import time  # noqa: E402
 
-from utils import elastic, inference  # noqa: E402
+from utils import inference  # noqa: E402
+from utils.extract import extract_subnet, param_count  # noqa: E402
+from utils.widths import snap_widths  # noqa: E402
 from utils.analysis import BERT_BASE  # noqa: E402
 from utils.errors import run_main  # noqa: E402
 
@@ -43,18 +45,18 @@ def main(argv=None):
     config = BertConfig(**BERT_BASE, hidden_dropout_prob=0.1, attention_probs_dropout_prob=0.1)
     full = BertForSequenceClassification(config)
     full.eval()
-    widths = elastic.snap_widths(args.widths, config.num_attention_heads, config.intermediate_size, flag="--widths")
+    widths = snap_widths(args.widths, config.num_attention_heads, config.intermediate_size, flag="--widths")
     for w in widths:
         t0 = time.time()
         name = "teacher" if w.ratio == 1.0 else f"w{w.tag()}"
-        model = full if w.ratio == 1.0 else elastic.extract_subnet(full, w, config, "classification")
+        model = full if w.ratio == 1.0 else extract_subnet(full, w, config, "classification")
         model.eval()
         prefix = os.path.join(args.output_dir, name, "model")
         os.makedirs(os.path.dirname(prefix), exist_ok=True)
         inference.save_static(model, prefix)
         inference.write_info(prefix, {"task_type": "classification", "task_name": None, "label_list": ["0", "1"],
                                       "max_seq_length": 128, "width": w.ratio, "random_weights": True})
-        print(f"{name}: width {w.ratio:.4f}, {w.heads} heads, FFN {w.ffn}, {elastic.param_count(model):,} "
+        print(f"{name}: width {w.ratio:.4f}, {w.heads} heads, FFN {w.ffn}, {param_count(model):,} "
               f"parameters -> {prefix} ({time.time() - t0:.0f} s)", flush=True)
 
 

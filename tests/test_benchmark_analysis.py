@@ -65,7 +65,8 @@ TINY_HAND = {
 
 
 def test_analysis_equals_a_hand_count_and_the_real_models(static_models):
-    from utils import analysis, elastic
+    from utils import analysis
+    from utils.extract import param_count
     _, prefixes, models = static_models
     shape = analysis.shape_from_config(tiny_config(), "tiny")
     c = analysis.count(shape, 128)
@@ -73,10 +74,10 @@ def test_analysis_equals_a_hand_count_and_the_real_models(static_models):
         for comp, n in TINY_HAND[kind].items():
             assert c[kind][comp] == n, (kind, comp)
         assert c[kind]["total"] == sum(TINY_HAND[kind].values())
-    assert c["params"]["total"] == 22722 == elastic.param_count(models["teacher"])
+    assert c["params"]["total"] == 22722 == param_count(models["teacher"])
     half = analysis.at_width(shape, "1/2")
     assert (half.heads_per_layer, half.ffn_per_layer) == PRUNED
-    assert analysis.count(half)["params"]["total"] == elastic.param_count(models["half"]) == 14370
+    assert analysis.count(half)["params"]["total"] == param_count(models["half"]) == 14370
     # pruned shapes recorded in config.json are honoured
     cfg = dict(tiny_config(), compression_suite={"heads_per_layer": PRUNED[0], "ffn_per_layer": PRUNED[1]})
     assert analysis.count(analysis.shape_from_config(cfg)) == analysis.count(half)

@@ -37,7 +37,10 @@ def test_exported_model_equals_the_supernet_on_its_own(exported, glue_data):
     """Independent of the script's own check: reload strictly, run the static
     model with Paddle Inference, compare with the supernet at width 0.5."""
     import paddle
-    from utils import elastic, inference
+    from utils import inference
+    from utils.elastic_forward import forward
+    from utils.supernet import build_supernet, set_width
+    from utils.widths import snap_widths
     from utils.data import collate, encode, load_glue
     from utils.modeling import load_model
     from utils.tasks import get_task
@@ -47,15 +50,15 @@ def test_exported_model_equals_the_supernet_on_its_own(exported, glue_data):
     assert sub.bert.encoder.layers[0].self_attn.q_proj.weight.shape == [32, 16]
     assert sub.bert.encoder.layers[0].self_attn.num_heads == 2
     full, _, _ = load_model(os.path.join(out, "width_0.5000"))
-    ofa = elastic.build_supernet(full, elastic.snap_widths([1.0, 0.5], 4, 64))
+    ofa = build_supernet(full, snap_widths([1.0, 0.5], 4, 64))
     ofa.model.eval()
     sub.eval()
-    w = elastic.snap_widths([0.5], 4, 64)[0]
-    elastic.set_width(ofa, w)
+    w = snap_widths([0.5], 4, 64)[0]
+    set_width(ofa, w)
     feats = encode(load_glue(get_task("SST-2"), glue_data, ("dev",))["dev"][:20], tok, 32)
     ids, seg, _ = collate(feats, tok.pad_token_id, False)
     with paddle.no_grad():
-        ref = elastic.forward(ofa.model, paddle.to_tensor(ids), paddle.to_tensor(seg)).numpy()
+        ref = forward(ofa.model, paddle.to_tensor(ids), paddle.to_tensor(seg)).numpy()
         dyn = sub(paddle.to_tensor(ids), token_type_ids=paddle.to_tensor(seg)).numpy()
     pred = inference.create_predictor(str(root / "static" / "model"))
     static = inference.run_predictor(pred, ids, seg)
@@ -64,9 +67,9 @@ def test_exported_model_equals_the_supernet_on_its_own(exported, glue_data):
     # any batch size and sequence length run
     assert inference.run_predictor(pred, ids[:3, :7], seg[:3, :7]).shape == (3, 2)
     # the full width differs: the exported model really is the half-width network
-    elastic.set_width(ofa, elastic.snap_widths([1.0], 4, 64)[0])
+    set_width(ofa, snap_widths([1.0], 4, 64)[0])
     with paddle.no_grad():
-        assert np.abs(elastic.forward(ofa.model, paddle.to_tensor(ids), paddle.to_tensor(seg)).numpy() - ref).max() > 1e-3
+        assert np.abs(forward(ofa.model, paddle.to_tensor(ids), paddle.to_tensor(seg)).numpy() - ref).max() > 1e-3
 
 
 def test_pruned_checkpoint_into_a_full_size_model_fails_loudly(exported, tmp_path):

@@ -50,10 +50,14 @@ class _Args:
 
 
 def _stage(teacher, cfg, widths, per_width):
-    from utils import distill, elastic
-    ofa = elastic.build_supernet(teacher, widths)
-    stage = distill.OFADistill(_Args(), teacher, ofa, widths, None, cfg, "classification", None, None)
-    stage.teacher_per_width = per_width
+    """The suite's stage, or with ``per_width`` the upstream recipe (the
+    teacher once per width) as the benchmark runs it."""
+    from benchmarks.bench_ofa_step import teacher_per_width_stage
+    from utils.distill import OFADistill
+    from utils.supernet import build_supernet
+    ofa = build_supernet(teacher, widths)
+    stage_class = teacher_per_width_stage() if per_width else OFADistill
+    stage = stage_class(_Args(), teacher, ofa, widths, None, cfg, "classification", None, None)
     return stage, ofa
 
 
@@ -61,10 +65,10 @@ def _stage(teacher, cfg, widths, per_width):
 def test_teacher_once_per_batch_gives_the_upstream_losses_and_gradients(dropout):
     # with dropout, too: the student draws the same masks in both recipes
     # (the teacher runs in eval mode and draws none)
-    from utils import elastic
     from utils.training import reseed
+    from utils.widths import snap_widths
     teacher, cfg, batch = _tiny_teacher_and_batch(dropout=dropout)
-    widths = elastic.snap_widths([1.0, 0.75, 0.5, 0.25], 4, cfg.intermediate_size)
+    widths = snap_widths([1.0, 0.75, 0.5, 0.25], 4, cfg.intermediate_size)
     results = []
     for per_width in (False, True):
         stage, ofa = _stage(teacher, cfg, widths, per_width)
@@ -84,39 +88,40 @@ def test_teacher_once_per_batch_gives_the_upstream_losses_and_gradients(dropout)
 
 
 def test_cpu_fast_paths_compute_the_stock_step(monkeypatch):
-    """utils.elastic's CPU fast paths (addmm linear layers, the padding mask
+    """utils.elastic_forward's CPU fast paths (addmm linear layers, the padding mask
     expanded once, stride kernels off) against paddle's stock ops
     (``stock_ops``): the same OFA step, losses and gradients.  Dropout 0: the
     two draw their masks from different generators."""
     import contextlib
     import paddle
-    from utils import elastic
+    from utils import elastic_forward
+    from utils.widths import snap_widths
     teacher, cfg, batch = _tiny_teacher_and_batch()
-    widths = elastic.snap_widths([1.0, 0.5], 4, cfg.intermediate_size)
-    real = elastic._addmm_linear
+    widths = snap_widths([1.0, 0.5], 4, cfg.intermediate_size)
+    real = elastic_forward._addmm_linear
     calls = []
 
     def counting():
         calls.append(1)
         return real()
 
-    monkeypatch.setattr(elastic, "_addmm_linear", counting)
+    monkeypatch.setattr(elastic_forward, "_addmm_linear", counting)
     results = []
     for stock in (False, True):
         calls.clear()
         stage, ofa = _stage(teacher, cfg, widths, False)
         ofa.model.train()
-        with elastic.stock_ops() if stock else contextlib.nullcontext():
+        with elastic_forward.stock_ops() if stock else contextlib.nullcontext():
             if stock:
                 assert paddle.get_flags(["FLAGS_use_stride_kernel"])["FLAGS_use_stride_kernel"] is True
-                assert not any(elastic._FAST.values())
+                assert not any(elastic_forward._FAST.values())
             stage.step(batch, 0)
         # fast: every encoder linear of teacher + 2 widths ran as addmm; stock: none
         assert len(calls) == (3 * 2 * 6 if not stock else 0)
         grads = {n: p.grad.numpy().copy() for n, p in ofa.model.named_parameters() if p.grad is not None}
         results.append((stage.last_losses, grads))
     assert paddle.get_flags(["FLAGS_use_stride_kernel"])["FLAGS_use_stride_kernel"] is False
-    assert all(elastic._FAST.values())
+    assert all(elastic_forward._FAST.values())
     (l_fast, g_fast), (l_stock, g_stock) = results
     np.testing.assert_allclose(np.array(l_fast), np.array(l_stock), rtol=1e-5, atol=1e-7)
     assert g_fast.keys() == g_stock.keys() and len(g_fast) > 0
@@ -125,18 +130,19 @@ def test_cpu_fast_paths_compute_the_stock_step(monkeypatch):
 
 
 def test_teacher_runs_once_per_batch(monkeypatch):
-    from utils import distill, elastic
+    from utils import distill
+    from utils.widths import snap_widths
     teacher, cfg, batch = _tiny_teacher_and_batch()
-    widths = elastic.snap_widths([1.0, 0.5], 4, cfg.intermediate_size)
+    widths = snap_widths([1.0, 0.5], 4, cfg.intermediate_size)
     stage, ofa = _stage(teacher, cfg, widths, False)
     calls = []
-    real = elastic.forward
+    real = distill.elastic_forward.forward
 
     def counting(model, *a, **k):
         calls.append(model is teacher)
         return real(model, *a, **k)
 
-    monkeypatch.setattr(distill.elastic, "forward", counting)
+    monkeypatch.setattr(distill.elastic_forward, "forward", counting)
     stage.step(batch, 0)
     assert sum(calls) == 1 and len(calls) == 3
 
@@ -234,7 +240,7 @@ def test_bad_widths_and_wrong_teacher_are_refused(tmp_path, glue_data, sst2_teac
 
 
 def test_depth_layers_follow_the_dynabert_paper():
-    from utils.elastic import depth_layers
+    from utils.widths import depth_layers
     from utils.errors import UserError
     assert depth_layers(12, 0.5) == [0, 2, 4, 6, 8, 10]      # PaddleNLP would keep 1, 3, 5, ...
     assert depth_layers(12, 0.75) == [0, 1, 2, 4, 5, 6, 8, 9, 10]
@@ -274,10 +280,10 @@ def test_width_and_depth_subnetworks_train_and_export(tmp_path, glue_data, sst2_
 
 def test_an_unlabelled_batch_distils_exactly_as_the_labelled_one():
     # augmented text carries no labels; the OFA loss never reads them
-    from utils import elastic
     from utils.training import reseed
+    from utils.widths import snap_widths
     teacher, cfg, batch = _tiny_teacher_and_batch(dropout=0.1)
-    widths = elastic.snap_widths([1.0, 0.5], 4, cfg.intermediate_size)
+    widths = snap_widths([1.0, 0.5], 4, cfg.intermediate_size)
     losses = []
     for b in (batch, (batch[0], batch[1], None)):
         stage, ofa = _stage(teacher, cfg, widths, False)

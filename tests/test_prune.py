@@ -77,7 +77,7 @@ def _masked_reference(teacher, kept_heads, kept_neurons, batches):
     """Logits of the ORIGINAL model with a head mask that is zero on the pruned
     heads and the pruned FFN neurons' output rows zeroed."""
     import paddle
-    from utils import elastic
+    from utils.elastic_forward import forward
     from utils.modeling import load_model
     model, _, _ = load_model(teacher)
     model.eval()
@@ -91,7 +91,7 @@ def _masked_reference(teacher, kept_heads, kept_neurons, batches):
         layer.linear2.weight.set_value(w)
     head_mask = paddle.to_tensor(mask)
     with paddle.no_grad():
-        return [elastic.forward(model, paddle.to_tensor(i), paddle.to_tensor(s), head_mask=head_mask).numpy()
+        return [forward(model, paddle.to_tensor(i), paddle.to_tensor(s), head_mask=head_mask).numpy()
                 for i, s in batches]
 
 

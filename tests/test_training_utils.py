@@ -119,16 +119,19 @@ def test_optimizer_decays_weights_but_not_biases_or_norms_and_clips():
 def test_supernet_of_any_bert_shape_equals_teacher_and_exports_exactly(shape):
     import paddle
     from paddlenlp.transformers import BertConfig, BertForSequenceClassification
-    from utils import elastic
+    from utils.elastic_forward import forward
+    from utils.extract import extract_subnet
+    from utils.supernet import build_supernet, set_width
+    from utils.widths import snap_widths
     paddle.seed(0)
     cfg = BertConfig(vocab_size=120, max_position_embeddings=40, hidden_dropout_prob=0.0,
                      attention_probs_dropout_prob=0.0, num_labels=3, **shape)
     teacher = BertForSequenceClassification(cfg)
     teacher.eval()
-    widths = elastic.snap_widths(["1.0", "5/6", "1/2"], cfg.num_attention_heads, cfg.intermediate_size)
+    widths = snap_widths(["1.0", "5/6", "1/2"], cfg.num_attention_heads, cfg.intermediate_size)
     assert [w.heads for w in widths] == [cfg.num_attention_heads, round(cfg.num_attention_heads * 5 / 6),
                                          cfg.num_attention_heads // 2]
-    ofa = elastic.build_supernet(teacher, widths)
+    ofa = build_supernet(teacher, widths)
     ofa.model.eval()
     rng = np.random.RandomState(0)
     ids = paddle.to_tensor(rng.randint(5, 120, size=(3, 16)).astype("int64"))
@@ -137,9 +140,9 @@ def test_supernet_of_any_bert_shape_equals_teacher_and_exports_exactly(shape):
         ref = teacher(ids, token_type_ids=seg).numpy()
         outs = []
         for w in widths:
-            elastic.set_width(ofa, w)
-            sup = elastic.forward(ofa.model, ids, seg).numpy()
-            sub = elastic.extract_subnet(ofa.model, w, cfg, "classification")
+            set_width(ofa, w)
+            sup = forward(ofa.model, ids, seg).numpy()
+            sub = extract_subnet(ofa.model, w, cfg, "classification")
             sub.eval()
             np.testing.assert_allclose(sub(ids, token_type_ids=seg).numpy(), sup, atol=1e-5)
             q = sub.bert.encoder.layers[0].self_attn.q_proj.weight

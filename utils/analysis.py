@@ -170,7 +170,7 @@ def builtin_or_file(spec):
 def snap(width, num_heads, intermediate_size):
     """(ratio, heads, ffn) of a width: the rule of utils.elastic.snap_widths
     (so the shapes here are the ones the training and export scripts build)."""
-    from .elastic import snap_widths
+    from .widths import snap_widths
     w = snap_widths([width], num_heads, intermediate_size, flag="--widths")[0]
     return w.ratio, w.heads, w.ffn
 

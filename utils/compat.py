@@ -167,3 +167,24 @@ def quiet_libraries():
         nlp_logger.set_level("ERROR")
     except Exception:  # pragma: no cover - logger API differs across versions
         pass
+
+
+def stride_kernels(on=True):
+    """A context manager: within, paddle's ``FLAGS_use_stride_kernel`` is ``on``
+    (the setting is restored after).  Fix 5 turns stride kernels off for the
+    whole process because paddle 2.6's CPU strided copy makes transposes 5
+    times slower; ``utils.elastic_forward.stock_ops`` turns them back on to
+    time and check the step upstream runs (paddle's defaults)."""
+    import contextlib
+    import paddle
+
+    @contextlib.contextmanager
+    def toggled():
+        saved = paddle.get_flags(["FLAGS_use_stride_kernel"])["FLAGS_use_stride_kernel"]
+        paddle.set_flags({"FLAGS_use_stride_kernel": bool(on)})
+        try:
+            yield
+        finally:
+            paddle.set_flags({"FLAGS_use_stride_kernel": saved})
+
+    return toggled()

@@ -266,7 +266,7 @@ def structured_prune(model, config, task_type, pconf, batches, loss_fn):
     round), ``head_importance`` (last round, [L, H] list) and ``work`` (the
     working copy with the pruned units zeroed: it computes what the cut model
     computes)."""
-    from .elastic import compute_importance
+    from .importance import compute_importance
     heads0, ffn0 = layer_shapes(model)
     pconf.check(heads0, ffn0)
     work, alive_h, alive_n = working_copy(model, config, task_type)
@@ -307,40 +307,22 @@ def structured_prune(model, config, task_type, pconf, batches, loss_fn):
 
 def slice_model(model, kept_heads, kept_neurons):
     """Cut ``model`` down in place to the kept heads / neurons of every layer
-    (sorted indices; the original order among them is kept)."""
+    (sorted indices; the original order among them is kept), with the cut
+    :func:`utils.extract.cut_layer` that OFA extraction uses."""
+    import paddle
+    from .extract import cut_layer, set_cut
     layers = encoder_layers(model)
     if len(kept_heads) != len(layers) or len(kept_neurons) != len(layers):
         raise ValueError(f"kept units given for {len(kept_heads)}/{len(kept_neurons)} layers, "
                          f"the model has {len(layers)}")
-    values = []
-    for layer, kh, kn in zip(layers, kept_heads, kept_neurons):
-        attn = layer.self_attn
-        hd = int(attn.head_dim)
-        kh, kn = np.sort(np.asarray(kh, dtype=np.int64)), np.sort(np.asarray(kn, dtype=np.int64))
-        n_heads, n_ffn = int(attn.q_proj.weight.shape[1]) // hd, int(layer.linear1.weight.shape[1])
-        if len(kh) < 1 or len(kn) < 1 or kh.max() >= n_heads or kn.max() >= n_ffn or \
-                len(set(kh.tolist())) != len(kh) or len(set(kn.tolist())) != len(kn):
-            raise ValueError(f"bad kept units: heads {kh.tolist()} of {n_heads}, {len(kn)} neurons of {n_ffn}")
-        cols = (kh[:, None] * hd + np.arange(hd)[None, :]).reshape(-1)
-        v = {}
-        for name in ("q_proj", "k_proj", "v_proj"):
-            lin = getattr(attn, name)
-            v[name] = (_np(lin.weight)[:, cols], _np(lin.bias)[cols])
-        v["out_proj"] = (_np(attn.out_proj.weight)[cols, :], _np(attn.out_proj.bias))
-        v["linear1"] = (_np(layer.linear1.weight)[:, kn], _np(layer.linear1.bias)[kn])
-        v["linear2"] = (_np(layer.linear2.weight)[kn, :], _np(layer.linear2.bias))
-        values.append(v)
-    import paddle
+    cuts = [cut_layer(layer, kh, kn) for layer, kh, kn in zip(layers, kept_heads, kept_neurons)]
     rng = paddle.get_rng_state()
     try:
         apply_pruned_shapes(model, [len(k) for k in kept_heads], [len(k) for k in kept_neurons])
     finally:
         paddle.set_rng_state(rng)
-    for layer, v in zip(layers, values):
-        for name, (w, b) in v.items():
-            lin = getattr(layer.self_attn, name) if name.endswith("proj") else getattr(layer, name)
-            _set(lin.weight, w)
-            _set(lin.bias, b)
+    for layer, cut in zip(layers, cuts):
+        set_cut(layer, cut)
     return model
 
 

@@ -309,7 +309,7 @@ def find_config(ofa_dir, table):
 
 def parse_map(items):
     """``NAME=WIDTH``, ``NAME=WIDTH@DEPTH`` or ``NAME=teacher`` -> {name: (width, depth) | "teacher"}."""
-    from .elastic import parse_width
+    from .widths import parse_width
     out = {}
     for item in items:
         name, sep, value = item.partition("=")
@@ -328,7 +328,7 @@ def parse_map(items):
 
 def target_of(model, explicit):
     """What a benchmarked model is: ("teacher" | (width, depth) | None, how we know)."""
-    from .elastic import parse_width
+    from .widths import parse_width
     name = model["name"]
     if name in explicit:
         return explicit[name], "--map"

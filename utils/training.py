@@ -190,7 +190,7 @@ def reseed(seed):
     """Seed paddle's generator and the suite's CPU dropout masks
     (:func:`utils.elastic.dropout`)."""
     import paddle
-    from .elastic import seed_dropout
+    from .elastic_forward import seed_dropout
     paddle.seed(seed)
     seed_dropout(seed)
 
