@@ -104,7 +104,7 @@ def main(argv=None):
     ner = info["task_type"] == "token_classification"
     delimiter = label_delimiter(args, info)
     if ner:
-        from utils.ner import predict_lines_batch
+        from utils.ner_metrics import predict_lines_batch
         texts = [a if b is None else f"{a}\t{b}" for a, b in texts]
     else:   # NER splits long sentences; sentence models see the first max_len tokens only
         n_long, first = count_truncated(tokenizer, texts, max_len)

@@ -32,7 +32,7 @@ import json
 import logging
 import os
 
-from utils import ner, training
+from utils import ner_data, ner_encode, ner_metrics, tasks, training
 from utils.errors import run_main
 from utils.evaluation import format_results, to_tensors
 from utils.losses import token_loss
@@ -44,11 +44,11 @@ KIND = "token_classification"
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ner.add_ner_args(p)
+    tasks.add_ner_args(p)
     training.add_common_args(p)
     args = p.parse_args(argv)
     training.check_common_args(args)
-    ner.check_ner_args(args)
+    tasks.check_ner_args(args)
     return args
 
 
@@ -69,7 +69,7 @@ class NerFineTune(training.Stage):
 
     def evaluate(self, step, epoch):
         self.model.eval()
-        results, score = ner.evaluate_ner(lambda i, s: self.model(i, token_type_ids=s), self.dev_sets,
+        results, score = ner_metrics.evaluate_ner(lambda i, s: self.model(i, token_type_ids=s), self.dev_sets,
                                           self.collate, self.label_list, self.args.batch_size)
         improved = self.best is None or score > self.best["score"]
         logger.info("eval step %d: %s%s", step, format_results(results), "  (best so far)" if improved else "")
@@ -80,7 +80,7 @@ class NerFineTune(training.Stage):
         return score
 
     def info(self, step):
-        return {"task_type": KIND, "task_name": ner.TASK_NAME, "label_list": list(self.label_list),
+        return {"task_type": KIND, "task_name": ner_data.TASK_NAME, "label_list": list(self.label_list),
                 "max_seq_length": self.args.max_seq_length, "trained_steps": step,
                 "run": training.run_state(self.args, step, self.total_steps)}
 
@@ -98,14 +98,14 @@ def main(argv=None):
     training.set_seed(args.seed)
 
     # Everything that can fail on bad input happens before output_dir is touched.
-    label_list = ner.resolve_label_list(args.label_list, args.model_name_or_path)
-    data = ner.load_ner(args.data_dir, args.dev_ratio, args.seed, label_list)
+    label_list = ner_data.resolve_label_list(args.label_list, args.model_name_or_path)
+    data = ner_data.load_ner(args.data_dir, args.dev_ratio, args.seed, label_list)
     label_list = data.label_list
     logger.info("labels: %s", " ".join(label_list))
     model, tokenizer, _ = load_model(args.model_name_or_path, KIND, len(label_list), expect_task_type=KIND)
-    feats = {s: ner.encode_ner(exs, tokenizer, args.max_seq_length, label_list, args.split_long, s)
+    feats = {s: ner_encode.encode_ner(exs, tokenizer, args.max_seq_length, label_list, args.split_long, s)
              for s, exs in data.splits.items()}
-    collate_fn = ner.NerBatcher(tokenizer.pad_token_id)
+    collate_fn = ner_encode.NerBatcher(tokenizer.pad_token_id)
     per_epoch, total_steps = training.num_steps(args, len(feats["train"]))
 
     training.start_run(args)   # lock --output_dir; --overwrite_output_dir clears the old records
@@ -125,11 +125,11 @@ def main(argv=None):
         best, _, _ = load_model(os.path.join(args.output_dir, "model_best"), KIND, len(label_list),
                                 expect_task_type=KIND)
         best.eval()
-        test, _ = ner.evaluate_ner(lambda i, s: best(i, token_type_ids=s), {"test": feats["test"]}, collate_fn,
+        test, _ = ner_metrics.evaluate_ner(lambda i, s: best(i, token_type_ids=s), {"test": feats["test"]}, collate_fn,
                                    label_list, args.batch_size)
         test = test["test"]
         logger.info("test (model_best, step %d): %s", stage.best["step"], format_results({"test": test}))
-    summary = {"task": ner.TASK_NAME, "label_list": label_list, "best_step": stage.best["step"],
+    summary = {"task": ner_data.TASK_NAME, "label_list": label_list, "best_step": stage.best["step"],
                "best_score": stage.best["score"], "best": stage.best["results"], "test": test,
                "test_model": "model_best" if test is not None else None,
                "data": {s: len(data.splits[s]) for s in data.splits}, "dev_source": data.files.get("dev"),

@@ -26,7 +26,7 @@ import argparse
 import logging
 import os
 
-from utils import distill, elastic, ner, training
+from utils import distill, elastic, ner_data, ner_encode, ner_metrics, tasks, training
 from utils.errors import run_main
 from utils.evaluation import format_results
 from utils.losses import token_loss, token_mask
@@ -38,12 +38,12 @@ KIND = "token_classification"
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ner.add_ner_args(p)
+    tasks.add_ner_args(p)
     training.add_common_args(p, epochs=6.0, logging_steps=10, save_steps=100)
     distill.add_ofa_args(p)
     args = p.parse_args(argv)
     training.check_common_args(args)
-    ner.check_ner_args(args)
+    tasks.check_ner_args(args)
     distill.check_ofa_args(args)
     return args
 
@@ -58,16 +58,16 @@ def evaluate_test(args, stage, feats, collate_fn, label_list):
     and once for the teacher."""
     test = {"test": feats}
     stage.teacher.eval()
-    res, _ = ner.evaluate_ner(lambda i, s: elastic.forward(stage.teacher, i, s), test, collate_fn, label_list,
-                              args.batch_size)
+    res, _ = ner_metrics.evaluate_ner(lambda i, s: elastic.forward(stage.teacher, i, s), test, collate_fn,
+                                      label_list, args.batch_size)
     out = {"teacher": res["test"], "widths": {}}
     for sn in stage.subnets:
         full, _, cfg = load_model(os.path.join(args.output_dir, sn.dir_name(dir_name)), KIND, len(label_list),
                                   expect_task_type=KIND)
         sub = elastic.extract_subnet(full, sn.width, cfg, KIND, layers=sn.layers)
         sub.eval()
-        res, _ = ner.evaluate_ner(lambda i, s: sub(i, token_type_ids=s), test, collate_fn, label_list,
-                                  args.batch_size)
+        res, _ = ner_metrics.evaluate_ner(lambda i, s: sub(i, token_type_ids=s), test, collate_fn, label_list,
+                                          args.batch_size)
         out["widths"][sn.tag()] = res["test"]
     return out
 
@@ -88,20 +88,20 @@ def main(argv=None):
     training.setup_device(args)
     training.set_seed(args.seed)
 
-    label_list = ner.resolve_label_list(args.label_list, args.model_name_or_path)
-    data = ner.load_ner(args.data_dir, args.dev_ratio, args.seed, label_list)
+    label_list = ner_data.resolve_label_list(args.label_list, args.model_name_or_path)
+    data = ner_data.load_ner(args.data_dir, args.dev_ratio, args.seed, label_list)
     if label_list is None:
         logger.warning("%s records no label list: the labels are taken from the data (%s); they must be in the "
                        "order of the teacher's classifier (else pass --label_list)", args.model_name_or_path,
                        " ".join(data.label_list))
     label_list = data.label_list
     teacher, tokenizer, config = load_model(args.model_name_or_path, KIND, len(label_list), require_head=True,
-                                            task_name=ner.TASK_NAME, expect_task_type=KIND)
+                                            task_name=ner_data.TASK_NAME, expect_task_type=KIND)
     widths = elastic.snap_widths(requested, config.num_attention_heads, config.intermediate_size)
-    feats = {s: ner.encode_ner(exs, tokenizer, args.max_seq_length, label_list, args.split_long, s)
+    feats = {s: ner_encode.encode_ner(exs, tokenizer, args.max_seq_length, label_list, args.split_long, s)
              for s, exs in data.splits.items()}
     train_feats, imp_feats = distill.split_importance(args, feats["train"], feats["dev"])
-    collate_fn = ner.NerBatcher(tokenizer.pad_token_id)
+    collate_fn = ner_encode.NerBatcher(tokenizer.pad_token_id)
     per_epoch, total_steps = training.num_steps(args, len(train_feats))
 
     training.start_run(args)   # lock --output_dir; --overwrite_output_dir clears the old records
@@ -113,9 +113,9 @@ def main(argv=None):
                                    token_loss)
 
     def evaluate_fn(forward):
-        return ner.evaluate_ner(forward, dev_sets, collate_fn, label_list, args.batch_size)
+        return ner_metrics.evaluate_ner(forward, dev_sets, collate_fn, label_list, args.batch_size)
 
-    info = {"task_type": KIND, "task_name": ner.TASK_NAME, "label_list": list(label_list),
+    info = {"task_type": KIND, "task_name": ner_data.TASK_NAME, "label_list": list(label_list),
             "max_seq_length": args.max_seq_length}
     stage = distill.OFADistill(args, teacher, ofa, widths, tokenizer, config, KIND, evaluate_fn, dir_name,
                                token_mask_fn=token_mask, suite_info=info)

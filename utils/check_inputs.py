@@ -57,7 +57,7 @@ def load_check_texts(args, info, limit=None):
     task_name = info.get("task_name")
     if getattr(args, "data_dir", None) and task_name:
         if info.get("task_type") == "token_classification":
-            from .ner import load_ner_dev_texts
+            from .ner_data import load_ner_dev_texts
             return [(chars, None) for chars in load_ner_dev_texts(args.data_dir)[:limit]]
         from .data import load_glue
         from .tasks import GLUE_TASKS, get_task
