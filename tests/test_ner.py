@@ -277,12 +277,30 @@ def test_sentencepiece_alignment_gives_each_character_its_own_piece():
 
 
 def test_wordpiece_alignment_unchanged_by_the_sentencepiece_rule():
-    from utils.ner_encode import char_piece_ids, is_sentencepiece
+    from utils.batching import is_sentencepiece
+    from utils.ner_encode import char_piece_ids
     tok = tokenizer()
     assert not is_sentencepiece(tok) and is_sentencepiece(spm_tokenizer())
     for ch in ["张", "ab", " ", "Q", "\u200b"]:
         pieces = tok.tokenize(ch)
         assert char_piece_ids(tok, ch) == (tok.convert_tokens_to_ids(pieces) if pieces else [tok.unk_token_id])
+
+
+def test_run_msra_ner_from_a_sentencepiece_model_dir(tmp_path, ner_data):
+    """run_msra_ner.py from a model directory holding the SPM tokenizer (the
+    tiny converted E5S1 of tests/test_e5.py): <s>/</s> and pad id 1 from the
+    tokenizer; it trains, evaluates and keeps that tokenizer."""
+    import convert_checkpoint
+    from test_e5 import write_e5s1
+    model = str(tmp_path / "spm")
+    convert_checkpoint.convert(write_e5s1(str(tmp_path / "tiny.bin")), model, log=None, quiet=True)
+    out = str(tmp_path / "run")
+    run_script("run_msra_ner.py", "--model_name_or_path", model, "--data_dir", ner_data, "--output_dir", out,
+               "--max_steps", "4", "--save_steps", "4", "--max_seq_length", "16", "--batch_size", "16",
+               "--logging_steps", "2", "--split_long", "--device", "cpu")
+    assert os.path.isfile(os.path.join(out, "model_best", "sentencepiece.bpe.model"))
+    summary = read_json(os.path.join(out, "all_results.json"))
+    assert summary["steps"] == 4 and summary["test"] is not None
 
 
 # --------------------------------------------------------------------------- metrics and spans

@@ -171,3 +171,40 @@ def test_mnli_reports_matched_and_mismatched(model_dir, tmp_path):
     assert 0.0 <= rec["dev_matched"]["acc"] <= 1.0 and "acc" in rec["dev_mismatched"]
     assert rec["score"] == rec["dev_matched"]["acc"]
     assert len(read_json(os.path.join(out, "best", "config.json"))["id2label"]) == 3
+
+
+# --------------------------------------------------------------- a SentencePiece (XLM-R) model directory
+def spm_model_dir(root):
+    """The tiny converted E5S1 model of tests/test_e5.py: sentencepiece.bpe.model,
+    <s> 0, <pad> 1, </s> 2, no task head."""
+    import convert_checkpoint
+    from test_e5 import write_e5s1
+    out = str(root / "spm")
+    convert_checkpoint.convert(write_e5s1(str(root / "tiny.bin")), out, log=None, quiet=True)
+    return out
+
+
+def test_glue_encoding_takes_special_tokens_and_padding_from_the_spm_tokenizer(tmp_path):
+    from utils.data import Batcher, Example, encode
+    from utils.modeling import load_tokenizer
+    tok = load_tokenizer(spm_model_dir(tmp_path))
+    feats = encode([Example("ab c", None, 1), Example("ab", "c", 0)], tok, 16)
+    assert feats[0]["input_ids"] == [0, 6, 8, 7, 2] and feats[1]["input_ids"] == [0, 6, 2, 2, 8, 7, 2]
+    ids, seg, labels = Batcher(tok.pad_token_id, False)(feats)
+    assert ids[0].tolist() == [0, 6, 8, 7, 2, 1, 1] and not seg.any() and labels.tolist() == [1, 0]
+
+
+def test_run_glue_from_a_sentencepiece_model_dir(tmp_path):
+    """run_glue.py on own data from a model directory holding the SPM
+    tokenizer: it trains, and best/ keeps that tokenizer."""
+    from helpers import write_own_csv
+    model = spm_model_dir(tmp_path)
+    write_own_csv(str(tmp_path / "train.csv"), n=40)
+    write_own_csv(str(tmp_path / "dev.csv"), n=20, seed=9)
+    out = str(tmp_path / "run")
+    run_script("run_glue.py", "--model_name_or_path", model, "--train_file", tmp_path / "train.csv",
+               "--dev_file", tmp_path / "dev.csv", "--text_column", "review", "--label_column", "sentiment",
+               "--output_dir", out, "--max_steps", "4", "--save_steps", "4", "--max_seq_length", "16",
+               "--batch_size", "8", "--logging_steps", "2", "--device", "cpu")
+    assert os.path.isfile(os.path.join(out, "best", "sentencepiece.bpe.model"))
+    assert read_json(os.path.join(out, "all_results.json"))["steps"] == 4

@@ -14,6 +14,12 @@ import warnings
 import numpy as np
 
 
+def is_sentencepiece(tokenizer):
+    """True for a SentencePiece tokenizer (utils/spm_tokenizer.py's, or one
+    holding an ``sp_model`` as paddlenlp's and Hugging Face's do)."""
+    return getattr(tokenizer, "sp", None) is not None or getattr(tokenizer, "sp_model", None) is not None
+
+
 def pad_rows(rows, pad_value, dtype=np.int64):
     """Ragged rows -> ``[B, T]`` array, each row padded at the end with
     ``pad_value`` to the longest."""

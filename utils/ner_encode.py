@@ -30,7 +30,7 @@ Public API::
 """
 import logging
 
-from .batching import pad_features, pad_rows
+from .batching import is_sentencepiece, pad_features, pad_rows
 from .errors import UserError
 from .losses import IGNORE_INDEX as IGNORE   # positions without a tag
 
@@ -38,12 +38,6 @@ logger = logging.getLogger("bert_suite")
 
 
 SPM_SPACE = "\u2581"   # SentencePiece's word-start mark "▁"
-
-
-def is_sentencepiece(tokenizer):
-    """True for a SentencePiece tokenizer (utils/spm_tokenizer.py's, or one
-    holding an ``sp_model`` as paddlenlp's and Hugging Face's do)."""
-    return getattr(tokenizer, "sp", None) is not None or getattr(tokenizer, "sp_model", None) is not None
 
 
 def char_piece_ids(tokenizer, ch):
