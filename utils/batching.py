@@ -5,9 +5,9 @@ Used by GLUE encoding/collation (utils/data.py), NER collation
 and predict.py.
 
 Padding is the TOKENIZER'S pad id (BERT WordPiece: 0; XLM-R SentencePiece:
-1), never an assumed 0; token types pad with 0.  Where a mask is needed it is
-built from the row lengths, not by comparing ids with a pad value.  No module
-here imports paddle.
+1), never an assumed 0; token types pad with 0.  The models build their
+attention mask from the pad id their config records (utils/e5s1.py writes 1
+for the converted E5), so the two must agree.  No module here imports paddle.
 """
 import warnings
 
@@ -30,12 +30,6 @@ def pad_rows(rows, pad_value, dtype=np.int64):
     for i, r in enumerate(rows):
         out[i, :len(r)] = r
     return out
-
-
-def attention_mask(lengths, width):
-    """``[B, T]`` int64: 1 on the first ``lengths[i]`` positions of row i, 0
-    on its padding (from lengths, so a real token equal to the pad id counts)."""
-    return (np.arange(width)[None, :] < np.asarray(lengths)[:, None]).astype(np.int64)
 
 
 def pad_features(features, pad_token_id):
