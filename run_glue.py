@@ -27,7 +27,7 @@ from utils.errors import run_main
 from utils import training
 from utils.data import Batcher, encode, load_glue, resolve_task
 from utils.evaluation import evaluate_task, format_results, predict, write_predictions
-from utils.finetune import FineTuneStage, fit
+from utils.finetune import FineTuneStage, fit, setup
 from utils.losses import task_loss
 from utils.metrics import compute_metrics
 from utils.modeling import load_model, save_model
@@ -49,9 +49,7 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    training.setup_logging()
-    training.setup_device(args)
-    training.set_seed(args.seed)
+    setup(args)
 
     # Everything that can fail on bad input happens before output_dir is touched.
     task = resolve_task(args)

@@ -36,7 +36,7 @@ from functools import partial
 from utils import training
 from utils.errors import run_main
 from utils.evaluation import format_results
-from utils.finetune import FineTuneStage, fit
+from utils.finetune import FineTuneStage, fit, setup
 from utils.losses import token_loss
 from utils.modeling import load_model, save_model
 from utils.ner_data import TASK_NAME, load_ner, resolve_label_list
@@ -61,9 +61,7 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    training.setup_logging()
-    training.setup_device(args)
-    training.set_seed(args.seed)
+    setup(args)
 
     # Everything that can fail on bad input happens before output_dir is touched.
     label_list = resolve_label_list(args.label_list, args.model_name_or_path)

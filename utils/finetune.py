@@ -14,6 +14,13 @@ from .modeling import save_model
 logger = logging.getLogger("bert_suite")
 
 
+def setup(args):
+    """Logging, device (--device/--n_gpu) and seed of a fine-tuning run."""
+    training.setup_logging()
+    training.setup_device(args)
+    training.set_seed(args.seed)
+
+
 class FineTuneStage(training.Stage):
     """``loss(logits, labels)`` on every batch; at every evaluation
     ``score(forward, dev_sets, collate, batch_size=...) -> (results, score)``
