@@ -52,8 +52,9 @@ SPLIT_FILES = {split: (f"{split}.tsv", f"msra_{split}.txt", f"{split}.txt") for 
 # paddlenlp's msra_ner label order (its records carry indices into this list)
 HUB_LABELS = ["B-PER", "I-PER", "B-ORG", "I-ORG", "B-LOC", "I-LOC", "O"]
 
-_TAG = re.compile(r"^([BIMES])-(\S.*)$")
-_TO_BIO = {"B": "B", "S": "B", "I": "I", "M": "I", "E": "I"}
+# a tag of any scheme (B-/I-/M-/E-/S- + type) and its BIO prefix
+TAG_PATTERN = re.compile(r"^([BIMES])-(\S.*)$")
+BIO_PREFIX = {"B": "B", "S": "B", "I": "I", "M": "I", "E": "I"}
 _BOM = b"\xef\xbb\xbf"
 _FIELD_SEP = re.compile(r"[ \t]+")
 
@@ -79,11 +80,11 @@ def to_bio(tag, where):
     for a tag of an unknown scheme."""
     if tag == "O":
         return "O"
-    m = _TAG.match(tag)
+    m = TAG_PATTERN.match(tag)
     if m is None:
         raise UserError(f"{where}: tag {tag!r} is not of a known scheme (expected O or B-/I-/M-/E-/S- "
                         f"followed by an entity type, e.g. B-PER)")
-    return f"{_TO_BIO[m.group(1)]}-{m.group(2)}"
+    return f"{BIO_PREFIX[m.group(1)]}-{m.group(2)}"
 
 
 def check_label_list(labels, flag="--label_list"):

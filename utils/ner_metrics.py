@@ -14,7 +14,7 @@ import warnings
 import numpy as np
 
 from .losses import IGNORE_INDEX as IGNORE   # positions without a tag
-from .ner_data import _TAG, _TO_BIO, NerExample
+from .ner_data import BIO_PREFIX, TAG_PATTERN, NerExample
 from .ner_encode import collate_ner, encode_ner
 
 
@@ -73,12 +73,12 @@ def tags_to_spans(chars, tags):
             spans.append({"text": "".join(chars[cur[1]:end]), "type": cur[0], "start": cur[1], "end": end})
 
     for i, tag in enumerate(tags):
-        m = _TAG.match(tag) if tag != "O" else None
+        m = TAG_PATTERN.match(tag) if tag != "O" else None
         if m is None:
             close(i)
             cur = None
             continue
-        kind, typ = _TO_BIO[m.group(1)], m.group(2)
+        kind, typ = BIO_PREFIX[m.group(1)], m.group(2)
         if kind == "B" or cur is None or cur[0] != typ:
             close(i)
             cur = (typ, i)
