@@ -13,23 +13,30 @@ shapes, parameter counts, file sizes and the check.
 import utils  # noqa: F401  (first: stack fixes before paddle is imported)
 
 import argparse
+import json
 import logging
 import os
-import shutil
-import tempfile
 
 import numpy as np
 
 from utils import inference, training
 from utils import output_dir as outdirs
+from utils.batching import text_batches
+from utils.check_inputs import load_check_texts
 from utils.errors import UserError, run_main
 from utils.elastic_forward import forward as elastic_forward
 from utils.extract import extract_subnet, param_count
-from utils.modeling import WEIGHT_FILES, find_file, layer_shapes, load_model, save_model, suite_info
 from utils.supernet import build_supernet, set_width
 from utils.widths import Width, depth_layers, parse_width, snap_widths
+from utils.modeling import WEIGHT_FILES, find_file, layer_shapes, load_model, save_model, suite_info
+from utils.publish import publish_dir, publish_prefix, staging_dir, write_json_atomic
 
 logger = logging.getLogger("bert_suite")
+
+
+def optional_path(value):
+    """A path flag that may be switched off with 'None' (upstream command lines)."""
+    return None if value in ("None", "none", "") else value
 
 
 def parse_args(argv=None):
@@ -41,7 +48,7 @@ def parse_args(argv=None):
     p.add_argument("--depth_mult", default="1.0",
                    help="depth to export (DynaBERT layer selection), one that was trained with --depth_mult_list")
     p.add_argument("--sub_model_output_dir", required=True, help="where the dynamic-graph sub-model is written")
-    p.add_argument("--static_sub_model", default=None,
+    p.add_argument("--static_sub_model", default=None, type=optional_path,
                    help="path prefix of the static model (PREFIX.pdmodel/.pdiparams); omit or 'None' to skip")
     p.add_argument("--max_seq_length", type=int, default=None,
                    help="default: 128, or the model's position table if shorter")
@@ -57,9 +64,11 @@ def parse_args(argv=None):
     p.add_argument("--device", default="cpu", choices=["cpu", "gpu", "xpu"])
     p.add_argument("--n_gpu", type=int, default=None, help="older spelling: 0 = cpu")
     args = p.parse_args(argv)
-    if args.static_sub_model in ("None", "none", ""):
-        args.static_sub_model = None
     check_outputs(args)
+    # normalised here, once: the older --n_gpu spelling and the model's position table
+    if args.n_gpu is not None:
+        args.device = "cpu" if args.n_gpu == 0 else "gpu"
+    args.max_seq_length = training.check_max_seq_length(args.model_name_or_path, args.max_seq_length, default=128)
     if args.max_seq_length <= 2:
         raise UserError(f"--max_seq_length must be > 2, got {args.max_seq_length}")
     return args
@@ -72,81 +81,62 @@ def check_outputs(args):
     outdirs.check_replaceable(args.sub_model_output_dir, sources, "--sub_model_output_dir")
     if args.static_sub_model:
         outdirs.check_static_prefix(args.static_sub_model, sources, "--static_sub_model", inference.TOKENIZER_SUFFIX)
-    args.max_seq_length = training.check_max_seq_length(args.model_name_or_path, args.max_seq_length, default=128)
 
 
-def choose_width(args, config, info):
+def _untrained(msg, force):
+    if not force:
+        raise UserError(msg + " (pass --force to export it anyway)")
+    logger.warning("%s; exporting anyway (--force)", msg)
+
+
+def choose_width(width_mult, force, source, config, info):
+    """The Width to cut at --width_mult (snapped to whole heads), one the
+    checkpoint ``source`` was trained with unless ``force``."""
     try:
-        requested = parse_width(args.width_mult)
+        requested = parse_width(width_mult)
     except ValueError as e:
         raise UserError(f"--width_mult: {e}")
     width = snap_widths([requested], config.num_attention_heads, config.intermediate_size,
-                        flag="--width_mult")[0]
+                                flag="--width_mult")[0]
     trained = (info.get("supernet") or {}).get("widths")
     if trained is None:
-        if width.ratio != 1.0 and not args.force:
-            raise UserError(f"--width_mult {args.width_mult}: {args.model_name_or_path} is not an OFA checkpoint "
+        if width.ratio != 1.0 and not force:
+            raise UserError(f"--width_mult {width_mult}: {source} is not an OFA checkpoint "
                             f"(its heads are not ordered by importance); only width 1.0 can be exported "
                             f"(or pass --force)")
     elif not any(abs(width.ratio - t) < 1e-6 for t in trained):
-        msg = (f"--width_mult {args.width_mult} (= {width.heads} heads) was not trained; trained widths: "
-               + ", ".join(f"{t:.4f}" for t in trained))
-        if not args.force:
-            raise UserError(msg + " (pass --force to export it anyway)")
-        logger.warning("%s; exporting anyway (--force)", msg)
+        _untrained(f"--width_mult {width_mult} (= {width.heads} heads) was not trained; trained widths: "
+                   + ", ".join(f"{t:.4f}" for t in trained), force)
     return width
 
 
-def choose_layers(args, config, info):
+def choose_layers(depth_mult, force, config, info):
     """Encoder layers kept at --depth_mult (None = all)."""
-    keep = depth_layers(config.num_hidden_layers, args.depth_mult, flag="--depth_mult")
+    keep = depth_layers(config.num_hidden_layers, depth_mult, flag="--depth_mult")
     if len(keep) == config.num_hidden_layers:
         return None
     trained = (info.get("supernet") or {}).get("depths") or [1.0]
     ratio = len(keep) / config.num_hidden_layers
     if not any(abs(ratio - t) < 1e-6 for t in trained):
-        msg = (f"--depth_mult {args.depth_mult} (= {len(keep)} of {config.num_hidden_layers} layers) was not "
-               f"trained; trained depths: " + ", ".join(f"{t:.4f}" for t in trained))
-        if not args.force:
-            raise UserError(msg + " (pass --force to export it anyway)")
-        logger.warning("%s; exporting anyway (--force)", msg)
+        _untrained(f"--depth_mult {depth_mult} (= {len(keep)} of {config.num_hidden_layers} layers) was not "
+                   f"trained; trained depths: " + ", ".join(f"{t:.4f}" for t in trained), force)
     return keep
 
 
-def check_pruned_request(args, model):
+def check_pruned_request(width_mult, depth_mult, source, model):
     """A model pruned by prune.py is exported whole: its width is its own.
     Returns a Width describing it (heads and FFN of its first layer)."""
     heads, ffn = layer_shapes(model)
-    for flag, value in (("--width_mult", args.width_mult), ("--depth_mult", args.depth_mult)):
+    for flag, value in (("--width_mult", width_mult), ("--depth_mult", depth_mult)):
         try:
             ok = abs(parse_width(value) - 1.0) < 1e-6
         except ValueError as e:
             raise UserError(f"{flag}: {e}")
         if not ok:
-            raise UserError(f"{flag} {value}: {args.model_name_or_path} is already pruned (heads per layer "
+            raise UserError(f"{flag} {value}: {source} is already pruned (heads per layer "
                             f"{heads}, FFN {ffn}); it is exported as it is, with {flag} 1.0")
     full = model.config.num_attention_heads
     return Width(requested=1.0, ratio=heads[0] / full, heads=heads[0], ffn=ffn[0])
-
-
-def check_inputs(args, info, tokenizer):
-    """(input_ids, token_type_ids) numpy batches from dev data, given text,
-    or, failing both, sentences made from the vocabulary (with a warning)."""
-    from utils.check_inputs import load_check_texts
-    texts = load_check_texts(args, info)
-    batches = []
-    for i in range(0, len(texts), 16):
-        enc = [tokenizer(a, text_pair=b, max_length=args.max_seq_length, truncation=True,
-                         return_token_type_ids=True, is_split_into_words=isinstance(a, list))
-               for a, b in texts[i:i + 16]]
-        t = max(len(e["input_ids"]) for e in enc)
-        ids = np.full((len(enc), t), tokenizer.pad_token_id, dtype="int64")
-        seg = np.zeros((len(enc), t), dtype="int64")
-        for j, e in enumerate(enc):
-            ids[j, :len(e["input_ids"])] = e["input_ids"]
-            seg[j, :len(e["token_type_ids"])] = e["token_type_ids"]
-        batches.append((ids, seg))
-    return batches
 
 
 def file_size(path):
@@ -155,112 +145,122 @@ def file_size(path):
     return os.path.getsize(path) if os.path.isfile(path) else 0
 
 
-def main(argv=None):
-    args = parse_args(argv)
-    training.setup_logging()
-    if args.n_gpu is not None:
-        args.device = "cpu" if args.n_gpu == 0 else "gpu"
-    training.setup_device(args)   # --device gpu without CUDA support is an error, not a quiet CPU run
-    import paddle
+def max_diff(outs, refs):
+    return max(float(np.abs(a - b).max()) for a, b in zip(outs, refs))
 
-    model, tokenizer, config = load_model(args.model_name_or_path, require_head=True)
-    info = suite_info(config)
-    task_type = info.get("task_type", "classification")
-    pruned = "heads_per_layer" in info
-    if pruned:
-        width, layers = check_pruned_request(args, model), None
-    else:
-        width = choose_width(args, config, info)
-        layers = choose_layers(args, config, info)
-    batches = check_inputs(args, info, tokenizer)
 
-    # Reference: the supernet at this width (the full model at width 1.0;
-    # a model pruned by prune.py is exported as it is).
+def cut_subnet(model, config, info, width_mult, depth_mult, force, source):
+    """(width, kept layers or None, reference forward at that width, the
+    sub-model): the supernet at the width (the full model at width 1.0); a
+    model pruned by prune.py is exported as it is."""
     model.eval()
-    if pruned:
-        forward, sub = (lambda i, s: model(i, token_type_ids=s)), model
-    else:
-        ofa = build_supernet(model, [width])
-        ofa.model.eval()
-        set_width(ofa, width, layers)
-        forward = lambda i, s: elastic_forward(ofa.model, i, s)  # noqa: E731
-        sub = extract_subnet(model, width, config, task_type, layers=layers)
-    with paddle.no_grad():
-        reference = [forward(paddle.to_tensor(i), paddle.to_tensor(s)).numpy() for i, s in batches]
-    n_full, n_sub = param_count(model), param_count(sub)
+    if "heads_per_layer" in info:
+        width = check_pruned_request(width_mult, depth_mult, source, model)
+        return width, None, (lambda i, s: model(i, token_type_ids=s)), model
+    width = choose_width(width_mult, force, source, config, info)
+    layers = choose_layers(depth_mult, force, config, info)
+    ofa = build_supernet(model, [width])
+    ofa.model.eval()
+    set_width(ofa, width, layers)
+    sub = extract_subnet(model, width, config, info.get("task_type", "classification"), layers=layers)
+    return width, layers, (lambda i, s: elastic_forward(ofa.model, i, s)), sub
 
-    # Write everything beside its destination, check, then move into place.
-    out_dir = os.path.abspath(args.sub_model_output_dir)
-    made_dirs = training.make_dirs(os.path.dirname(out_dir))
-    if args.static_sub_model:
-        made_dirs += training.make_dirs(os.path.dirname(os.path.abspath(args.static_sub_model)))
-    work = tempfile.mkdtemp(prefix=".export-", dir=os.path.dirname(out_dir))
-    written = False
-    try:
-        sub_info = dict(info, width=width.ratio, width_requested=width.requested, parent=args.model_name_or_path)
-        if layers is not None:
-            sub_info.update(depth=len(layers) / config.num_hidden_layers, kept_layers=layers)
-        sub_info.pop("supernet", None)
+
+def check_static(reloaded, prefix, batches, dyn_out, reference):
+    """Write the static model at ``prefix``; its differences from the
+    reloaded dynamic model and from the supernet."""
+    inference.save_static(reloaded, prefix)
+    pred = inference.create_predictor(prefix, mkldnn=False)
+    st_out = [inference.run_predictor(pred, i, s) for i, s in batches]
+    return {"static_vs_dynamic": max_diff(st_out, dyn_out), "static_vs_supernet": max_diff(st_out, reference)}
+
+
+def write_checked(out_dir, static_prefix, tolerance, sub, tokenizer, sub_info, static_info, export_info, batches,
+                  reference):
+    """Save the sub-model (and the static model) in a staging directory,
+    reload it strictly, compare with ``reference`` and publish only if every
+    difference is within ``tolerance``.  Returns (export_info completed, diffs)."""
+    import paddle
+    out_dir = os.path.abspath(out_dir)
+    with staging_dir(out_dir) as work:
         tmp_dyn = os.path.join(work, "dynamic")
         save_model(sub, tokenizer, tmp_dyn, sub_info)
         reloaded, _, _ = load_model(tmp_dyn, warn_unfinished=False)   # strict: every tensor used, shapes from config
         reloaded.eval()
         with paddle.no_grad():
-            dyn_out = [reloaded(paddle.to_tensor(i), token_type_ids=paddle.to_tensor(s)).numpy()
-                       for i, s in batches]
-        diffs = {"dynamic_vs_supernet": max(float(np.abs(a - b).max()) for a, b in zip(dyn_out, reference))}
-        tmp_prefix = None
-        if args.static_sub_model:
-            tmp_prefix = os.path.join(work, "static", "model")
-            inference.save_static(reloaded, tmp_prefix)
-            pred = inference.create_predictor(tmp_prefix, mkldnn=False)
-            st_out = [inference.run_predictor(pred, i, s) for i, s in batches]
-            diffs["static_vs_dynamic"] = max(float(np.abs(a - b).max()) for a, b in zip(st_out, dyn_out))
-            diffs["static_vs_supernet"] = max(float(np.abs(a - b).max()) for a, b in zip(st_out, reference))
+            dyn_out = [reloaded(paddle.to_tensor(i), token_type_ids=paddle.to_tensor(s)).numpy() for i, s in batches]
+        diffs = {"dynamic_vs_supernet": max_diff(dyn_out, reference)}
+        tmp_prefix = os.path.join(work, "static", "model") if static_prefix else None
+        if tmp_prefix:
+            diffs.update(check_static(reloaded, tmp_prefix, batches, dyn_out, reference))
         worst = max(diffs.values())
-        n_layers = len(layers) if layers is not None else config.num_hidden_layers
         heads, ffn = layer_shapes(reloaded)
-        export_info = {
-            "width": width.ratio, "width_requested": width.requested, "heads_per_layer": heads,
-            "ffn_per_layer": ffn, "num_layers": n_layers, "task_type": task_type,
-            "depth": n_layers / config.num_hidden_layers,
-            "kept_layers": layers if layers is not None else list(range(config.num_hidden_layers)),
-            "params_before": n_full, "params_after": n_sub, "param_ratio": n_sub / n_full,
-            "check": {"examples": int(sum(len(i) for i, _ in batches)), "max_abs_diff": worst, **diffs,
-                      "tolerance": args.tolerance, "passed": worst <= args.tolerance},
-            "dynamic_model_dir": out_dir, "dynamic_model_bytes": file_size(find_file(tmp_dyn, WEIGHT_FILES)),
-        }
-        if worst > args.tolerance:
-            raise SystemExit(f"error: export check failed: outputs differ by {worst:.3e} (> {args.tolerance}): "
+        info = dict(export_info, heads_per_layer=heads, ffn_per_layer=ffn, check={
+            "examples": int(sum(len(i) for i, _ in batches)), "max_abs_diff": worst, **diffs,
+            "tolerance": tolerance, "passed": worst <= tolerance},
+            dynamic_model_dir=out_dir, dynamic_model_bytes=file_size(find_file(tmp_dyn, WEIGHT_FILES)))
+        if worst > tolerance:
+            raise SystemExit(f"error: export check failed: outputs differ by {worst:.3e} (> {tolerance}): "
                              + ", ".join(f"{k}={v:.3e}" for k, v in diffs.items()) + "; nothing written")
         if tmp_prefix:
-            prefix = os.path.abspath(args.static_sub_model)
-            export_info.update(static_model=prefix, static_model_bytes=file_size(tmp_prefix + ".pdiparams")
-                               + file_size(inference.model_file(tmp_prefix)))
-            inference.write_info(tmp_prefix, {
-                "task_type": task_type, "task_name": info.get("task_name"), "label_list": info.get("label_list"),
-                "max_seq_length": args.max_seq_length, "width": None if pruned else width.ratio,
-                "depth": n_layers / config.num_hidden_layers, "pruned": pruned,
-                "tokenizer_dir": os.path.basename(prefix) + inference.TOKENIZER_SUFFIX})
+            prefix = os.path.abspath(static_prefix)
+            info.update(static_model=prefix, static_model_bytes=file_size(tmp_prefix + ".pdiparams")
+                        + file_size(inference.model_file(tmp_prefix)))
+            inference.write_info(tmp_prefix, dict(static_info, tokenizer_dir=os.path.basename(prefix)
+                                                  + inference.TOKENIZER_SUFFIX))
             tokenizer.save_pretrained(tmp_prefix + inference.TOKENIZER_SUFFIX)
-            for name in os.listdir(os.path.dirname(tmp_prefix)):
-                dst = os.path.join(os.path.dirname(prefix), name.replace("model", os.path.basename(prefix), 1))
-                if os.path.isdir(dst):
-                    shutil.rmtree(dst)
-                os.replace(os.path.join(os.path.dirname(tmp_prefix), name), dst)
-        training.write_json_atomic(os.path.join(tmp_dyn, "export_info.json"), export_info)
-        from utils.modeling import replace_dir
-        replace_dir(tmp_dyn, out_dir)
-        written = True
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-        if not written:
-            training.remove_empty_dirs(made_dirs)
+            publish_prefix(tmp_prefix, prefix)
+        write_json_atomic(os.path.join(tmp_dyn, "export_info.json"), info)
+        publish_dir(tmp_dyn, out_dir)
+    return info, diffs
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    training.setup_logging()
+    training.setup_device(args)   # --device gpu without CUDA support is an error, not a quiet CPU run
+    import paddle
+
+    model, tokenizer, config = load_model(args.model_name_or_path, require_head=True)
+    info = suite_info(config)
+    task_type, pruned = info.get("task_type", "classification"), "heads_per_layer" in info
+    width, layers, forward, sub = cut_subnet(model, config, info, args.width_mult, args.depth_mult, args.force,
+                                             args.model_name_or_path)
+    texts = load_check_texts(info, args.check_examples, args.check_text, args.dev_file, args.data_dir)
+    batches = text_batches(tokenizer, texts, args.max_seq_length)
+    with paddle.no_grad():
+        reference = [forward(paddle.to_tensor(i), paddle.to_tensor(s)).numpy() for i, s in batches]
+
+    n_full, n_sub = param_count(model), param_count(sub)
+    n_layers = len(layers) if layers is not None else config.num_hidden_layers
+    depth = n_layers / config.num_hidden_layers
+    sub_info = dict(info, width=width.ratio, width_requested=width.requested, parent=args.model_name_or_path)
+    if layers is not None:
+        sub_info.update(depth=depth, kept_layers=layers)
+    sub_info.pop("supernet", None)
+    static_info = {"task_type": task_type, "task_name": info.get("task_name"), "label_list": info.get("label_list"),
+                   "max_seq_length": args.max_seq_length, "width": None if pruned else width.ratio,
+                   "depth": depth, "pruned": pruned}
+    export_info = {"width": width.ratio, "width_requested": width.requested, "heads_per_layer": None,
+                   "ffn_per_layer": None, "num_layers": n_layers, "task_type": task_type, "depth": depth,
+                   "kept_layers": layers if layers is not None else list(range(config.num_hidden_layers)),
+                   "params_before": n_full, "params_after": n_sub, "param_ratio": n_sub / n_full}
+
+    # Write everything beside its destination, check, then move into place.
+    made_dirs = training.make_dirs(os.path.dirname(os.path.abspath(args.sub_model_output_dir)))
+    if args.static_sub_model:
+        made_dirs += training.make_dirs(os.path.dirname(os.path.abspath(args.static_sub_model)))
+    try:
+        export_info, diffs = write_checked(args.sub_model_output_dir, args.static_sub_model, args.tolerance, sub,
+                                           tokenizer, sub_info, static_info, export_info, batches, reference)
+    except BaseException:
+        training.remove_empty_dirs(made_dirs)
+        raise
     logger.info("width %.4f: %d heads x %d layers, FFN %d; parameters %s -> %s (%.1f%%)", width.ratio, width.heads,
-                export_info["num_layers"], width.ffn, f"{n_full:,}", f"{n_sub:,}", 100.0 * n_sub / n_full)
+                n_layers, width.ffn, f"{n_full:,}", f"{n_sub:,}", 100.0 * n_sub / n_full)
     logger.info("check on %d examples: %s", export_info["check"]["examples"],
                 ", ".join(f"{k}={v:.2e}" for k, v in diffs.items()))
-    print(__import__("json").dumps(export_info), flush=True)
+    print(json.dumps(export_info), flush=True)
 
 
 if __name__ == "__main__":

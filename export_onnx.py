@@ -26,13 +26,15 @@ import inspect
 import json
 import logging
 import os
-import tempfile
 import time
 
 import numpy as np
 
 from utils import inference, training
+from utils.batching import is_sentencepiece, pad_features, text_batches
+from utils.check_inputs import load_check_texts
 from utils.errors import UserError, run_main
+from utils.publish import staged_file, write_json_atomic
 
 logger = logging.getLogger("bert_suite")
 
@@ -101,40 +103,30 @@ def convert(prefix, out_file, opset):
     return getattr(paddle2onnx, "__version__", "?")
 
 
-def pad_batch(rows, pad_id):
-    t = max(len(r[0]) for r in rows)
-    ids = np.full((len(rows), t), pad_id, dtype="int64")
-    seg = np.zeros((len(rows), t), dtype="int64")
-    for j, (i, s) in enumerate(rows):
-        ids[j, :len(i)] = i
-        seg[j, :len(s)] = s
-    return ids, seg
-
-
-def text_batches(texts, tokenizer, max_len, batch_size=16):
-    batches = []
-    for k in range(0, len(texts), batch_size):
-        enc = [tokenizer(a, text_pair=b, max_length=max_len, truncation=True, return_token_type_ids=True,
-                         is_split_into_words=isinstance(a, list)) for a, b in texts[k:k + batch_size]]
-        batches.append(pad_batch([(e["input_ids"], e["token_type_ids"]) for e in enc], tokenizer.pad_token_id))
-    return batches
-
-
 def random_batches(n, tokenizer, max_len, seed, batch_size=16):
-    """[CLS] a [SEP] b [SEP] of random vocabulary ids and random lengths
-    (every batch padded), segments 0 and 1."""
+    """Pairs of random vocabulary ids of random lengths in the tokenizer's
+    framing (BERT: [CLS] a [SEP] b [SEP], segments 0 and 1; XLM-R
+    SentencePiece: <s> a </s></s> b </s>, segments 0), every batch padded
+    with the tokenizer's pad id."""
     rng = np.random.RandomState(seed)
-    special = {tokenizer.pad_token_id, tokenizer.cls_token_id, tokenizer.sep_token_id}
+    cls, sep = tokenizer.cls_token_id, tokenizer.sep_token_id
+    spm = is_sentencepiece(tokenizer)
+    special = {tokenizer.pad_token_id, cls, sep}
     vocab = np.array([i for i in range(len(tokenizer)) if i not in special])
+    n_special = 4 if spm else 3
     rows = []
     for _ in range(n):
-        length = int(rng.randint(3, max_len + 1))
-        body = rng.choice(vocab, size=length - 3).tolist() if length > 3 else []
+        length = int(rng.randint(n_special, max_len + 1))
+        body = rng.choice(vocab, size=length - n_special).tolist() if length > n_special else []
         cut = int(rng.randint(0, len(body) + 1))
-        ids = [tokenizer.cls_token_id] + body[:cut] + [tokenizer.sep_token_id] + body[cut:] + [tokenizer.sep_token_id]
-        seg = [0] * (cut + 2) + [1] * (len(body) - cut + 1)
-        rows.append((ids[:max_len], seg[:max_len]))
-    return [pad_batch(rows[k:k + batch_size], tokenizer.pad_token_id) for k in range(0, n, batch_size)]
+        if spm:
+            ids = [cls] + body[:cut] + [sep, sep] + body[cut:] + [sep]
+            seg = [0] * len(ids)
+        else:
+            ids = [cls] + body[:cut] + [sep] + body[cut:] + [sep]
+            seg = [0] * (cut + 2) + [1] * (len(body) - cut + 1)
+        rows.append({"input_ids": ids[:max_len], "token_type_ids": seg[:max_len]})
+    return [pad_features(rows[k:k + batch_size], tokenizer.pad_token_id) for k in range(0, n, batch_size)]
 
 
 def check_batches(args, info):
@@ -145,11 +137,27 @@ def check_batches(args, info):
     tokenizer = load_tokenizer(tok_dir)
     max_len = args.max_seq_length or int(info.get("max_seq_length") or 128)
     if args.data_dir or args.check_text:
-        from utils.check_inputs import load_check_texts
-        texts = load_check_texts(args, info)
-        return text_batches(texts, tokenizer, max_len), ("text" if args.check_text else "dev data")
+        texts = load_check_texts(info, args.check_examples, args.check_text, data_dir=args.data_dir)
+        return text_batches(tokenizer, texts, max_len), ("text" if args.check_text else "dev data")
     logger.warning("no --data_dir or --check_text: the check runs on random token ids")
     return random_batches(args.check_examples, tokenizer, max_len, args.seed), "random token ids"
+
+
+def compare(sess, paddle_pred, batches):
+    """Run both models on every batch: (max |ONNX - Paddle| per batch, batch shapes)."""
+    feed_names = paddle_pred.get_input_names()
+    onnx_inputs = [i.name for i in sess.get_inputs()]
+    if sorted(onnx_inputs) != sorted(feed_names):
+        raise SystemExit(f"error: the ONNX model's inputs {onnx_inputs} are not the Paddle model's {feed_names}")
+    diffs, shapes = [], []
+    for ids, seg in batches:
+        ref = inference.run_predictor(paddle_pred, ids, seg)
+        got = sess.run(None, dict(zip(feed_names, (ids, seg))))[0]
+        if got.shape != ref.shape:
+            raise SystemExit(f"error: ONNX output shape {got.shape} != Paddle's {ref.shape} for input {ids.shape}")
+        diffs.append(float(np.abs(got.astype(np.float64) - ref).max()))
+        shapes.append(list(ids.shape))
+    return diffs, shapes
 
 
 def main(argv=None):
@@ -164,31 +172,17 @@ def main(argv=None):
     ort = import_onnxruntime()
     training.setup_logging()
     paddle_pred = inference.create_predictor(args.model_prefix, threads=args.threads, mkldnn=False)
-    feed_names = paddle_pred.get_input_names()
     batches, source = check_batches(args, info)
 
     out = os.path.abspath(args.output)
-    os.makedirs(os.path.dirname(out), exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".export_onnx-", suffix=".onnx", dir=os.path.dirname(out))
-    os.close(fd)
-    try:
+    with staged_file(out) as tmp:   # published only when the check passes
         t0 = time.time()
         p2o_version = convert(args.model_prefix, tmp, args.opset)
         convert_seconds = time.time() - t0
         so = ort.SessionOptions()
         so.intra_op_num_threads = args.threads
         sess = ort.InferenceSession(tmp, sess_options=so, providers=["CPUExecutionProvider"])
-        onnx_inputs = [i.name for i in sess.get_inputs()]
-        if sorted(onnx_inputs) != sorted(feed_names):
-            raise SystemExit(f"error: the ONNX model's inputs {onnx_inputs} are not the Paddle model's {feed_names}")
-        diffs, shapes = [], []
-        for ids, seg in batches:
-            ref = inference.run_predictor(paddle_pred, ids, seg)
-            got = sess.run(None, dict(zip(feed_names, (ids, seg))))[0]
-            if got.shape != ref.shape:
-                raise SystemExit(f"error: ONNX output shape {got.shape} != Paddle's {ref.shape} for input {ids.shape}")
-            diffs.append(float(np.abs(got.astype(np.float64) - ref).max()))
-            shapes.append(list(ids.shape))
+        diffs, shapes = compare(sess, paddle_pred, batches)
         worst = max(diffs)
         report = {
             "onnx_file": out, "model_prefix": os.path.abspath(args.model_prefix), "opset": args.opset,
@@ -207,14 +201,7 @@ def main(argv=None):
                     os.remove(stale)
             raise SystemExit(f"error: the ONNX model differs from the Paddle model by {worst:.3e} "
                              f"(> --tolerance {args.tolerance:g}); {out} not written")
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp made it private
-        os.replace(tmp, out)
-        training.write_json_atomic(out + ".json", report)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    write_json_atomic(out + ".json", report)
     logger.info("wrote %s (%.1f MB) and %s.json", out, report["onnx_bytes"] / 1e6, out)
     print(json.dumps(report), flush=True)
 

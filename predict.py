@@ -18,14 +18,14 @@ import json
 import os
 import sys
 
-import numpy as np
-
 from utils import inference
+from utils.batching import is_sentencepiece, text_batches
 from utils.check_inputs import read_text_file
 from utils.errors import UserError, run_main, user_error_from
 from utils.evaluation import prediction_fields
 from utils.modeling import load_tokenizer
 from utils.output_dir import check_writable
+from utils.publish import staged_file
 
 
 def parse_args(argv=None):
@@ -53,29 +53,15 @@ def parse_args(argv=None):
     return args
 
 
-def pad(rows, pad_id):
-    t = max(len(r) for r in rows)
-    out = np.full((len(rows), t), pad_id, dtype="int64")
-    for i, r in enumerate(rows):
-        out[i, :len(r)] = r
-    return out
-
-
 def count_truncated(tokenizer, texts, max_len):
     """(number of examples longer than ``max_len`` tokens, first line number)."""
+    pair_specials = 4 if is_sentencepiece(tokenizer) else 3   # <s> a </s></s> b </s> | [CLS] a [SEP] b [SEP]
     n, first = 0, None
     for i, (a, b) in enumerate(texts, 1):
-        length = len(tokenizer.tokenize(a)) + (len(tokenizer.tokenize(b)) + 1 if b is not None else 0) + 2
+        length = len(tokenizer.tokenize(a)) + (len(tokenizer.tokenize(b)) + pair_specials if b is not None else 2)
         if length > max_len:
             n, first = n + 1, first or i
     return n, first
-
-
-def encode_sentence_batch(tokenizer, texts, max_len):
-    enc = [tokenizer(a, text_pair=b, max_length=max_len, truncation=True, return_token_type_ids=True)
-           for a, b in texts]
-    return (pad([e["input_ids"] for e in enc], tokenizer.pad_token_id),
-            pad([e["token_type_ids"] for e in enc], 0))
 
 
 def label_delimiter(args, info):
@@ -104,7 +90,7 @@ def main(argv=None):
     ner = info["task_type"] == "token_classification"
     delimiter = label_delimiter(args, info)
     if ner:
-        from utils.ner import predict_lines_batch
+        from utils.ner_metrics import predict_lines_batch
         texts = [a if b is None else f"{a}\t{b}" for a, b in texts]
     else:   # NER splits long sentences; sentence models see the first max_len tokens only
         n_long, first = count_truncated(tokenizer, texts, max_len)
@@ -112,21 +98,17 @@ def main(argv=None):
             print(f"warning: {n_long} of {len(texts)} examples are longer than {max_len} tokens and are truncated "
                   f"to them (first: {args.input_file}:{first}; the model was exported for --max_seq_length "
                   f"{info.get('max_seq_length')})", file=sys.stderr, flush=True)
-    tmp = args.output_file + ".tmp"
-    os.makedirs(os.path.dirname(os.path.abspath(args.output_file)), exist_ok=True)
-    with open(tmp, "w", encoding="utf-8") as out:
+    with staged_file(args.output_file) as tmp, open(tmp, "w", encoding="utf-8") as out:
         for i in tqdm(range(0, len(texts), args.batch_size), desc="predict", unit="batch"):
             chunk = texts[i:i + args.batch_size]
             if ner:
                 for row in predict_lines_batch(predictor, tokenizer, chunk, info["label_list"], max_len):
                     out.write(json.dumps(row, ensure_ascii=False) + "\n")
             else:
-                ids, seg = encode_sentence_batch(tokenizer, chunk, max_len)
+                (ids, seg), = text_batches(tokenizer, chunk, max_len, batch_size=len(chunk))
                 logits = inference.run_predictor(predictor, ids, seg)
                 out.write("\n".join(format_sentence_rows(info, chunk, logits, delimiter)) + "\n")
-    os.replace(tmp, args.output_file)
     print(f"wrote {len(texts)} predictions to {args.output_file}")
-
 
 
 if __name__ == "__main__":

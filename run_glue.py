@@ -21,14 +21,17 @@ import argparse
 import json
 import logging
 import os
+from functools import partial
 
 from utils.errors import run_main
 from utils import training
 from utils.data import Batcher, encode, load_glue, resolve_task
-from utils.evaluation import evaluate_task, format_results, predict, to_tensors, write_predictions
+from utils.evaluation import evaluate_task, format_results, predict, write_predictions
+from utils.finetune import FineTuneStage, fit, setup
 from utils.losses import task_loss
 from utils.metrics import compute_metrics
 from utils.modeling import load_model, save_model
+from utils.publish import write_json_atomic
 from utils.tasks import add_task_args, check_task_args
 
 logger = logging.getLogger("bert_suite")
@@ -44,50 +47,9 @@ def parse_args(argv=None):
     return args
 
 
-class FineTune(training.Stage):
-    """Cross-entropy (MSE for regression, binary cross-entropy for
-    multilabel) fine-tuning; keeps the best model."""
-
-    def __init__(self, args, model, tokenizer, task, dev_sets, collate_fn):
-        self.args, self.model, self.tokenizer, self.task = args, model, tokenizer, task
-        self.dev_sets, self.collate = dev_sets, collate_fn
-        self.best = None
-        self.loss = task_loss(task)
-
-    def step(self, batch, step):
-        ids, seg, labels = to_tensors(batch)
-        loss = self.loss(self.model(ids, token_type_ids=seg), labels)
-        loss.backward()
-        return loss
-
-    def evaluate(self, step, epoch):
-        self.model.eval()
-        results, score = evaluate_task(lambda i, s: self.model(i, token_type_ids=s), self.dev_sets,
-                                       self.collate, self.task, self.args.batch_size)
-        improved = self.best is None or score > self.best["score"]
-        logger.info("eval step %d: %s%s", step, format_results(results), "  (best so far)" if improved else "")
-        training.append_result(self.args.output_dir, {"step": step, "epoch": epoch, "score": score, **results})
-        if improved:
-            self.best = {"step": step, "score": score, "results": results}
-            save_model(self.model, self.tokenizer, os.path.join(self.args.output_dir, "best"), self.info(step))
-        return score
-
-    def info(self, step):
-        return dict(self.task.suite_info(), trained_steps=step,
-                    run=training.run_state(self.args, step, self.total_steps))
-
-    def state(self):
-        return {"best": self.best}
-
-    def load_state(self, state):
-        self.best = state.get("best")
-
-
 def main(argv=None):
     args = parse_args(argv)
-    training.setup_logging()
-    training.setup_device(args)
-    training.set_seed(args.seed)
+    setup(args)
 
     # Everything that can fail on bad input happens before output_dir is touched.
     task = resolve_task(args)
@@ -98,13 +60,10 @@ def main(argv=None):
     collate_fn = Batcher.for_task(task, tokenizer.pad_token_id)
     per_epoch, total_steps = training.num_steps(args, len(feats["train"]))
 
-    training.start_run(args)   # lock --output_dir; --overwrite_output_dir clears the old records
-    stage = FineTune(args, model, tokenizer, task, {s: feats[s] for s in task.dev_splits}, collate_fn)
-    optimizer, scheduler = training.build_optimizer(args, model, total_steps)
-    if training.rank_and_world()[1] > 1:
-        import paddle
-        stage.model = model = paddle.DataParallel(model)
-    training.train(args, stage, model, optimizer, scheduler, feats["train"], collate_fn, total_steps, per_epoch)
+    # Cross-entropy (MSE for regression, binary cross-entropy for multilabel); keeps the best model.
+    stage = FineTuneStage(model, tokenizer, task_loss(task), partial(evaluate_task, task=task), task.suite_info(),
+                          {s: feats[s] for s in task.dev_splits}, collate_fn, args.output_dir, args.batch_size)
+    model = fit(args, stage, feats["train"], total_steps, per_epoch)
 
     if training.is_master():
         save_model(model, tokenizer, os.path.join(args.output_dir, "last"), stage.info(total_steps))
@@ -114,21 +73,22 @@ def main(argv=None):
         if task.is_own_data:
             summary.update(task_type=task.task_type, label_list=list(task.labels or []))
         if "test" in feats:
-            summary["test"] = run_test(args, task, data["test"], feats["test"], collate_fn)
-        training.write_json_atomic(os.path.join(args.output_dir, "all_results.json"), summary)
+            summary["test"] = run_test(args.output_dir, task, data["test"], feats["test"], collate_fn,
+                                       args.batch_size)
+        write_json_atomic(os.path.join(args.output_dir, "all_results.json"), summary)
         logger.info("best dev %s at step %d: %s", task.metric, stage.best["step"],
                     format_results(stage.best["results"]))
         print(json.dumps(summary))
     training.end_run(args)
 
 
-def run_test(args, task, examples, feats, collate_fn):
+def run_test(output_dir, task, examples, feats, collate_fn, batch_size):
     """The best model on --test_file, once: predictions to
     test_predictions.tsv; the scores if the file has labels (else None)."""
-    best, _, _ = load_model(os.path.join(args.output_dir, "best"), task.task_type, task.num_labels)
+    best, _, _ = load_model(os.path.join(output_dir, "best"), task.task_type, task.num_labels)
     best.eval()
-    logits, labels = predict(lambda i, s: best(i, token_type_ids=s), feats, collate_fn, args.batch_size)
-    path = write_predictions(os.path.join(args.output_dir, "test_predictions.tsv"), examples, logits, task)
+    logits, labels = predict(lambda i, s: best(i, token_type_ids=s), feats, collate_fn, batch_size)
+    path = write_predictions(os.path.join(output_dir, "test_predictions.tsv"), examples, logits, task)
     logger.info("test predictions of the best model: %s", path)
     if labels is None:
         return None

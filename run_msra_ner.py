@@ -31,12 +31,19 @@ import argparse
 import json
 import logging
 import os
+from functools import partial
 
-from utils import ner, training
+from utils import training
 from utils.errors import run_main
-from utils.evaluation import format_results, to_tensors
+from utils.evaluation import format_results
+from utils.finetune import FineTuneStage, fit, setup
 from utils.losses import token_loss
 from utils.modeling import load_model, save_model
+from utils.ner_data import TASK_NAME, load_ner, resolve_label_list
+from utils.ner_encode import NerBatcher, encode_ner
+from utils.ner_metrics import evaluate_ner
+from utils.publish import write_json_atomic
+from utils.tasks import add_ner_args, check_ner_args
 
 logger = logging.getLogger("bert_suite")
 KIND = "token_classification"
@@ -44,77 +51,35 @@ KIND = "token_classification"
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ner.add_ner_args(p)
+    add_ner_args(p)
     training.add_common_args(p)
     args = p.parse_args(argv)
     training.check_common_args(args)
-    ner.check_ner_args(args)
+    check_ner_args(args)
     return args
-
-
-class NerFineTune(training.Stage):
-    """Token-level cross-entropy over the labelled positions; keeps the best
-    model by dev entity F1."""
-
-    def __init__(self, args, model, tokenizer, label_list, dev_sets, collate_fn):
-        self.args, self.model, self.tokenizer, self.label_list = args, model, tokenizer, label_list
-        self.dev_sets, self.collate = dev_sets, collate_fn
-        self.best = None
-
-    def step(self, batch, step):
-        ids, seg, labels = to_tensors(batch)
-        loss = token_loss(self.model(ids, token_type_ids=seg), labels)
-        loss.backward()
-        return loss
-
-    def evaluate(self, step, epoch):
-        self.model.eval()
-        results, score = ner.evaluate_ner(lambda i, s: self.model(i, token_type_ids=s), self.dev_sets,
-                                          self.collate, self.label_list, self.args.batch_size)
-        improved = self.best is None or score > self.best["score"]
-        logger.info("eval step %d: %s%s", step, format_results(results), "  (best so far)" if improved else "")
-        training.append_result(self.args.output_dir, {"step": step, "epoch": epoch, "score": score, **results})
-        if improved:
-            self.best = {"step": step, "score": score, "results": results}
-            save_model(self.model, self.tokenizer, os.path.join(self.args.output_dir, "model_best"), self.info(step))
-        return score
-
-    def info(self, step):
-        return {"task_type": KIND, "task_name": ner.TASK_NAME, "label_list": list(self.label_list),
-                "max_seq_length": self.args.max_seq_length, "trained_steps": step,
-                "run": training.run_state(self.args, step, self.total_steps)}
-
-    def state(self):
-        return {"best": self.best}
-
-    def load_state(self, state):
-        self.best = state.get("best")
 
 
 def main(argv=None):
     args = parse_args(argv)
-    training.setup_logging()
-    training.setup_device(args)
-    training.set_seed(args.seed)
+    setup(args)
 
     # Everything that can fail on bad input happens before output_dir is touched.
-    label_list = ner.resolve_label_list(args.label_list, args.model_name_or_path)
-    data = ner.load_ner(args.data_dir, args.dev_ratio, args.seed, label_list)
+    label_list = resolve_label_list(args.label_list, args.model_name_or_path)
+    data = load_ner(args.data_dir, args.dev_ratio, args.seed, label_list)
     label_list = data.label_list
     logger.info("labels: %s", " ".join(label_list))
     model, tokenizer, _ = load_model(args.model_name_or_path, KIND, len(label_list), expect_task_type=KIND)
-    feats = {s: ner.encode_ner(exs, tokenizer, args.max_seq_length, label_list, args.split_long, s)
+    feats = {s: encode_ner(exs, tokenizer, args.max_seq_length, label_list, args.split_long, s)
              for s, exs in data.splits.items()}
-    collate_fn = ner.NerBatcher(tokenizer.pad_token_id)
+    collate_fn = NerBatcher(tokenizer.pad_token_id)
     per_epoch, total_steps = training.num_steps(args, len(feats["train"]))
 
-    training.start_run(args)   # lock --output_dir; --overwrite_output_dir clears the old records
-    stage = NerFineTune(args, model, tokenizer, label_list, {"dev": feats["dev"]}, collate_fn)
-    optimizer, scheduler = training.build_optimizer(args, model, total_steps)
-    if training.rank_and_world()[1] > 1:
-        import paddle
-        stage.model = model = paddle.DataParallel(model)
-    training.train(args, stage, model, optimizer, scheduler, feats["train"], collate_fn, total_steps, per_epoch)
+    # Token-level cross-entropy over the labelled positions; keeps the best model by dev entity F1.
+    model_info = {"task_type": KIND, "task_name": TASK_NAME, "label_list": list(label_list),
+                  "max_seq_length": args.max_seq_length}
+    stage = FineTuneStage(model, tokenizer, token_loss, partial(evaluate_ner, label_list=label_list), model_info,
+                          {"dev": feats["dev"]}, collate_fn, args.output_dir, args.batch_size, best_dir="model_best")
+    model = fit(args, stage, feats["train"], total_steps, per_epoch)
 
     if not training.is_master():
         return
@@ -125,16 +90,16 @@ def main(argv=None):
         best, _, _ = load_model(os.path.join(args.output_dir, "model_best"), KIND, len(label_list),
                                 expect_task_type=KIND)
         best.eval()
-        test, _ = ner.evaluate_ner(lambda i, s: best(i, token_type_ids=s), {"test": feats["test"]}, collate_fn,
-                                   label_list, args.batch_size)
+        test, _ = evaluate_ner(lambda i, s: best(i, token_type_ids=s), {"test": feats["test"]}, collate_fn,
+                               label_list, args.batch_size)
         test = test["test"]
         logger.info("test (model_best, step %d): %s", stage.best["step"], format_results({"test": test}))
-    summary = {"task": ner.TASK_NAME, "label_list": label_list, "best_step": stage.best["step"],
+    summary = {"task": TASK_NAME, "label_list": label_list, "best_step": stage.best["step"],
                "best_score": stage.best["score"], "best": stage.best["results"], "test": test,
                "test_model": "model_best" if test is not None else None,
                "data": {s: len(data.splits[s]) for s in data.splits}, "dev_source": data.files.get("dev"),
                "examples": {s: len(f) for s, f in feats.items()}, "steps": total_steps}
-    training.write_json_atomic(os.path.join(args.output_dir, "all_results.json"), summary)
+    write_json_atomic(os.path.join(args.output_dir, "all_results.json"), summary)
     logger.info("best dev f1 at step %d: %s", stage.best["step"], format_results(stage.best["results"]))
     print(json.dumps(summary, ensure_ascii=False))
     training.end_run(args)

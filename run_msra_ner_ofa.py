@@ -26,7 +26,7 @@ import argparse
 import logging
 import os
 
-from utils import ner, ofa_run, training
+from utils import ner_data, ner_encode, ner_metrics, ofa_run, tasks, training
 from utils.errors import run_main
 from utils.importance import split_importance
 from utils.losses import token_loss, token_mask
@@ -40,12 +40,12 @@ KIND = "token_classification"
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ner.add_ner_args(p)
+    tasks.add_ner_args(p)
     training.add_common_args(p, epochs=6.0, logging_steps=10, save_steps=100)
     ofa_run.add_ofa_args(p)
     args = p.parse_args(argv)
     training.check_common_args(args)
-    ner.check_ner_args(args)
+    tasks.check_ner_args(args)
     ofa_run.check_ofa_args(args)
     return args
 
@@ -69,26 +69,26 @@ def format_test_table(test, rows):
 def main(argv=None):
     args = parse_args(argv)
     requested = ofa_run.setup(args)
-    label_list = ner.resolve_label_list(args.label_list, args.model_name_or_path)
-    data = ner.load_ner(args.data_dir, args.dev_ratio, args.seed, label_list)
+    label_list = ner_data.resolve_label_list(args.label_list, args.model_name_or_path)
+    data = ner_data.load_ner(args.data_dir, args.dev_ratio, args.seed, label_list)
     if label_list is None:
         logger.warning("%s records no label list: the labels are taken from the data (%s); they must be in the "
                        "order of the teacher's classifier (else pass --label_list)", args.model_name_or_path,
                        " ".join(data.label_list))
     label_list = data.label_list
     teacher, tokenizer, config = load_model(args.model_name_or_path, KIND, len(label_list), require_head=True,
-                                            task_name=ner.TASK_NAME, expect_task_type=KIND)
+                                            task_name=ner_data.TASK_NAME, expect_task_type=KIND)
     widths = snap_widths(requested, config.num_attention_heads, config.intermediate_size)
-    feats = {s: ner.encode_ner(exs, tokenizer, args.max_seq_length, label_list, args.split_long, s)
+    feats = {s: ner_encode.encode_ner(exs, tokenizer, args.max_seq_length, label_list, args.split_long, s)
              for s, exs in data.splits.items()}
     train_feats, imp_feats = split_importance(feats["train"], feats["dev"], args.importance_split,
                                               args.importance_ratio, args.importance_max_examples, args.seed)
-    collate_fn = ner.NerBatcher(tokenizer.pad_token_id)
+    collate_fn = ner_encode.NerBatcher(tokenizer.pad_token_id)
     task = ofa_run.OFATask(
         kind=KIND, num_labels=len(label_list), collate_fn=collate_fn, loss_fn=token_loss,
-        evaluate=lambda forward, sets: ner.evaluate_ner(forward, sets, collate_fn, label_list, args.batch_size),
+        evaluate=lambda forward, sets: ner_metrics.evaluate_ner(forward, sets, collate_fn, label_list, args.batch_size),
         dir_name=dir_name, metric_name="f1", token_mask_fn=token_mask,
-        suite_info={"task_type": KIND, "task_name": ner.TASK_NAME, "label_list": list(label_list),
+        suite_info={"task_type": KIND, "task_name": ner_data.TASK_NAME, "label_list": list(label_list),
                     "max_seq_length": args.max_seq_length})
     table = ofa_run.run(args, task, teacher, tokenizer, config, widths, train_feats, imp_feats,
                         {"dev": feats["dev"]}, feats.get("test"))

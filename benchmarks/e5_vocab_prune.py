@@ -17,7 +17,7 @@ utils/spm_tokenizer.py, and checks before writing --output_dir:
 every character on its own, so either NER alignment finds its pieces;
 ``msra_chars`` only character by character (characters separated by spaces,
 which SentencePiece tokenizes exactly as each character alone: no XLM-R
-piece spans a space), which is how utils/ner.py aligns characters today.  Prints parameters per component,
+piece spans a space), which is how utils/ner_encode.py aligns characters today.  Prints parameters per component,
 file sizes and the RSS of loading each directory (fresh process each), and
 with ``--step_time N`` the fine-tuning step time of both models (forward,
 cross-entropy, backward, AdamW; batch 16 x length 128 of kept token ids),

@@ -30,7 +30,7 @@ import json  # noqa: E402
 import statistics  # noqa: E402
 import time  # noqa: E402
 
-from utils import inference, ner  # noqa: E402
+from utils import inference, ner_data, ner_encode, ner_metrics  # noqa: E402
 from utils.errors import UserError, run_main  # noqa: E402
 from utils.modeling import load_tokenizer  # noqa: E402
 from utils.report import read_json  # noqa: E402
@@ -60,24 +60,25 @@ def load_static(prefix, threads):
 def tag_file(pred, tok, info, lines, batch=32):
     t0 = time.perf_counter()
     for i in range(0, len(lines), batch):
-        ner.predict_lines_batch(pred, tok, lines[i:i + batch], info["label_list"], info.get("max_seq_length", 128))
+        ner_metrics.predict_lines_batch(pred, tok, lines[i:i + batch], info["label_list"],
+                                        info.get("max_seq_length", 128))
     return time.perf_counter() - t0
 
 
 def static_test_f1(prefix, data_dir, threads, batch_size=32):
     info, tok, pred, _ = load_static(prefix, threads)
-    data = ner.load_ner(data_dir, 0.01, 42, info["label_list"])
+    data = ner_data.load_ner(data_dir, 0.01, 42, info["label_list"])
     if "test" not in data.splits:
         raise UserError(f"{data_dir}: no test split")
-    feats = ner.encode_ner(data.splits["test"], tok, info.get("max_seq_length", 128), info["label_list"],
-                           split_long=True, name="test")
+    feats = ner_encode.encode_ner(data.splits["test"], tok, info.get("max_seq_length", 128), info["label_list"],
+                                  split_long=True, name="test")
     import paddle
 
     def forward(ids, seg):   # evaluate_ner passes paddle tensors and reads a tensor back
         return paddle.to_tensor(inference.run_predictor(pred, ids.numpy(), seg.numpy()))
 
-    res, f1 = ner.evaluate_ner(forward, {"test": feats},
-                               ner.NerBatcher(tok.pad_token_id), info["label_list"], batch_size)
+    res, f1 = ner_metrics.evaluate_ner(forward, {"test": feats},
+                                       ner_encode.NerBatcher(tok.pad_token_id), info["label_list"], batch_size)
     return f1
 
 

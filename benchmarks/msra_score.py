@@ -17,7 +17,7 @@ import argparse  # noqa: E402
 import json  # noqa: E402
 import time  # noqa: E402
 
-from utils import ner  # noqa: E402
+from utils import ner_data, ner_encode, ner_metrics  # noqa: E402
 from utils.errors import UserError, run_main  # noqa: E402
 from utils.modeling import load_model  # noqa: E402
 
@@ -32,16 +32,16 @@ def main(argv=None):
     p.add_argument("--batch_size", type=int, default=64)
     p.add_argument("--output", default=None, help="also write the result as JSON here")
     a = p.parse_args(argv)
-    label_list = ner.saved_label_list(a.model_dir)
-    data = ner.load_ner(a.data_dir, 0.01, 42, label_list)
+    label_list = ner_data.saved_label_list(a.model_dir)
+    data = ner_data.load_ner(a.data_dir, 0.01, 42, label_list)
     if "test" not in data.splits:
         raise UserError(f"--data_dir {a.data_dir}: no test split")
     model, tok, _ = load_model(a.model_dir, KIND, len(data.label_list), expect_task_type=KIND)
     model.eval()
-    feats = ner.encode_ner(data.splits["test"], tok, a.max_seq_length, data.label_list, True, "test")
+    feats = ner_encode.encode_ner(data.splits["test"], tok, a.max_seq_length, data.label_list, True, "test")
     t0 = time.time()
-    res, _ = ner.evaluate_ner(lambda i, s: model(i, token_type_ids=s), {"test": feats},
-                              ner.NerBatcher(tok.pad_token_id), data.label_list, a.batch_size)
+    res, _ = ner_metrics.evaluate_ner(lambda i, s: model(i, token_type_ids=s), {"test": feats},
+                                      ner_encode.NerBatcher(tok.pad_token_id), data.label_list, a.batch_size)
     out = {"model_dir": a.model_dir, "test_sentences": len(data.splits["test"]), "test": res["test"],
            "seconds": round(time.time() - t0, 1)}
     print(json.dumps(out))

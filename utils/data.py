@@ -30,12 +30,12 @@ import csv
 import io
 import logging
 import os
-import warnings
 from dataclasses import dataclass
 from typing import Optional, Union
 
 import numpy as np
 
+from .batching import encode_pair, pad_features
 from .errors import UserError
 from .tasks import TaskSpec, get_task, own_files, own_task
 
@@ -337,38 +337,23 @@ def load_glue(task: TaskSpec, data_dir: Optional[str], splits) -> dict:
 # ----------------------------------------------------------------- encoding
 def encode(examples, tokenizer, max_seq_length) -> list:
     """Tokenize examples into ``{"input_ids", "token_type_ids", "label"}`` dicts
-    ([CLS] a [SEP] (b [SEP]), truncated to ``max_seq_length`` tokens, no padding).
+    (the tokenizer's framing: [CLS] a [SEP] (b [SEP]) for BERT, <s> a </s> ...
+    for XLM-R; truncated to ``max_seq_length`` tokens, no padding).
     ``tokenizer`` is a paddlenlp (or Hugging Face style) tokenizer."""
     if int(max_seq_length) < 3:
         raise UserError(f"--max_seq_length: must be at least 3, got {max_seq_length}")
-    features = []
-    with warnings.catch_warnings():
-        # paddlenlp warns on every truncated pair that overflowing tokens are not
-        # returned; we never ask for them.
-        warnings.filterwarnings("ignore", message=".*overflowing tokens are not returned.*")
-        for ex in examples:
-            enc = tokenizer(ex.text_a, text_pair=ex.text_b, max_length=int(max_seq_length),
-                            truncation=True, return_token_type_ids=True)
-            ids = list(enc["input_ids"])
-            types = list(enc["token_type_ids"])
-            features.append({"input_ids": ids, "token_type_ids": types, "label": ex.label})
-    return features
+    return [dict(encode_pair(tokenizer, ex.text_a, ex.text_b, max_seq_length), label=ex.label) for ex in examples]
 
 
 def collate(features, pad_token_id, is_regression, multilabel=False):
-    """Pad a batch to its longest sequence.  Returns ``(input_ids, token_type_ids,
-    labels)`` as numpy arrays: int64 ``[B, T]``, int64 ``[B, T]``, and labels
-    float32 ``[B]`` (regression), float32 multi-hot ``[B, C]`` (multilabel) or
-    int64 ``[B]``; ``labels`` is None when the batch is unlabelled."""
+    """Pad a batch to its longest sequence with the tokenizer's ``pad_token_id``.
+    Returns ``(input_ids, token_type_ids, labels)`` as numpy arrays: int64
+    ``[B, T]``, int64 ``[B, T]``, and labels float32 ``[B]`` (regression),
+    float32 multi-hot ``[B, C]`` (multilabel) or int64 ``[B]``; ``labels`` is
+    None when the batch is unlabelled."""
     if not features:
         raise ValueError("collate: empty batch")
-    width = max(len(f["input_ids"]) for f in features)
-    ids = np.full((len(features), width), pad_token_id, dtype=np.int64)
-    types = np.zeros((len(features), width), dtype=np.int64)
-    for i, f in enumerate(features):
-        n = len(f["input_ids"])
-        ids[i, :n] = f["input_ids"]
-        types[i, :n] = f["token_type_ids"]
+    ids, types = pad_features(features, pad_token_id)
     raw = [f.get("label") for f in features]
     if all(x is None for x in raw):
         labels = None

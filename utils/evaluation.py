@@ -1,9 +1,8 @@
 """Prediction over a feature list, task evaluation and the written form of
 predictions, shared by every stage and predict.py."""
-import os
-
 import numpy as np
 
+from .publish import staged_file
 from .training import eval_batches
 
 
@@ -81,10 +80,8 @@ def write_predictions(path, examples, logits, task, label_delimiter=None):
     """``prediction_fields`` + the text(s) of each example, one TSV line each."""
     fields = prediction_fields(task.task_type, task.labels, logits,
                                label_delimiter or getattr(task, "label_delimiter", ","))
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
+    with staged_file(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
         for ex, cols in zip(examples, fields):
             text = [ex.text_a] + ([ex.text_b] if ex.text_b is not None else [])
             f.write("\t".join(cols + [t.replace("\t", " ").replace("\n", " ") for t in text]) + "\n")
-    os.replace(tmp, path)
     return path

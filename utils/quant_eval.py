@@ -108,7 +108,9 @@ class QuantData:
         return splits["train"], {s: encode(splits[s], tokenizer, max_len) for s in task.dev_splits}, read_file
 
     def _ner(self, args, info, tokenizer, max_len):
-        from .ner import NerBatcher, encode_ner, load_ner, ner_metrics, read_ner_file
+        from .ner_data import load_ner, read_ner_file
+        from .ner_encode import NerBatcher, encode_ner
+        from .ner_metrics import ner_metrics
         label_list = info.get("label_list")
         if not label_list:
             raise UserError(f"{args.model_prefix}.info.json: no label_list for the NER model")

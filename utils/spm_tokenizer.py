@@ -159,6 +159,9 @@ class XlmrSpmTokenizer:
                 json.dump(data, fh, ensure_ascii=False, indent=2)
         return out_dir
 
+    def __len__(self):
+        return self.vocab_size
+
     # ---------------------------------------------------------------- ids
     def spm_to_model_id(self, i):
         return {0: self.unk_token_id, 1: self.bos_token_id, 2: self.eos_token_id}.get(i, i + 1)

@@ -23,12 +23,17 @@ Own data (any TSV or CSV file with a header naming its columns) gets a
 TaskSpec built from the command line by :func:`own_task`; its facts -- task
 type, metric, label list, columns, delimiter -- are those of the table below,
 ``OWN_DATA_METRICS``, and the flags (see :func:`add_task_args`).
+
+The flags of the NER scripts (:func:`add_ner_args`) are defined here too, so
+every stage's data flags are read in one place.
 """
+import argparse
 import os
 from dataclasses import dataclass
 from typing import Optional
 
 from .errors import UserError
+from .ner_data import TASK_NAME as NER_TASK, parse_label_list
 
 
 @dataclass(frozen=True)
@@ -237,6 +242,41 @@ def check_task_args(args, need=("train_file", "dev_file")):
                         f"(got {', '.join(repr(c) for c in named)})")
     if args.label_list is not None:
         args.label_list = check_label_list(args.label_list, args.task_type, args.label_delimiter)
+    return args
+
+
+class _NerLabelList(argparse.Action):
+    """``--label_list`` of the NER scripts, read as given (``O B-PER I-PER`` or
+    ``O,B-PER,I-PER``) and checked as BIO labels while the flags are parsed."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        setattr(namespace, self.dest, parse_label_list(values))
+
+
+def add_ner_args(p):
+    """The flags that choose the NER data (run_msra_ner.py, run_msra_ner_ofa.py)."""
+    p.add_argument("--task_name", default=NER_TASK, type=str.lower, choices=[NER_TASK, "msra"],
+                   help="accepted for upstream command lines; the task is MSRA-style NER")
+    p.add_argument("--data_dir", default=None,
+                   help="directory with train/dev/test files (train.tsv | msra_train.txt | train.txt, ...), "
+                        "MSRA \\002 layout or one 'char tag' a line; default: paddlenlp's msra_ner (online)")
+    p.add_argument("--dev_ratio", type=float, default=0.1,
+                   help="without a dev file: share of train held out as dev (seeded by --seed)")
+    p.add_argument("--label_list", nargs="+", default=None, action=_NerLabelList,
+                   help="BIO labels in classifier order (O B-PER I-PER ... or comma-separated); "
+                        "default: from the data ('O' first, then sorted B-/I- pairs)")
+    p.add_argument("--split_long", action="store_true",
+                   help="split sentences longer than --max_seq_length into several examples "
+                        "(default: truncate them)")
+    return p
+
+
+def check_ner_args(args):
+    """Flag sanity of the NER scripts (reads ``args``, never changes it)."""
+    if not 0 < args.dev_ratio < 1:
+        raise UserError(f"--dev_ratio must be in (0, 1), got {args.dev_ratio}")
+    if args.max_seq_length < 3:
+        raise UserError(f"--max_seq_length must be at least 3, got {args.max_seq_length}")
     return args
 
 

@@ -1,6 +1,6 @@
-"""Chinese NER (MSRA) plumbing: readers, the split layout, character/word-piece
-alignment, batching, entity-level metrics and span output.  Shared by
-run_msra_ner.py (teacher), run_msra_ner_ofa.py (OFA), export and predict.
+"""NER data (MSRA-style Chinese NER): the two file layouts, paddlenlp's hub
+copy, label lists and the dev split.  Encoding is utils/ner_encode.py,
+metrics and prediction utils/ner_metrics.py.
 
 File layouts (detected per file, from its first non-blank line):
 
@@ -23,41 +23,25 @@ Only train is required.  Without a dev file a seeded ``dev_ratio`` slice of
 train becomes dev (and leaves train); model selection only ever sees dev, the
 test split is evaluated once at the end.
 
-Encoding: every character is tokenized on its own with the model's tokenizer
-(so lower-casing, accent stripping and [UNK] behave as the tokenizer does);
-its label goes on its first word piece, -100 on its other pieces, on
-[CLS]/[SEP] and on padding.  A character that yields no piece at all
-(spaces, zero-width and control characters) is kept as one [UNK] position, so
-every character has exactly one labelled position and labels never shift.
-Sentences longer than ``max_seq_length - 2`` pieces are truncated (one log
-line with the count; the cut-off tail is then neither trained nor evaluated)
-or, with ``split_long``, split into several examples, preferably between
-entities (an entity cut anyway restarts with B- in the next piece).
-
 Public API::
 
     load_ner(data_dir, dev_ratio, seed, label_list=None) -> NerData
     load_ner_dev_texts(data_dir) -> list[list[str]]
     read_ner_file(path, label_list=None) -> list[NerExample]
-    to_bio(tag, where) / build_label_list(examples) / check_label_list(labels)
+    to_bio(tag, where) / build_label_list(examples) / check_label_list(labels) / parse_label_list(values)
     example_from_hub(record, hub_labels, where) -> NerExample | None
-    encode_ner(examples, tokenizer, max_seq_length, label_list, split_long=False, name="") -> features
-    collate_ner(features, pad_token_id) -> (input_ids, token_type_ids, labels)
-    ner_metrics(preds, labels, label_list) / evaluate_ner(forward, dev_sets, collate, label_list, batch_size)
-    tags_to_spans(chars, tags) -> [{"text", "type", "start", "end"}]
-    predict_tags(run, tokenizer, sentences, label_list, max_seq_length) / predict_lines_batch(...)
+    saved_label_list(model_path) / resolve_label_list(given, model_path)
 """
+import json
 import logging
 import os
 import re
-import warnings
 from dataclasses import dataclass, field
 from typing import List, Optional
 
 import numpy as np
 
 from .errors import UserError
-from .losses import IGNORE_INDEX as IGNORE   # positions without a tag
 
 logger = logging.getLogger("bert_suite")
 
@@ -68,8 +52,9 @@ SPLIT_FILES = {split: (f"{split}.tsv", f"msra_{split}.txt", f"{split}.txt") for 
 # paddlenlp's msra_ner label order (its records carry indices into this list)
 HUB_LABELS = ["B-PER", "I-PER", "B-ORG", "I-ORG", "B-LOC", "I-LOC", "O"]
 
-_TAG = re.compile(r"^([BIMES])-(\S.*)$")
-_TO_BIO = {"B": "B", "S": "B", "I": "I", "M": "I", "E": "I"}
+# a tag of any scheme (B-/I-/M-/E-/S- + type) and its BIO prefix
+TAG_PATTERN = re.compile(r"^([BIMES])-(\S.*)$")
+BIO_PREFIX = {"B": "B", "S": "B", "I": "I", "M": "I", "E": "I"}
 _BOM = b"\xef\xbb\xbf"
 _FIELD_SEP = re.compile(r"[ \t]+")
 
@@ -95,11 +80,11 @@ def to_bio(tag, where):
     for a tag of an unknown scheme."""
     if tag == "O":
         return "O"
-    m = _TAG.match(tag)
+    m = TAG_PATTERN.match(tag)
     if m is None:
         raise UserError(f"{where}: tag {tag!r} is not of a known scheme (expected O or B-/I-/M-/E-/S- "
                         f"followed by an entity type, e.g. B-PER)")
-    return f"{_TO_BIO[m.group(1)]}-{m.group(2)}"
+    return f"{BIO_PREFIX[m.group(1)]}-{m.group(2)}"
 
 
 def check_label_list(labels, flag="--label_list"):
@@ -381,7 +366,6 @@ def saved_label_list(model_path):
     cfg = find_file(model_path, CONFIG_FILES)
     if cfg is None:
         return None
-    import json
     try:
         with open(cfg, encoding="utf-8") as f:
             info = json.load(f).get("compression_suite") or {}
@@ -402,257 +386,3 @@ def resolve_label_list(given, model_path):
     if saved and not given:
         logger.info("labels from %s: %s", model_path, " ".join(saved))
     return list(given) if given else saved
-
-
-# --------------------------------------------------------------------------- arguments shared by the NER scripts
-def add_ner_args(p):
-    p.add_argument("--task_name", default=TASK_NAME, type=str.lower, choices=[TASK_NAME, "msra"],
-                   help="accepted for upstream command lines; the task is MSRA-style NER")
-    p.add_argument("--data_dir", default=None,
-                   help="directory with train/dev/test files (train.tsv | msra_train.txt | train.txt, ...), "
-                        "MSRA \\002 layout or one 'char tag' a line; default: paddlenlp's msra_ner (online)")
-    p.add_argument("--dev_ratio", type=float, default=0.1,
-                   help="without a dev file: share of train held out as dev (seeded by --seed)")
-    p.add_argument("--label_list", nargs="+", default=None,
-                   help="BIO labels in classifier order (O B-PER I-PER ... or comma-separated); "
-                        "default: from the data ('O' first, then sorted B-/I- pairs)")
-    p.add_argument("--split_long", action="store_true",
-                   help="split sentences longer than --max_seq_length into several examples "
-                        "(default: truncate them)")
-
-
-def check_ner_args(args):
-    if not 0 < args.dev_ratio < 1:
-        raise UserError(f"--dev_ratio must be in (0, 1), got {args.dev_ratio}")
-    if args.max_seq_length < 3:
-        raise UserError(f"--max_seq_length must be at least 3, got {args.max_seq_length}")
-    args.label_list = parse_label_list(args.label_list)
-
-
-# --------------------------------------------------------------------------- encoding
-def _piece_ids(tokenizer):
-    """char -> word-piece ids (never empty: [UNK] for a character without a
-    piece), cached per tokenizer."""
-    cache = getattr(tokenizer, "_ner_piece_cache", None)
-    if cache is None:
-        cache = {}
-        try:
-            tokenizer._ner_piece_cache = cache
-        except Exception:  # pragma: no cover - a tokenizer refusing attributes
-            pass
-    unk = tokenizer.unk_token_id
-
-    def ids(ch):
-        got = cache.get(ch)
-        if got is None:
-            pieces = tokenizer.tokenize(ch)
-            got = list(tokenizer.convert_tokens_to_ids(pieces)) if pieces else [unk]
-            cache[ch] = got
-        return got
-    return ids
-
-
-def _windows(lengths, tags, budget, split):
-    """Character ranges [(start, end)] of the examples of one sentence."""
-    n = len(lengths)
-    if n == 0:
-        return [(0, 0)]
-    out, s = [], 0
-    while s < n:
-        total, e = 0, s
-        while e < n and total + lengths[e] <= budget:
-            total += lengths[e]
-            e += 1
-        if not split:
-            return [(s, e)]
-        if e < n and tags is not None:  # cut between entities if possible
-            for j in range(e, s, -1):
-                if not tags[j].startswith("I-"):
-                    e = j
-                    break
-        out.append((s, e))
-        s = e
-    return out
-
-
-def encode_ner(examples, tokenizer, max_seq_length, label_list=None, split_long=False, name=""):
-    """Examples -> features ``{"input_ids", "token_type_ids", "labels",
-    "sentence", "char_start", "first_token"}``: ``labels`` holds the label
-    index on each character's first piece and -100 elsewhere (None when
-    unlabelled); ``first_token[k]`` is the position of character
-    ``char_start + k`` of sentence ``sentence``."""
-    max_seq_length = int(max_seq_length)
-    if max_seq_length < 3:
-        raise UserError(f"--max_seq_length must be at least 3, got {max_seq_length}")
-    budget = max_seq_length - 2
-    to_id = {l: i for i, l in enumerate(label_list)} if label_list is not None else None
-    piece_ids = _piece_ids(tokenizer)
-    cls, sep = tokenizer.cls_token_id, tokenizer.sep_token_id
-    feats, long_sentences = [], 0
-    for si, ex in enumerate(examples):
-        labelled = ex.tags is not None
-        if labelled and to_id is None:
-            raise ValueError("encode_ner: labelled examples need a label_list")
-        if labelled and len(ex.tags) != len(ex.chars):
-            raise UserError(f"{ex.where}: {len(ex.chars)} characters but {len(ex.tags)} tags")
-        pieces = [piece_ids(c)[:budget] for c in ex.chars]
-        windows = _windows([len(p) for p in pieces], ex.tags, budget, split_long)
-        if windows[-1][1] < len(ex.chars) or len(windows) > 1:
-            long_sentences += 1
-        for s, e in windows:
-            ids, labels, first = [cls], [IGNORE], []
-            for j in range(s, e):
-                first.append(len(ids))
-                ids.extend(pieces[j])
-                if labelled:
-                    tag = ex.tags[j]
-                    if j == s and s > 0 and tag.startswith("I-") and "B-" + tag[2:] in to_id:
-                        tag = "B-" + tag[2:]  # an entity cut by a split restarts here
-                    if tag not in to_id:
-                        raise UserError(f"{ex.where}: tag {tag!r} is not in the label list ({', '.join(to_id)})")
-                    labels.append(to_id[tag])
-                    labels.extend([IGNORE] * (len(pieces[j]) - 1))
-            ids.append(sep)
-            labels.append(IGNORE)
-            feats.append({"input_ids": ids, "token_type_ids": [0] * len(ids),
-                          "labels": labels if labelled else None,
-                          "sentence": si, "char_start": s, "first_token": first})
-    if long_sentences:
-        where = f"{name}: " if name else ""
-        if split_long:
-            logger.info("%s%d of %d sentences are longer than --max_seq_length %d (%d pieces + [CLS]/[SEP]): "
-                        "split, %d examples in all", where, long_sentences, len(examples), max_seq_length,
-                        budget, len(feats))
-        else:
-            logger.warning("%s%d of %d sentences are longer than --max_seq_length %d (%d pieces + [CLS]/[SEP]) "
-                           "and were truncated: their tails are neither trained nor evaluated "
-                           "(--split_long splits them instead)", where, long_sentences, len(examples),
-                           max_seq_length, budget)
-    return feats
-
-
-def collate_ner(features, pad_token_id):
-    """Pad a batch to its longest sequence: (input_ids int64 [B, T],
-    token_type_ids int64 [B, T], labels int64 [B, T] padded with -100, or
-    None when the batch is unlabelled)."""
-    if not features:
-        raise ValueError("collate_ner: empty batch")
-    width = max(len(f["input_ids"]) for f in features)
-    ids = np.full((len(features), width), pad_token_id, dtype=np.int64)
-    types = np.zeros((len(features), width), dtype=np.int64)
-    labelled = [f.get("labels") is not None for f in features]
-    if any(labelled) and not all(labelled):
-        raise ValueError("collate_ner: batch mixes labelled and unlabelled features")
-    labels = np.full((len(features), width), IGNORE, dtype=np.int64) if all(labelled) else None
-    for i, f in enumerate(features):
-        n = len(f["input_ids"])
-        ids[i, :n] = f["input_ids"]
-        types[i, :n] = f["token_type_ids"]
-        if labels is not None:
-            labels[i, :n] = f["labels"]
-    return ids, types, labels
-
-
-class NerBatcher:
-    """:func:`collate_ner` bound to a pad id (picklable, usable as a collate_fn)."""
-
-    def __init__(self, pad_token_id):
-        self.pad_token_id = pad_token_id
-
-    def __call__(self, features):
-        return collate_ner(features, self.pad_token_id)
-
-
-# --------------------------------------------------------------------------- metrics
-def _as_preds(preds):
-    preds = np.asarray(preds)
-    return preds.argmax(-1) if preds.ndim == 3 else preds
-
-
-def tag_sequences(preds, labels, label_list):
-    """(gold, predicted) tag sequences of every example, over the labelled
-    positions only."""
-    preds, labels = _as_preds(preds), np.asarray(labels)
-    if preds.shape != labels.shape:
-        raise ValueError(f"predictions {preds.shape} and labels {labels.shape} differ in shape")
-    gold, pred = [], []
-    for p_row, l_row in zip(preds, labels):
-        keep = l_row != IGNORE
-        gold.append([label_list[i] for i in l_row[keep]])
-        pred.append([label_list[i] if 0 <= i < len(label_list) else "O" for i in p_row[keep]])
-    return gold, pred
-
-
-def ner_metrics(preds, labels, label_list):
-    """Entity-level precision / recall / F1 (seqeval, CoNLL-style chunks) of
-    predictions (logits [N, T, C] or label indices [N, T]) against labels
-    [N, T] (-100 positions ignored)."""
-    from seqeval.metrics import f1_score, precision_score, recall_score
-    gold, pred = tag_sequences(preds, labels, label_list)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # UndefinedMetricWarning when nothing is predicted
-        return {"precision": float(precision_score(gold, pred)), "recall": float(recall_score(gold, pred)),
-                "f1": float(f1_score(gold, pred))}
-
-
-def evaluate_ner(forward, dev_sets, collate, label_list, batch_size):
-    """Evaluate ``forward(input_ids, token_type_ids) -> logits`` on every
-    split of ``dev_sets``; returns (results, F1 of the first split)."""
-    from .evaluation import predict
-    results = {}
-    for split, feats in dev_sets.items():
-        logits, labels = predict(forward, feats, collate, batch_size)
-        results[split] = ner_metrics(logits, labels, label_list)
-    return results, results[next(iter(dev_sets))]["f1"]
-
-
-# --------------------------------------------------------------------------- prediction output
-def tags_to_spans(chars, tags):
-    """Entities of one sentence: ``[{"text", "type", "start", "end"}]`` with
-    character offsets, ``end`` exclusive (``text == "".join(chars[start:end])``).
-    B-X (or S-X) starts an entity; I-X (M-X, E-X) continues an entity of type
-    X and otherwise starts one (as seqeval reads it); O ends it."""
-    spans, cur = [], None
-
-    def close(end):
-        if cur is not None:
-            spans.append({"text": "".join(chars[cur[1]:end]), "type": cur[0], "start": cur[1], "end": end})
-
-    for i, tag in enumerate(tags):
-        m = _TAG.match(tag) if tag != "O" else None
-        if m is None:
-            close(i)
-            cur = None
-            continue
-        kind, typ = _TO_BIO[m.group(1)], m.group(2)
-        if kind == "B" or cur is None or cur[0] != typ:
-            close(i)
-            cur = (typ, i)
-    close(len(tags))
-    return spans
-
-
-def predict_tags(run, tokenizer, sentences, label_list, max_seq_length, batch_size=32):
-    """Tag every character of ``sentences`` (lists of characters) with
-    ``run(input_ids, token_type_ids) -> logits`` (numpy in, numpy out).
-    Long sentences are split, so every character gets a tag."""
-    examples = [NerExample(list(s), None) for s in sentences]
-    feats = encode_ner(examples, tokenizer, max_seq_length, split_long=True, name="predict")
-    out = [[None] * len(s) for s in sentences]
-    for i in range(0, len(feats), batch_size):
-        chunk = feats[i:i + batch_size]
-        ids, seg, _ = collate_ner(chunk, tokenizer.pad_token_id)
-        pred = np.asarray(run(ids, seg)).argmax(-1)
-        for row, f in zip(pred, chunk):
-            for k, pos in enumerate(f["first_token"]):
-                out[f["sentence"]][f["char_start"] + k] = label_list[int(row[pos])]
-    return out
-
-
-def predict_lines_batch(predictor, tokenizer, lines, label_list, max_seq_length):
-    """predict.py: entities of raw text lines with a Paddle Inference
-    predictor; one ``{"text", "entities"}`` dict a line (offsets into the line)."""
-    from .inference import run_predictor
-    tags = predict_tags(lambda ids, seg: run_predictor(predictor, ids, seg), tokenizer, [list(t) for t in lines],
-                        label_list, max_seq_length, batch_size=max(1, len(lines)))
-    return [{"text": line, "entities": tags_to_spans(list(line), t)} for line, t in zip(lines, tags)]
