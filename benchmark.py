@@ -37,33 +37,22 @@ import utils  # noqa: F401  (first: stack fixes before paddle is imported)
 import argparse
 import csv
 import datetime
-import json
 import logging
 import os
 import platform
-import resource
-import subprocess
-import sys
 import time
 
 import numpy as np
 
-from utils import analysis, inference
+from utils import analysis, inference, memory
 from utils.errors import UserError, run_main, user_error_from
+from utils.log import setup_logging
 from utils.output_dir import check_writable
 
 logger = logging.getLogger("bert_suite")
 
+PROBE_TAG = "BENCH_MEMORY"
 
-def setup_logging():
-    """The suite's log format on stdout (without importing paddlenlp, which
-    utils.training.setup_logging does to quiet it: this script never uses it)."""
-    if not logger.handlers:
-        h = logging.StreamHandler(sys.stdout)
-        h.setFormatter(logging.Formatter("[%(asctime)s] %(levelname)s %(message)s", "%H:%M:%S"))
-        logger.addHandler(h)
-    logger.setLevel(logging.INFO)
-    logger.propagate = False
 
 CSV_COLUMNS = ["model", "batch_size", "seq_len", "median_ms", "p90_ms", "mean_ms", "min_ms", "throughput",
                "speedup", "speedup_paired", "precision", "flops_speedup", "measured_over_predicted", "gflops_per_example", "params",
@@ -283,30 +272,16 @@ def summarize(args, models, times):
     return rows
 
 
-def peak_rss_mb():
-    """Peak resident memory of this process in MB: VmHWM of /proc/self/status
-    (reset by exec; getrusage's ru_maxrss is not: a child forked from a big
-    process inherits the parent's peak), else ru_maxrss."""
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024.0
-    except (OSError, ValueError, IndexError):
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-
-
 def memory_probe(args):
     """Child process of --memory: one model at one batch size; prints JSON."""
     m = describe_model(args._memory_probe, "probe", args.max_seq_length)
-    baseline = peak_rss_mb()          # python + paddle imported, no predictor yet
+    baseline = memory.peak_rss_mb()          # python + paddle imported, no predictor yet
     r = Runner(predictor_for(args, args._memory_probe))
     for bs in args.batch_sizes:
         r.set(*make_inputs(m["vocab_size"], bs, args.max_seq_length, args.seed))
         for _ in range(3):
             r()
-    print(json.dumps({"peak_rss_mb": peak_rss_mb(), "baseline_rss_mb": baseline}), flush=True)
+    memory.emit(PROBE_TAG, {"peak_rss_mb": memory.peak_rss_mb(), "baseline_rss_mb": baseline})
 
 
 def measure_memory(args, models):
@@ -316,18 +291,16 @@ def measure_memory(args, models):
     for m in models:
         m["peak_rss_mb"], m["baseline_rss_mb"] = {}, None
         for bs in args.batch_sizes:
-            cmd = [sys.executable, os.path.abspath(__file__), "--models", m["prefix"], "--_memory_probe", m["prefix"],
+            cmd = [os.path.abspath(__file__), "--models", m["prefix"], "--_memory_probe", m["prefix"],
                    "--batch_sizes", str(bs), "--max_seq_length", str(args.max_seq_length),
                    "--threads", str(args.threads), "--device", args.device, "--seed", str(args.seed)]
             cmd += ["--no_mkldnn"] * args.no_mkldnn + ["--trt_fp16"] * args.trt_fp16
             cmd += ["--no_memory_optim"] * args.no_memory_optim
-            r = subprocess.run(cmd, capture_output=True, text=True)
-            line = [l for l in r.stdout.splitlines() if l.startswith("{")]
-            if r.returncode != 0 or not line:
-                logger.warning("%s: memory probe at batch %d failed (exit %d): %s", m["name"], bs, r.returncode,
-                               (r.stderr.strip().splitlines() or ["?"])[-1])
+            res, code, stderr = memory.run_probe(cmd, PROBE_TAG)
+            if res is None:
+                logger.warning("%s: memory probe at batch %d failed (exit %d): %s", m["name"], bs, code,
+                               (stderr.strip().splitlines() or ["?"])[-1])
                 continue
-            res = json.loads(line[-1])
             m["peak_rss_mb"][str(bs)] = res["peak_rss_mb"]
             m["baseline_rss_mb"] = res["baseline_rss_mb"]
 

@@ -22,7 +22,8 @@ the model in memory; --static_model also writes a Paddle static model (for
 predict.py / benchmark.py) checked against the dynamic one.
 ``output_dir/prune_info.json`` holds shapes before/after, the kept head and
 neuron indices, parameters per component, FLOPs, file sizes and the checks.
-See utils/pruning.py for exactly what is scored and how units are chosen.
+See utils/pruning.py for exactly what is scored and how units are chosen,
+utils/vocab_prune.py for the vocabulary and utils/model_report.py for the report.
 """
 import utils  # noqa: F401  (first: stack fixes before paddle is imported)
 
@@ -35,7 +36,7 @@ import tempfile
 
 import numpy as np
 
-from utils import analysis, inference, pruning, training
+from utils import analysis, inference, model_report, pruning, training, vocab_prune
 from utils import output_dir as outdirs
 from utils.errors import UserError, run_main
 from utils.modeling import (SUITE_KEY, WEIGHT_FILES, find_file, load_model, read_state_dict, replace_dir,
@@ -144,7 +145,7 @@ def check_args(args):
             raise UserError(f"--min_count must be >= 1, got {args.min_count}")
         if args.vocab_text_column is not None and args.vocab_text_column < 1:
             raise UserError(f"--vocab_text_column is 1-based, got {args.vocab_text_column}")
-        args.texts = pruning.read_texts(args.vocab_texts, args.vocab_text_column)
+        args.texts = vocab_prune.read_texts(args.vocab_texts, args.vocab_text_column)
     elif args.vocab_texts:
         raise UserError("--vocab_texts is given without --prune_vocab")
     if args.static_model in ("None", "none", ""):
@@ -241,8 +242,8 @@ def run_structured(args, model, config, task, batches):
 
 
 def run_vocab(args, model, tokenizer, work_dir, head):
-    counts = pruning.count_tokens(tokenizer, args.texts)
-    kept = pruning.vocabulary_plan(tokenizer, model.config, counts, args.min_count)
+    counts = vocab_prune.count_tokens(tokenizer, args.texts)
+    kept = vocab_prune.vocabulary_plan(tokenizer, model.config, counts, args.min_count)
     kept_set = set(kept)
     to_id = tokenizer.vocab.token_to_idx
     # Check inputs: texts whose tokens are all kept, tokenised by the original tokenizer.
@@ -254,7 +255,7 @@ def run_vocab(args, model, tokenizer, work_dir, head):
                 logits_of(model)(paddle.to_tensor(i), paddle.to_tensor(s)).numpy()) for i, s, _ in old_batches]
     old_size = len(tokenizer.vocab.idx_to_token)
     old_rows = int(model.bert.embeddings.word_embeddings.weight.shape[0])
-    new_tok, remap, changed = pruning.prune_vocabulary(model, tokenizer, kept, work_dir)
+    new_tok, remap, changed = vocab_prune.prune_vocabulary(model, tokenizer, kept, work_dir)
     new_batches = encode_batches([(t, None) for t in sample], new_tok, args.max_seq_length or 128, 16)
     diff = 0.0
     with paddle.no_grad():
@@ -316,9 +317,9 @@ def move_static(tmp_prefix, target):
 
 def analyze_dirs(args):
     names = args.names or [os.path.basename(os.path.normpath(d)) for d in args.analyze]
-    memory = [None] * len(args.analyze) if args.no_memory else pruning.measure_load_memory(args.analyze)
-    rows = [pruning.describe(d, memory=m) for d, m in zip(args.analyze, memory)]
-    print(pruning.format_report(rows, names), flush=True)
+    memory = [None] * len(args.analyze) if args.no_memory else model_report.measure_load_memory(args.analyze)
+    rows = [model_report.describe(d, memory=m) for d, m in zip(args.analyze, memory)]
+    print(model_report.format_report(rows, names), flush=True)
     if memory[0] is not None:
         print("+RSS load: VmRSS after load_model(dir) minus before, in a fresh process with python, paddle and "
               "paddlenlp already imported (model + tokenizer, after gc), MB", flush=True)
@@ -350,7 +351,7 @@ def main(argv=None):
         model, tokenizer, config = load_model(src)
         head = has_task_head(src)
     model.eval()
-    before = pruning.describe(src, model)
+    before = model_report.describe(src, model)
 
     info = {"pruned_from": os.path.abspath(src)}
     if task is not None:
@@ -392,9 +393,9 @@ def main(argv=None):
         if args.static_model:
             static_tmp, report["static"] = write_static(args, reloaded, new_tok, suite_info(reloaded.config), check,
                                                         os.path.join(stage, "static"))
-        memory = pruning.measure_load_memory([src, model_dir]) if args.measure_memory else [None, None]
+        memory = model_report.measure_load_memory([src, model_dir]) if args.measure_memory else [None, None]
         before["memory"] = memory[0]
-        after = pruning.describe(model_dir, reloaded, memory=memory[1])
+        after = model_report.describe(model_dir, reloaded, memory=memory[1])
         after["dir"] = out_dir
         report.update(before=before, after=after, param_ratio=after["params"]["total"] / before["params"]["total"],
                       weights_bytes_saved=before["files"]["weights_bytes"] - after["files"]["weights_bytes"])
@@ -405,7 +406,7 @@ def main(argv=None):
     finally:
         shutil.rmtree(stage, ignore_errors=True)
 
-    print(pruning.format_report([before, after], ["before", "after"]), flush=True)
+    print(model_report.format_report([before, after], ["before", "after"]), flush=True)
     if memory[0] is not None:
         print("+RSS load: VmRSS after load_model(dir) minus before, fresh process each (python, paddle, paddlenlp "
               "imported first); MB", flush=True)

