@@ -28,7 +28,8 @@ import logging
 
 from utils.errors import UserError, run_main
 from utils.log import setup_logging
-from utils.report import build_ofa_report, read_json
+from utils.jsonfile import read_json
+from utils.report import build_ofa_report
 
 logger = logging.getLogger("bert_suite")
 

@@ -33,7 +33,7 @@ import time  # noqa: E402
 from utils import inference, ner  # noqa: E402
 from utils.errors import UserError, run_main  # noqa: E402
 from utils.modeling import load_tokenizer  # noqa: E402
-from utils.report import read_json  # noqa: E402
+from utils.jsonfile import read_json  # noqa: E402
 
 MODELS = ("teacher", "w0.75", "w0.5", "w0.5_int8")
 WIDTH_TAGS = {"teacher": None, "w0.75": "0.7500", "w0.5": "0.5000"}
