@@ -14,17 +14,11 @@ other tensors are listed as dropped.  Output: ``config.json``
 files, loadable with ``BertModel.from_pretrained(DIR)`` or
 ``BertForSequenceClassification.from_pretrained(DIR, num_labels=K)``.
 
-The conversion is strict: every tensor of the checkpoint is used, except
-buffers (``embeddings.position_ids``) and BERT's pretraining heads (``cls.*``,
-which no PaddleNLP fine-tuning class has; they are listed in the summary);
-a missing or leftover tensor, or one whose shape disagrees with config.json,
-is an error naming it.  Names follow PaddleNLP's own HF->Paddle table
-(``BertPretrainedModel._get_name_mappings``); Linear weights are transposed
-([out, in] -> [in, out]).  The output is staged beside --output_dir and moved
-into place at the end, so it is never half-written.
-
-The work is utils/convert.py's (mapping, checks, writing) and
-utils/hf_checkpoint.py's (reading); this file is the command line.
+The conversion is strict (every tensor used or listed as dropped, shapes
+checked against config.json; utils/convert.py says exactly how), and the
+output is staged beside --output_dir and moved into place at the end, so it
+is never half-written.  This file is the command line only: reading is
+utils/hf_checkpoint.py's, mapping and writing utils/convert.py's.
 """
 import utils  # noqa: F401  (must precede paddle: zlib fix)
 
