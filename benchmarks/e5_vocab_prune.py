@@ -40,6 +40,7 @@ import numpy as np  # noqa: E402
 
 from utils import assets, memory, model_report, vocab_prune  # noqa: E402
 from utils.errors import UserError, run_main  # noqa: E402
+from utils.publish import staging_dir, write_json_atomic  # noqa: E402
 
 SNIPPETS = "hutto_ICWSM_2014/amazonReviewSnippets_GroundTruth.txt"   # demo.py's labelled English texts
 
@@ -152,7 +153,7 @@ def step_times(models, n, batch=16, seq_len=128, seed=0):
     return [float(np.median(t)) for t in times]
 
 
-def main(argv=None):
+def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--output_dir", help="the vocabulary-pruned model directory (replaced)")
     p.add_argument("--model_dir", default=None, help="converted e5 dir (default: converted into the assets cache)")
@@ -162,48 +163,61 @@ def main(argv=None):
     p.add_argument("--step_time", type=int, default=0, metavar="N", help="also time N training steps of each")
     p.add_argument("--probe", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
-    if args.probe:
-        return probe(args.probe)
-    if not args.output_dir:
+    if not args.probe and not args.output_dir:
         raise UserError("--output_dir is required")
-    src = args.model_dir or converted_e5()
+    return args
+
+
+def gather_texts(kinds):
+    """(texts whose tokens are kept, texts the outputs are checked on)."""
     texts, check = [], []
-    if "msra" in args.texts or "msra_chars" in args.texts:
+    if "msra" in kinds or "msra_chars" in kinds:
         sents = msra_texts()
         spaced = [" ".join(x) for x in sents]
-        if "msra" in args.texts:
+        if "msra" in kinds:
             texts += sents + sorted({c for x in sents for c in x})
             check += sents[:64]
-        if "msra_chars" in args.texts:
+        if "msra_chars" in kinds:
             texts += spaced
             check += spaced[:64]
-    if "english" in args.texts:
+    if "english" in kinds:
         eng = english_texts()
         texts += eng
         check += eng[:64]
     if not texts:
         raise UserError("--texts: no text to keep the vocabulary of")
+    return texts, check
 
-    from utils.modeling import save_model
-    model, tok = load(src)
-    before = model_report.describe(src, model)
-    counts = vocab_prune.count_tokens(tok, texts)
-    kept = vocab_prune.vocabulary_plan(tok, model.config, counts, 1)
+
+def prune_checked(model, tok, texts, check, stage, tolerance):
+    """Prune ``model``'s vocabulary to ``texts`` in place; (new tokenizer, kept ids, max output difference)."""
+    kept = vocab_prune.vocabulary_plan(tok, model.config, vocab_prune.count_tokens(tok, texts), 1)
     old_ids = [tok.encode(t) for t in texts]
     ref = encoder_outputs(model, tok, check)
-    stage = os.path.abspath(args.output_dir) + ".tmp-tok"
     new_tok, remap, _ = vocab_prune.prune_vocabulary(model, tok, kept, stage)
     moved = sum([remap[i] for i in o] != new_tok.encode(t) for o, t in zip(old_ids, texts))
     if moved:
         raise RuntimeError(f"{moved} texts tokenize differently after pruning")
     diff = max(float(np.abs(a[1] - b[1]).max()) for a, b in zip(ref, encoder_outputs(model, new_tok, check)))
-    if diff > args.tolerance:
-        raise RuntimeError(f"pruned vs original encoder outputs differ by {diff:.3g} > {args.tolerance}")
-    save_model(model.bert, new_tok, args.output_dir, {"vocab_pruned": {"vocab_before": tok.vocab_size,
-                                                                        "vocab_after": len(kept),
-                                                                        "texts": args.texts}})
-    import shutil
-    shutil.rmtree(stage, ignore_errors=True)
+    if diff > tolerance:
+        raise RuntimeError(f"pruned vs original encoder outputs differ by {diff:.3g} > {tolerance}")
+    return new_tok, kept, diff
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if args.probe:
+        return probe(args.probe)
+    src = args.model_dir or converted_e5()
+    texts, check = gather_texts(args.texts)
+    from utils.modeling import save_model
+    model, tok = load(src)
+    before = model_report.describe(src, model)
+    with staging_dir(os.path.abspath(args.output_dir) + "-tok") as stage:
+        new_tok, kept, diff = prune_checked(model, tok, texts, check, stage, args.tolerance)
+        save_model(model.bert, new_tok, args.output_dir, {"vocab_pruned": {"vocab_before": tok.vocab_size,
+                                                                            "vocab_after": len(kept),
+                                                                            "texts": args.texts}})
     after = model_report.describe(args.output_dir, load(args.output_dir)[0])
     before["memory"], after["memory"] = load_rss(src), load_rss(args.output_dir)
     steps = step_times([load(src)[0], load(args.output_dir)[0]], args.step_time) if args.step_time else None
@@ -220,8 +234,7 @@ def main(argv=None):
                "step_seconds_before_after": steps, "step_time_steps": args.step_time}
     print(json.dumps(summary))
     if args.output_json:
-        with open(args.output_json, "w") as f:
-            json.dump(summary, f, indent=2)
+        write_json_atomic(args.output_json, summary)
     return 0
 
 
