@@ -5,7 +5,8 @@ benchmarked), one point per sub-network (width x depth) plus the teacher.
 :func:`write_report` takes plain rows; :func:`build_ofa_report` builds them
 from ``all_results.json`` of run_glue_ofa.py / run_msra_ner_ofa.py, the model
 config (for FLOPs) and optionally a ``benchmark.py`` JSON.  The OFA scripts
-call it when they finish (FLOPs only); ``report.py`` adds latencies.
+call it when they finish (FLOPs only); ``report.py`` adds latencies.  The
+plot is utils/report_plot.py's.
 """
 import json
 import logging
