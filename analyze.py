@@ -50,34 +50,35 @@ def parse_args(argv=None):
     return args
 
 
-def build(args):
-    """(title, base shape, [shapes to analyse], source description)."""
+def build(model_dir=None, config=None, static_model=None, num_labels=None, widths=None):
+    """(base shape, [shapes to analyse], source description) of exactly one of
+    ``model_dir`` / ``config`` / ``static_model``; ``widths`` default to the trained ones."""
     trained = None
-    if args.model_dir:
-        if not os.path.isdir(args.model_dir):
-            raise UserError(f"--model_dir {args.model_dir}: not a directory")
-        cfg = analysis.read_config_file(args.model_dir)
-        base = analysis.shape_from_config(cfg, source=args.model_dir)
+    if model_dir:
+        if not os.path.isdir(model_dir):
+            raise UserError(f"--model_dir {model_dir}: not a directory")
+        cfg = analysis.read_config_file(model_dir)
+        base = analysis.shape_from_config(cfg, source=model_dir)
         suite = cfg.get(analysis.SUITE_KEY) or {}
         trained = (suite.get("supernet") or {}).get("widths")
-        source = {"model_dir": os.path.abspath(args.model_dir)}
-    elif args.config:
-        base = analysis.builtin_or_file(args.config)
-        source = {"config": args.config}
+        source = {"model_dir": os.path.abspath(model_dir)}
+    elif config:
+        base = analysis.builtin_or_file(config)
+        source = {"config": config}
     else:
         try:
-            base = analysis.shape_from_static(args.static_model)
+            base = analysis.shape_from_static(static_model)
         except ValueError as e:
             raise UserError(f"--static_model: {e}")
-        source = {"static_model": os.path.abspath(args.static_model)}
-    if args.num_labels:
-        base.num_labels = args.num_labels
-    widths = args.widths if args.widths is not None else trained
+        source = {"static_model": os.path.abspath(static_model)}
+    if num_labels:
+        base.num_labels = num_labels
+    given, widths = widths, widths if widths is not None else trained
     if widths:
-        if args.static_model:
+        if static_model:
             raise UserError("--widths: a static model has fixed shapes; analyse its source model directory instead")
         shapes = [analysis.at_width(base, w) for w in widths]
-        if args.widths is None:
+        if given is None:
             source["widths_from"] = "compression_suite.supernet.widths (trained widths)"
     else:
         shapes = [base]
@@ -86,7 +87,7 @@ def build(args):
 
 def main(argv=None):
     args = parse_args(argv)
-    base, shapes, source = build(args)
+    base, shapes, source = build(args.model_dir, args.config, args.static_model, args.num_labels, args.widths)
     full = analysis.BertShape(**dict(base.__dict__, heads_per_layer=[base.num_attention_heads] * base.num_layers,
                                      ffn_per_layer=[base.intermediate_size] * base.num_layers, extra={}))
     rows = [analysis.analyze(s, args.seq_len, reference=full) for s in shapes]
@@ -104,9 +105,7 @@ def main(argv=None):
                "full": {"params": analysis.count(full, args.seq_len)["params"]["total"],
                         "flops": analysis.count(full, args.seq_len)["flops"]["total"]},
                "rows": rows}
-        d = os.path.dirname(os.path.abspath(args.output))
-        os.makedirs(d, exist_ok=True)
-        from utils.training import write_json_atomic
+        from utils.publish import write_json_atomic
         write_json_atomic(args.output, out)
         print(f"wrote {args.output}")
     return rows

@@ -35,39 +35,23 @@ does not.
 import utils  # noqa: F401  (first: stack fixes before paddle is imported)
 
 import argparse
-import csv
 import datetime
-import json
 import logging
 import os
 import platform
-import resource
-import subprocess
-import sys
 import time
 
 import numpy as np
 
-from utils import analysis, inference
+from utils import analysis, inference, memory
+from utils.bench_report import cpu_name, format_profile, format_table, profile_ops, write_outputs
 from utils.errors import UserError, run_main, user_error_from
+from utils.log import setup_logging
 from utils.output_dir import check_writable
 
 logger = logging.getLogger("bert_suite")
 
-
-def setup_logging():
-    """The suite's log format on stdout (without importing paddlenlp, which
-    utils.training.setup_logging does to quiet it: this script never uses it)."""
-    if not logger.handlers:
-        h = logging.StreamHandler(sys.stdout)
-        h.setFormatter(logging.Formatter("[%(asctime)s] %(levelname)s %(message)s", "%H:%M:%S"))
-        logger.addHandler(h)
-    logger.setLevel(logging.INFO)
-    logger.propagate = False
-
-CSV_COLUMNS = ["model", "batch_size", "seq_len", "median_ms", "p90_ms", "mean_ms", "min_ms", "throughput",
-               "speedup", "speedup_paired", "precision", "flops_speedup", "measured_over_predicted", "gflops_per_example", "params",
-               "peak_rss_mb", "runs", "prefix"]
+PROBE_TAG = "BENCH_MEMORY"
 
 
 def parse_args(argv=None):
@@ -118,8 +102,14 @@ def parse_args(argv=None):
     return args
 
 
-def check_device(args):
-    if args.device == "gpu":
+def predictor_options(args):
+    """The Paddle Inference settings of the command line (what every predictor is made with)."""
+    return {"device": args.device, "threads": args.threads, "mkldnn": not args.no_mkldnn,
+            "memory_optim": not args.no_memory_optim, "trt_fp16": args.trt_fp16}
+
+
+def check_device(device):
+    if device == "gpu":
         import paddle
         if not paddle.is_compiled_with_cuda():
             raise UserError("--device gpu: this paddle build has no CUDA support (install paddlepaddle-gpu) "
@@ -140,16 +130,24 @@ def default_names(prefixes):
 
 
 # --------------------------------------------------------------------------- models
-def tokenizer_vocab_size(prefix, info):
+def tokenizer_ids(prefix, info):
+    """(vocabulary size, pad id) of the tokenizer named in PREFIX.info.json,
+    or (None, 0) without one.  WordPiece: vocab.txt ([PAD] is id 0 in BERT
+    vocabularies); SentencePiece (XLM-R, utils/spm_tokenizer.py): <pad> is 1."""
     tok = (info or {}).get("tokenizer_dir")
     if not tok:
-        return None
+        return None, 0
     path = tok if os.path.isabs(tok) else os.path.join(os.path.dirname(prefix), tok)
     vocab = os.path.join(path, "vocab.txt")
-    if not os.path.isfile(vocab):
-        return None
-    with open(vocab, encoding="utf-8") as f:
-        return sum(1 for line in f if line.rstrip("\n"))
+    if os.path.isfile(vocab):
+        with open(vocab, encoding="utf-8") as f:
+            tokens = [line.rstrip("\n") for line in f]
+        return sum(1 for t in tokens if t), tokens.index("[PAD]") if "[PAD]" in tokens else 0
+    from utils.spm_tokenizer import MODEL_FILE, XlmrSpmTokenizer
+    if os.path.isfile(os.path.join(path, MODEL_FILE)):
+        t = XlmrSpmTokenizer.from_pretrained(path)
+        return int(t.vocab_size), int(t.pad_token_id)
+    return None, 0
 
 
 def describe_model(prefix, name, seq_len):
@@ -166,7 +164,7 @@ def describe_model(prefix, name, seq_len):
     except ValueError as e:
         why = str(e)
         logger.warning("%s: no FLOPs prediction (%s)", name, e)
-    vocab = tokenizer_vocab_size(prefix, info)
+    vocab, pad_id = tokenizer_ids(prefix, info)
     if shape is not None:
         vocab = min(vocab, shape.vocab_size) if vocab else shape.vocab_size
         if seq_len > shape.max_position_embeddings:
@@ -175,7 +173,7 @@ def describe_model(prefix, name, seq_len):
     if not vocab:
         raise UserError(f"{prefix}: cannot tell the vocabulary size (no tokenizer_dir in "
                         f"{prefix}{inference.INFO_SUFFIX} and the program could not be read: {why})")
-    m = {"name": name, "prefix": os.path.abspath(prefix), "vocab_size": int(vocab),
+    m = {"name": name, "prefix": os.path.abspath(prefix), "vocab_size": int(vocab), "pad_id": pad_id,
          "width": (info or {}).get("width", shape.width if shape is not None else None),
          "depth": (info or {}).get("depth"),
          "task_type": (info or {}).get("task_type"), "int8": bool((info or {}).get("int8"))}
@@ -189,19 +187,22 @@ def describe_model(prefix, name, seq_len):
     return m
 
 
-def make_inputs(vocab, batch, seq_len, seed):
+def make_inputs(vocab, batch, seq_len, seed, pad_id=0):
+    """Random ids of ``vocab`` without the pad id (the model masks pad
+    positions out: every token must be real), token type 0."""
     rng = np.random.RandomState(seed * 100003 + batch)
-    low = 1 if vocab > 1 else 0   # id 0 is [PAD] in BERT vocabularies: keep every token real
-    ids = rng.randint(low, vocab, size=(batch, seq_len)).astype("int64")
+    if vocab > 1:   # draw from vocab - 1 ids and skip the pad id (pad 0: ids 1..vocab-1, as always)
+        ids = rng.randint(0, vocab - 1, size=(batch, seq_len)).astype("int64")
+        ids[ids >= pad_id] += 1
+    else:
+        ids = np.zeros((batch, seq_len), dtype="int64")
     return ids, np.zeros_like(ids)
 
 
-def predictor_for(args, prefix):
+def predictor_for(prefix, opts):
     with user_error_from(f"--models {prefix}: cannot load the static model (damaged or incomplete files?)",
                          RuntimeError, ValueError, OSError):
-        return inference.create_predictor(prefix, device=args.device, threads=args.threads,
-                                          mkldnn=not args.no_mkldnn, memory_optim=not args.no_memory_optim,
-                                          trt_fp16=args.trt_fp16)
+        return inference.create_predictor(prefix, **opts)
 
 
 class Runner:
@@ -229,22 +230,22 @@ class Runner:
 
 
 # --------------------------------------------------------------------------- measuring
-def measure(args, models, runners):
+def measure(models, runners, batch_sizes, seq_len, seed, warmup, repeats):
     """{(name, batch): [seconds of each timed run]}, interleaved rounds."""
     times = {}
     n = len(models)
-    for bs in args.batch_sizes:
+    for bs in batch_sizes:
         for m, r in zip(models, runners):
-            r.set(*make_inputs(m["vocab_size"], bs, args.max_seq_length, args.seed))
+            r.set(*make_inputs(m["vocab_size"], bs, seq_len, seed, m["pad_id"]))
             out = r()  # first run: shapes, oneDNN primitives
             if out.shape[0] != bs:
                 raise RuntimeError(f"{m['name']}: output batch {out.shape[0]} != {bs}")
-        for _ in range(args.warmup):
+        for _ in range(warmup):
             for r in runners:
                 r()
         for m in models:
             times[(m["name"], bs)] = []
-        for rnd in range(args.repeats):
+        for rnd in range(repeats):
             for j in range(n):
                 k = (rnd + j) % n
                 t0 = time.perf_counter()
@@ -255,10 +256,10 @@ def measure(args, models, runners):
     return times
 
 
-def summarize(args, models, times):
+def summarize(models, times, batch_sizes, seq_len):
     rows = []
     first = models[0]
-    for bs in args.batch_sizes:
+    for bs in batch_sizes:
         base_median = float(np.median(times[(first["name"], bs)]))
         for m in models:
             t = np.asarray(times[(m["name"], bs)]) * 1e3
@@ -271,7 +272,7 @@ def summarize(args, models, times):
             if first["flops_per_example"] and m["flops_per_example"]:
                 predicted = first["flops_per_example"] / m["flops_per_example"]
             rows.append({
-                "model": m["name"], "batch_size": bs, "seq_len": args.max_seq_length,
+                "model": m["name"], "batch_size": bs, "seq_len": seq_len,
                 "median_ms": median, "p90_ms": float(np.percentile(t, 90)), "mean_ms": float(t.mean()),
                 "min_ms": float(t.min()), "throughput": bs * 1e3 / median, "speedup": speedup,
                 "speedup_paired": paired, "precision": "INT8" if m.get("int8") else "FP32",
@@ -283,233 +284,99 @@ def summarize(args, models, times):
     return rows
 
 
-def peak_rss_mb():
-    """Peak resident memory of this process in MB: VmHWM of /proc/self/status
-    (reset by exec; getrusage's ru_maxrss is not: a child forked from a big
-    process inherits the parent's peak), else ru_maxrss."""
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024.0
-    except (OSError, ValueError, IndexError):
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-
-
-def memory_probe(args):
+def memory_probe(prefix, batch_sizes, seq_len, seed, opts):
     """Child process of --memory: one model at one batch size; prints JSON."""
-    m = describe_model(args._memory_probe, "probe", args.max_seq_length)
-    baseline = peak_rss_mb()          # python + paddle imported, no predictor yet
-    r = Runner(predictor_for(args, args._memory_probe))
-    for bs in args.batch_sizes:
-        r.set(*make_inputs(m["vocab_size"], bs, args.max_seq_length, args.seed))
+    m = describe_model(prefix, "probe", seq_len)
+    baseline = memory.peak_rss_mb()          # python + paddle imported, no predictor yet
+    r = Runner(predictor_for(prefix, opts))
+    for bs in batch_sizes:
+        r.set(*make_inputs(m["vocab_size"], bs, seq_len, seed, m["pad_id"]))
         for _ in range(3):
             r()
-    print(json.dumps({"peak_rss_mb": peak_rss_mb(), "baseline_rss_mb": baseline}), flush=True)
+    memory.emit(PROBE_TAG, {"peak_rss_mb": memory.peak_rss_mb(), "baseline_rss_mb": baseline})
 
 
-def measure_memory(args, models):
+def probe_command(prefix, bs, seq_len, seed, opts):
+    """benchmark.py's own command line that runs :func:`memory_probe`."""
+    cmd = [os.path.abspath(__file__), "--models", prefix, "--_memory_probe", prefix, "--batch_sizes", str(bs),
+           "--max_seq_length", str(seq_len), "--threads", str(opts["threads"]), "--device", opts["device"],
+           "--seed", str(seed)]
+    return (cmd + ["--no_mkldnn"] * (not opts["mkldnn"]) + ["--trt_fp16"] * opts["trt_fp16"]
+            + ["--no_memory_optim"] * (not opts["memory_optim"]))
+
+
+def measure_memory(models, batch_sizes, seq_len, seed, opts):
     """m["peak_rss_mb"] = {batch size: MB}: a fresh process per model and batch
     size (one process running several shapes keeps oneDNN's per-shape caches
     of all of them, so its peak would depend on the list of batch sizes)."""
     for m in models:
         m["peak_rss_mb"], m["baseline_rss_mb"] = {}, None
-        for bs in args.batch_sizes:
-            cmd = [sys.executable, os.path.abspath(__file__), "--models", m["prefix"], "--_memory_probe", m["prefix"],
-                   "--batch_sizes", str(bs), "--max_seq_length", str(args.max_seq_length),
-                   "--threads", str(args.threads), "--device", args.device, "--seed", str(args.seed)]
-            cmd += ["--no_mkldnn"] * args.no_mkldnn + ["--trt_fp16"] * args.trt_fp16
-            cmd += ["--no_memory_optim"] * args.no_memory_optim
-            r = subprocess.run(cmd, capture_output=True, text=True)
-            line = [l for l in r.stdout.splitlines() if l.startswith("{")]
-            if r.returncode != 0 or not line:
-                logger.warning("%s: memory probe at batch %d failed (exit %d): %s", m["name"], bs, r.returncode,
-                               (r.stderr.strip().splitlines() or ["?"])[-1])
+        for bs in batch_sizes:
+            res, code, stderr = memory.run_probe(probe_command(m["prefix"], bs, seq_len, seed, opts), PROBE_TAG)
+            if res is None:
+                logger.warning("%s: memory probe at batch %d failed (exit %d): %s", m["name"], bs, code,
+                               (stderr.strip().splitlines() or ["?"])[-1])
                 continue
-            res = json.loads(line[-1])
             m["peak_rss_mb"][str(bs)] = res["peak_rss_mb"]
             m["baseline_rss_mb"] = res["baseline_rss_mb"]
 
 
-def profile_ops(runner, runs):
-    """{op type: {"calls": per run, "ms": per run}} of ``runs`` calls under paddle.profiler (CPU host events)."""
-    import paddle.profiler as profiler
-    from paddle.profiler.profiler_statistic import TracerEventType
-    # on_trace_ready: keep the events in memory (the default writes ./profiler_log/*.json)
-    prof = profiler.Profiler(targets=[profiler.ProfilerTarget.CPU], on_trace_ready=lambda p: None)
-    prof.start()
-    for _ in range(runs):
-        runner()
-    prof.stop()
-    agg = {}
-    stack = list(prof.profiler_result.get_data().values())
-    while stack:
-        node = stack.pop()
-        if node.type == TracerEventType.Operator:   # outermost operator event; its children are its phases
-            c, t = agg.get(node.name, (0, 0))
-            agg[node.name] = (c + 1, t + node.end_ns - node.start_ns)
-            continue
-        stack.extend(node.children_node)
-    return {op: {"calls": c / runs, "ms": t / 1e6 / runs} for op, (c, t) in agg.items()}
-
-
-def profile_all(args, models, runners):
+def profile_all(models, runners, batch_sizes, seq_len, seed, runs):
     """{batch size: {model name: op table}}; each model profiled on its own after a warm-up run."""
     out = {}
-    for bs in args.batch_sizes:
+    for bs in batch_sizes:
         out[bs] = {}
         for m, r in zip(models, runners):
-            r.set(*make_inputs(m["vocab_size"], bs, args.max_seq_length, args.seed))
+            r.set(*make_inputs(m["vocab_size"], bs, seq_len, seed, m["pad_id"]))
             r()
-            out[bs][m["name"]] = profile_ops(r, args.profile_runs)
+            out[bs][m["name"]] = profile_ops(r, runs)
     return out
 
 
-def format_profile(models, profiles, runs):
-    names = [m["name"] for m in models]
-    w = max(10, *(len(n) for n in names)) + 9
-    lines = []
-    for bs, per_model in profiles.items():
-        first = per_model[names[0]]
-        ops = sorted({op for t in per_model.values() for op in t}, key=lambda op: -first.get(op, {"ms": 0})["ms"])
-        totals = {n: sum(v["ms"] for v in per_model[n].values()) for n in names}
-        lines.append(f"time per operator type, batch {bs} (paddle.profiler, {runs} runs per model; ms per run, "
-                     f"in brackets: {names[0]}'s time / this model's)")
-        lines.append(f"{'operator':<22} {'calls':>5}  " + " ".join(f"{n:>{w - 9}}{'':9}" for n in names))
-        for op in ops + ["(all operators)"]:
-            cells = []
-            for n in names:
-                v = totals[n] if op == "(all operators)" else per_model[n].get(op, {}).get("ms")
-                ref = totals[names[0]] if op == "(all operators)" else first.get(op, {}).get("ms")
-                if v is None:
-                    cells.append(f"{'-':>{w}}")
-                elif n == names[0] or not ref or not v:
-                    cells.append(f"{v:>{w - 9}.2f}{'':9}")
-                else:
-                    cells.append(f"{v:>{w - 9}.2f} ({ref / v:>5.2f}x)")
-            calls = "" if op == "(all operators)" else f"{first.get(op, {}).get('calls', 0):.0f}"
-            lines.append(f"{op:<22} {calls:>5}  " + " ".join(cells))
-        lines.append("")
-    return "\n".join(lines)
+def check_models(prefixes, output):
+    for p in prefixes:  # every path first: a typo in the last one should not wait for the others
+        if inference.model_file(p) is None or not os.path.isfile(p + ".pdiparams"):
+            raise UserError(f"--models {p}: no static model here (expected {p}.pdmodel and {p}.pdiparams; "
+                            f"export one with export_model.py --static_sub_model)")
+    if output:
+        for ext in (".csv", ".json"):
+            check_writable(output + ext, "--output", want_dir=False)
 
 
-# --------------------------------------------------------------------------- output
-def _fmt(v, spec, none="-"):
-    return none if v is None else format(v, spec)
-
-
-def _si(v):
-    if v is None:
-        return "-"
-    for div, suf in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
-        if abs(v) >= div:
-            return f"{v / div:.3g}{suf}"
-    return f"{v:.3g}"
-
-
-def format_table(settings, models, rows):
-    name_w = max(8, *(len(m["name"]) for m in models))
-    head = (f"{'batch':>5}  {'model':<{name_w}} {'prec':>4} {'params':>8} {'FLOPs/ex':>8} {'median ms':>10} {'p90 ms':>9} "
-            f"{'ex/s':>8} {'speed-up':>8} {'paired':>7} {'FLOPs-pred':>10} {'meas/pred':>9}")
-    mem = any(r.get("peak_rss_mb") for r in rows)
-    if mem:
-        head += f" {'peak MB':>8}"
-    lines = [f"Paddle Inference {settings['paddle']} on {settings['device']}"
-             + (f" ({settings['cpu']})" if settings["device"] == "cpu" else "")
-             + f", {settings['threads']} threads, oneDNN {'on' if settings['mkldnn'] else 'off'}"
-             + (", TensorRT FP16" if settings["trt_fp16"] else "")
-             + f"; seq {settings['seq_len']}, {settings['warmup']} warm-up + {settings['repeats']} timed runs per "
-               f"model and batch, interleaved rounds"
-             + (f"; load average {settings['loadavg_before']:.1f} -> {settings['loadavg_after']:.1f}"
-                if settings.get("loadavg_after") is not None else ""), head]
-    last_bs = None
-    for r in rows:
-        if last_bs is not None and r["batch_size"] != last_bs:
-            lines.append("")
-        last_bs = r["batch_size"]
-        flops = None if r["gflops_per_example"] is None else r["gflops_per_example"] * 1e9
-        line = (f"{r['batch_size']:>5}  {r['model']:<{name_w}} {r['precision']:>4} {_si(r['params']):>8} {_si(flops):>8} "
-                f"{r['median_ms']:>10.2f} {r['p90_ms']:>9.2f} {r['throughput']:>8.1f} {r['speedup']:>7.3f}x "
-                f"{r['speedup_paired']:>6.3f}x "
-                f"{_fmt(r['flops_speedup'], '.3f'):>9}x {_fmt(r['measured_over_predicted'], '.1%'):>9}")
-        if mem:
-            line += f" {_fmt(r.get('peak_rss_mb'), '.0f'):>8}"
-        lines.append(line)
-    lines.append("speed-up: median of the first model / median of this one; paired: median over rounds of the "
-                 "same ratio within a round; meas/pred: speed-up / FLOPs-predicted speed-up (FLOPs do not "
-                 "see INT8: for an INT8 model it is the gain over the FP32 graph's prediction); INT8 models run "
-                 "with oneDNN's INT8 kernels")
-    if mem:
-        base = [m.get("baseline_rss_mb") for m in models if m.get("baseline_rss_mb")]
-        if base:
-            lines.append(f"peak MB: peak resident memory of a fresh process running that model at that batch size "
-                         f"(python + paddle alone: {min(base):.0f} MB)")
-    return "\n".join(lines)
-
-
-def cpu_name():
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def write_outputs(prefix, settings, models, rows, profiles=None):
-    d = os.path.dirname(os.path.abspath(prefix))
-    os.makedirs(d, exist_ok=True)
-    tmp = prefix + ".csv.tmp"
-    with open(tmp, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=CSV_COLUMNS, extrasaction="ignore")
-        w.writeheader()
-        for r in rows:
-            w.writerow({k: ("" if r.get(k) is None else r.get(k)) for k in CSV_COLUMNS})
-    os.replace(tmp, prefix + ".csv")
-    from utils.training import write_json_atomic
-    out = {"settings": settings, "models": models, "rows": rows}
-    if profiles:
-        out["profile_ms_per_run"] = {str(bs): t for bs, t in profiles.items()}
-    write_json_atomic(prefix + ".json", out)
+def settings_of(args):
+    import paddle
+    return {"paddle": paddle.__version__, "device": args.device, "cpu": cpu_name(),
+            "cpu_count": os.cpu_count(), "threads": args.threads,
+            "mkldnn": args.device == "cpu" and not args.no_mkldnn, "trt_fp16": args.trt_fp16,
+            "memory_optim": not args.no_memory_optim, "seq_len": args.max_seq_length,
+            "batch_sizes": args.batch_sizes, "warmup": args.warmup, "repeats": args.repeats,
+            "seed": args.seed, "order": "interleaved rounds, order rotated each round",
+            "timed_call": "copy inputs in + run + copy logits out",
+            "flops": "analyze.py: 2 x multiply-adds of the matrix products, one example",
+            "date": datetime.datetime.now().isoformat(timespec="seconds"), "host": platform.node()}
 
 
 def main(argv=None):
     args = parse_args(argv)
     setup_logging()
-    for p in args.models:  # every path first: a typo in the last one should not wait for the others
-        if inference.model_file(p) is None or not os.path.isfile(p + ".pdiparams"):
-            raise UserError(f"--models {p}: no static model here (expected {p}.pdmodel and {p}.pdiparams; "
-                            f"export one with export_model.py --static_sub_model)")
-    if args.output:
-        for ext in (".csv", ".json"):
-            check_writable(args.output + ext, "--output", want_dir=False)
-    check_device(args)
+    check_models(args.models, args.output)
+    check_device(args.device)
+    opts = predictor_options(args)
+    seq_len, batch_sizes, seed = args.max_seq_length, args.batch_sizes, args.seed
     if args._memory_probe:
-        return memory_probe(args)
+        return memory_probe(args._memory_probe, batch_sizes, seq_len, seed, opts)
     names = args.names or default_names(args.models)
-    models = [describe_model(p, n, args.max_seq_length) for p, n in zip(args.models, names)]
-    import paddle
-    settings = {"paddle": paddle.__version__, "device": args.device, "cpu": cpu_name(),
-                "cpu_count": os.cpu_count(), "threads": args.threads,
-                "mkldnn": args.device == "cpu" and not args.no_mkldnn, "trt_fp16": args.trt_fp16,
-                "memory_optim": not args.no_memory_optim, "seq_len": args.max_seq_length,
-                "batch_sizes": args.batch_sizes, "warmup": args.warmup, "repeats": args.repeats,
-                "seed": args.seed, "order": "interleaved rounds, order rotated each round",
-                "timed_call": "copy inputs in + run + copy logits out",
-                "flops": "analyze.py: 2 x multiply-adds of the matrix products, one example",
-                "date": datetime.datetime.now().isoformat(timespec="seconds"), "host": platform.node()}
+    models = [describe_model(p, n, seq_len) for p, n in zip(args.models, names)]
+    settings = settings_of(args)
     if args.memory:   # first, one process per model, while this one is still small
-        measure_memory(args, models)
+        measure_memory(models, batch_sizes, seq_len, seed, opts)
     settings["loadavg_before"] = os.getloadavg()[0]
-    runners = [Runner(predictor_for(args, m["prefix"])) for m in models]
-    times = measure(args, models, runners)
+    runners = [Runner(predictor_for(m["prefix"], opts)) for m in models]
+    times = measure(models, runners, batch_sizes, seq_len, seed, args.warmup, args.repeats)
     settings["loadavg_after"] = os.getloadavg()[0]
-    profiles = profile_all(args, models, runners) if args.profile else None
+    profiles = profile_all(models, runners, batch_sizes, seq_len, seed, args.profile_runs) if args.profile else None
     del runners
-    rows = summarize(args, models, times)
+    rows = summarize(models, times, batch_sizes, seq_len)
     print(format_table(settings, models, rows), flush=True)
     if profiles:
         print("\n" + format_profile(models, profiles, args.profile_runs), flush=True)

@@ -35,7 +35,6 @@ budget failed by how much and the closest candidate are printed; no
 import utils  # noqa: F401  (first: stack fixes before paddle is imported)
 
 import argparse
-import json
 import os
 import shutil
 import subprocess
@@ -44,6 +43,8 @@ import time
 
 from utils import budget
 from utils.errors import UserError, run_main
+from utils.jsonfile import read_json
+from utils.publish import publish_dir, staging_dir, write_json_atomic
 from utils.tasks import OWN_DATA_FLAGS, add_task_args, check_task_args
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -96,40 +97,43 @@ def parse_args(argv=None):
 
 def check_args(args):
     """Every check that needs no library: before --output_dir is touched."""
-    budget.check_budgets(args)
+    budget.check_budgets(budget.Budgets.from_args(args), args.batch_size)
     for flag in ("threads", "repeats", "train_batch_size", "save_steps", "logging_steps", "int8_batch_num"):
         if getattr(args, flag) < 1:
             raise UserError(f"--{flag} must be positive, got {getattr(args, flag)}")
     if args.repeats < 3:
         raise UserError(f"--repeats must be at least 3, got {args.repeats}")
-    args.ner = (args.task_name or "").lower() in NER_TASKS
-    if not args.ner:
+    ner, own_data = is_ner(args.task_name), has_own_data(args)
+    if not ner:
         check_task_args(args)
     elif not args.data_dir or not os.path.isdir(args.data_dir):
         raise UserError(f"--data_dir: '{args.data_dir}' is not a directory (the MSRA files)")
-    args.own_data = any(getattr(args, f, None) is not None for f in OWN_DATA_FLAGS)
     if args.data_dir and not os.path.isdir(args.data_dir):
         raise UserError(f"--data_dir: '{args.data_dir}' is not a directory")
     for f in OWN_FILES:
         if getattr(args, f, None) and not os.path.isfile(getattr(args, f)):
             raise UserError(f"--{f}: {getattr(args, f)} does not exist")
-    if args.int8 and args.own_data:
+    if args.int8 and own_data:
         raise UserError("--int8: quantize.py calibrates and evaluates on a GLUE or NER --data_dir; with own data "
                         "(--train_file) leave out --int8")
-    if args.data_aug and (args.ner or args.own_data):
+    if args.data_aug and (ner or own_data):
         raise UserError("--data_aug reads DATA_DIR/TASK/train_aug.tsv of a GLUE task")
     cfg_path = os.path.join(args.model_name_or_path, "config.json")
     if not os.path.isfile(cfg_path):
         raise UserError(f"--model_name_or_path {args.model_name_or_path}: no config.json (give the fine-tuned "
                         f"model's directory)")
-    try:
-        with open(cfg_path, encoding="utf-8") as f:
-            max_pos = json.load(f).get("max_position_embeddings")
-    except (OSError, ValueError) as e:
-        raise UserError(f"{cfg_path}: unreadable ({e})")
+    max_pos = read_json(cfg_path, want_object=True).get("max_position_embeddings")
     budget.check_seq_len(args.max_seq_length, max_pos)
     budget.check_seq_len(args.train_max_seq_length, max_pos, "--train_max_seq_length")
     budget.check_output_dir(args.output_dir, identity(args))
+
+
+def is_ner(task_name):
+    return (task_name or "").lower() in NER_TASKS
+
+
+def has_own_data(args):
+    return any(getattr(args, f, None) is not None for f in OWN_DATA_FLAGS)
 
 
 def identity(args):
@@ -211,7 +215,7 @@ def stage_ofa(run):
                  + (" (resuming from its last checkpoint)" if resume else ""))
     steps = ["--max_steps", a.max_steps] if a.max_steps > 0 else ["--num_train_epochs", a.num_train_epochs]
     kill = ["--debug_exit_after_step", a.debug_ofa_exit_after_step] if a.debug_ofa_exit_after_step > 0 else []
-    r = run.script("run_msra_ner_ofa.py" if a.ner else "run_glue_ofa.py", "--model_name_or_path",
+    r = run.script("run_msra_ner_ofa.py" if is_ner(a.task_name) else "run_glue_ofa.py", "--model_name_or_path",
                    a.model_name_or_path, *run.task_flags(), "--output_dir", ofa_dir,
                    "--width_mult_list", *a.width_mult_list, "--depth_mult_list", *a.depth_mult_list,
                    "--max_seq_length", a.train_max_seq_length, "--batch_size", a.train_batch_size,
@@ -220,8 +224,7 @@ def stage_ofa(run):
                    "--device", a.device, *(["--data_aug"] if a.data_aug else []), *kill,
                    "--resume" if resume else "--overwrite_output_dir")
     run.require(r, "the OFA stage")
-    with open(os.path.join(ofa_dir, "all_results.json"), encoding="utf-8") as f:
-        table = json.load(f)
+    table = read_json(os.path.join(ofa_dir, "all_results.json"))
     from utils.report import metric_name_of
     subnets = [{"name": sub_name(row), "dir": os.path.join(ofa_dir, row["dir"]), "width": row["width"],
                 "depth": row.get("depth") or 1.0, "metric": row["score"]} for row in table["rows"]]
@@ -252,8 +255,7 @@ def stage_export(run, ofa):
                        "--depth_mult", repr(c["depth"]), "--sub_model_output_dir", os.path.join(base, "dynamic"),
                        "--static_sub_model", prefix, "--max_seq_length", a.train_max_seq_length, *run.check_flags())
         run.require(r, f"export of {c['name']}")
-        with open(os.path.join(base, "dynamic", "export_info.json"), encoding="utf-8") as f:
-            info = json.load(f)
+        info = read_json(os.path.join(base, "dynamic", "export_info.json"))
         cands.append(run.mark(f"export_{c['name']}", dict(
             c, precision="fp32", prefix=prefix, params=info["params_after"], heads=info["heads_per_layer"][0],
             ffn=info["ffn_per_layer"][0], size_mb=budget.model_mb(prefix))))
@@ -278,8 +280,7 @@ def stage_int8(run, fp32):
                 done = run.mark(f"int8_{name}", {"name": name, "refused": last[0]})
             else:
                 run.require(r, f"INT8 of {c['name']}")
-                with open(prefix + ".info.json", encoding="utf-8") as f:
-                    q = json.load(f)["quantization"]
+                q = read_json(prefix + ".info.json")["quantization"]
                 done = run.mark(f"int8_{name}", dict(
                     c, name=name, precision="int8", prefix=prefix, size_mb=budget.model_mb(prefix),
                     metric=c["metric"] + (q["int8"] - q["fp32"]), int8_change=q["int8"] - q["fp32"]))
@@ -304,8 +305,7 @@ def stage_measure(run, cands):
                    a.batch_size, "--max_seq_length", a.max_seq_length, "--threads", a.threads,
                    "--repeats", a.repeats, "--output", path)
     run.require(r, "the latency benchmark")
-    with open(path + ".json", encoding="utf-8") as f:
-        rows = json.load(f)["rows"]
+    rows = read_json(path + ".json")["rows"]
     lat = {r["model"]: r["median_ms"] for r in rows if r["batch_size"] == a.batch_size}
     return run.mark(key, {"names": names, "latency_ms": lat, "benchmark": path + ".json"})["latency_ms"]
 
@@ -316,11 +316,10 @@ def stage_decide(run, ofa, cands):
     a = run.args
     run.progress("decide", "pick under the budgets")
     teacher = next(c for c in cands if c["name"] == "teacher")
-    lims = budget.limits(a, teacher["latency_ms"])
+    lims = budget.limits(budget.Budgets.from_args(a), teacher["latency_ms"])
     decision = budget.decide(cands, lims, ofa["teacher_metric"])
     budget_text = budget.describe_budgets(lims, a.batch_size, a.max_seq_length, a.latency_budget_ratio)
     metric = ofa["metric_name"]
-    from utils.training import write_json_atomic
     write_json_atomic(os.path.join(run.out, "decision.json"), {"budgets": budget_text, "candidates": cands,
                                                               **decision})
     rows = [dict(c, score=c["metric"], latency_ms={str(a.batch_size): c["latency_ms"]}, label=c["name"],
@@ -350,21 +349,16 @@ def stage_decide(run, ofa, cands):
 
 def write_deploy(chosen, deploy, record):
     """Copy the chosen static model (program, parameters, info, tokenizer)
-    into deploy/ (written beside it, then moved into place)."""
+    into deploy/ (staged beside it, then published)."""
     from utils.inference import TOKENIZER_SUFFIX
-    from utils.training import write_json_atomic
-    tmp = deploy + ".tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    os.makedirs(tmp)
     src_dir, base = os.path.split(chosen["prefix"])
-    for name in os.listdir(src_dir):
-        if name.startswith(base + ".") or name == base + TOKENIZER_SUFFIX:
-            src = os.path.join(src_dir, name)
-            (shutil.copytree if os.path.isdir(src) else shutil.copy2)(src, os.path.join(tmp, name))
-    write_json_atomic(os.path.join(tmp, "choice.json"), record)
-    if os.path.isdir(deploy):
-        shutil.rmtree(deploy)
-    os.replace(tmp, deploy)
+    with staging_dir(deploy) as tmp:
+        for name in os.listdir(src_dir):
+            if name.startswith(base + ".") or name == base + TOKENIZER_SUFFIX:
+                src = os.path.join(src_dir, name)
+                (shutil.copytree if os.path.isdir(src) else shutil.copy2)(src, os.path.join(tmp, name))
+        write_json_atomic(os.path.join(tmp, "choice.json"), record)
+        publish_dir(tmp, deploy)
 
 
 def summary(a, chosen, teacher, lims, metric, deploy):

@@ -22,7 +22,8 @@ the model in memory; --static_model also writes a Paddle static model (for
 predict.py / benchmark.py) checked against the dynamic one.
 ``output_dir/prune_info.json`` holds shapes before/after, the kept head and
 neuron indices, parameters per component, FLOPs, file sizes and the checks.
-See utils/pruning.py for exactly what is scored and how units are chosen.
+See utils/pruning.py for exactly what is scored and how units are chosen,
+utils/vocab_prune.py for the vocabulary and utils/model_report.py for the report.
 """
 import utils  # noqa: F401  (first: stack fixes before paddle is imported)
 
@@ -30,16 +31,16 @@ import argparse
 import json
 import logging
 import os
-import shutil
-import tempfile
 
 import numpy as np
 
-from utils import analysis, inference, pruning, training
+from utils import analysis, inference, model_report, pruning, training, vocab_prune
 from utils import output_dir as outdirs
 from utils.errors import UserError, run_main
-from utils.modeling import (SUITE_KEY, WEIGHT_FILES, find_file, load_model, read_state_dict, replace_dir,
-                            save_model, suite_info, write_state_dict)
+from utils.prune_checks import check_reload, encode_batches, encoder_out, logits_of, max_diff, require
+from utils.modeling import (SUITE_KEY, WEIGHT_FILES, find_file, load_model, read_state_dict, save_model,
+                            suite_info, write_state_dict)
+from utils.publish import publish_dir, publish_prefix, staging_dir, write_json_atomic
 from utils.tasks import GLUE_TASKS
 
 logger = logging.getLogger("bert_suite")
@@ -119,14 +120,12 @@ def check_args(args):
     if args.static_model not in (None, "None", "none", ""):
         outdirs.check_static_prefix(args.static_model, sources, "--static_model", inference.TOKENIZER_SUFFIX)
     args.max_seq_length = training.check_max_seq_length(args.model_name_or_path, args.max_seq_length, default=128)
-    pconf = pruning.PruningConfig(args.target_num_of_heads, args.target_ffn_size, args.pruning_mode,
-                                  args.n_iters, args.head_score)
+    pconf = pruning_config(args)
     if not pconf.prunes and not args.prune_vocab:
         raise UserError("nothing to do: give --target_num_of_heads and/or --target_ffn_size, and/or --prune_vocab")
     shape = analysis.shape_from_config(analysis.read_config_file(args.model_name_or_path),
                                        source=args.model_name_or_path)
     pconf.check(shape.heads_per_layer, shape.ffn_per_layer)
-    args.pconf = pconf
     if pconf.prunes:
         if not args.task_name:
             raise UserError("--task_name is needed for structured pruning (its data gives the importance)")
@@ -144,42 +143,18 @@ def check_args(args):
             raise UserError(f"--min_count must be >= 1, got {args.min_count}")
         if args.vocab_text_column is not None and args.vocab_text_column < 1:
             raise UserError(f"--vocab_text_column is 1-based, got {args.vocab_text_column}")
-        args.texts = pruning.read_texts(args.vocab_texts, args.vocab_text_column)
     elif args.vocab_texts:
         raise UserError("--vocab_texts is given without --prune_vocab")
     if args.static_model in ("None", "none", ""):
         args.static_model = None
 
 
+def pruning_config(args):
+    return pruning.PruningConfig(args.target_num_of_heads, args.target_ffn_size, args.pruning_mode,
+                                 args.n_iters, args.head_score)
+
+
 # --------------------------------------------------------------------------- helpers
-def encode_batches(texts, tokenizer, max_len, batch_size, labels=None):
-    """(input_ids, token_type_ids, labels) numpy batches of (a, b) texts."""
-    from utils.data import Example, collate, encode
-    exs = [Example(a, b, None if labels is None else labels[i]) for i, (a, b) in enumerate(texts)]
-    feats = encode(exs, tokenizer, max_len)
-    is_reg = labels is not None and isinstance(labels[0], float)
-    return [collate(feats[i:i + batch_size], tokenizer.pad_token_id, is_reg) for i in range(0, len(feats), batch_size)]
-
-
-def max_diff(fn_a, fn_b, batches):
-    import paddle
-    worst = 0.0
-    with paddle.no_grad():
-        for ids, seg, *_ in batches:
-            i, s = paddle.to_tensor(ids), paddle.to_tensor(seg)
-            a, b = fn_a(i, s), fn_b(i, s)
-            worst = max(worst, float(np.abs(a.numpy() - b.numpy()).max()))
-    return worst
-
-
-def encoder_out(model):
-    return lambda ids, seg: model.bert(ids, token_type_ids=seg)[0]
-
-
-def logits_of(model):
-    return lambda ids, seg: model(ids, token_type_ids=seg)
-
-
 def has_task_head(model_dir):
     weights = find_file(model_dir, WEIGHT_FILES)
     return weights is not None and any(k.startswith("classifier.") for k in read_state_dict(weights))
@@ -190,12 +165,6 @@ def strip_task_head(model_dir):
     path = find_file(model_dir, WEIGHT_FILES)   # written by save_model just before: safetensors
     state = read_state_dict(path)
     write_state_dict({k: v for k, v in state.items() if not k.startswith("classifier.")}, path)
-
-
-def require(ok, what, diff, tol):
-    logger.info("check %s: max |difference| = %.3e", what, diff)
-    if not ok:
-        raise SystemExit(f"error: check failed: {what} differ by {diff:.3e} (> {tol}); nothing written")
 
 
 # --------------------------------------------------------------------------- stages
@@ -218,7 +187,7 @@ def load_importance_data(args, tokenizer):
     return task, texts, batches
 
 
-def run_structured(args, model, config, task, batches):
+def run_structured(model, config, task, batches, pconf, tolerance):
     import paddle
     import paddle.nn.functional as F
     from utils.elastic_forward import forward
@@ -230,33 +199,33 @@ def run_structured(args, model, config, task, batches):
 
     task_type = "regression" if task.is_regression else "classification"
     tensors = [[paddle.to_tensor(a) for a in b] for b in batches]
-    res = pruning.structured_prune(model, config, task_type, args.pconf, tensors, loss_fn)
+    res = pruning.structured_prune(model, config, task_type, pconf, tensors, loss_fn)
     work = res.pop("work")
     pruning.slice_model(model, res["kept_heads"], res["kept_neurons"])
     model.eval()
     # (a) the cut model computes what the original computes with the pruned units masked out
     diff = max_diff(lambda i, s: forward(work, i, s), logits_of(model), batches[:4])
-    require(diff <= args.tolerance, "cut model vs original with pruned units masked", diff, args.tolerance)
+    require(diff <= tolerance, "cut model vs original with pruned units masked", diff, tolerance)
     res["check_cut_vs_masked"] = diff
     return res
 
 
-def run_vocab(args, model, tokenizer, work_dir, head):
-    counts = pruning.count_tokens(tokenizer, args.texts)
-    kept = pruning.vocabulary_plan(tokenizer, model.config, counts, args.min_count)
+def run_vocab(model, tokenizer, work_dir, head, texts, min_count, max_len, tolerance):
+    counts = vocab_prune.count_tokens(tokenizer, texts)
+    kept = vocab_prune.vocabulary_plan(tokenizer, model.config, counts, min_count)
     kept_set = set(kept)
     to_id = tokenizer.vocab.token_to_idx
     # Check inputs: texts whose tokens are all kept, tokenised by the original tokenizer.
-    sample = [t for t in args.texts[:2000] if all(to_id.get(x) in kept_set for x in tokenizer.tokenize(t))][:64]
-    old_batches = encode_batches([(t, None) for t in sample], tokenizer, args.max_seq_length or 128, 16)
+    sample = [t for t in texts[:2000] if all(to_id.get(x) in kept_set for x in tokenizer.tokenize(t))][:64]
+    old_batches = encode_batches([(t, None) for t in sample], tokenizer, max_len, 16)
     import paddle
     with paddle.no_grad():
         ref = [(encoder_out(model)(paddle.to_tensor(i), paddle.to_tensor(s)).numpy(),
                 logits_of(model)(paddle.to_tensor(i), paddle.to_tensor(s)).numpy()) for i, s, _ in old_batches]
     old_size = len(tokenizer.vocab.idx_to_token)
     old_rows = int(model.bert.embeddings.word_embeddings.weight.shape[0])
-    new_tok, remap, changed = pruning.prune_vocabulary(model, tokenizer, kept, work_dir)
-    new_batches = encode_batches([(t, None) for t in sample], new_tok, args.max_seq_length or 128, 16)
+    new_tok, remap, changed = vocab_prune.prune_vocabulary(model, tokenizer, kept, work_dir)
+    new_batches = encode_batches([(t, None) for t in sample], new_tok, max_len, 16)
     diff = 0.0
     with paddle.no_grad():
         for (oi, _, _), (ni, ns, _), (r_enc, r_log) in zip(old_batches, new_batches, ref):
@@ -266,21 +235,20 @@ def run_vocab(args, model, tokenizer, work_dir, head):
             e = encoder_out(model)(paddle.to_tensor(ni), paddle.to_tensor(ns)).numpy()
             lg = logits_of(model)(paddle.to_tensor(ni), paddle.to_tensor(ns)).numpy()
             diff = max(diff, float(np.abs(e - r_enc).max()), float(np.abs(lg - r_log).max()))
-    require(diff <= args.tolerance, f"vocabulary-pruned vs original on {len(sample)} texts of kept tokens",
-            diff, args.tolerance)
+    require(diff <= tolerance, f"vocabulary-pruned vs original on {len(sample)} texts of kept tokens",
+            diff, tolerance)
     occurrences = sum(counts.values())
-    covered = sum(c for t, c in counts.items() if c >= args.min_count)
+    covered = sum(c for t, c in counts.items() if c >= min_count)
     hidden = int(model.bert.embeddings.word_embeddings.weight.shape[1])
     return new_tok, {
-        "texts": [os.path.abspath(f) for f in args.vocab_texts], "text_column": args.vocab_text_column,
-        "lines": len(args.texts), "min_count": args.min_count, "vocab_before": old_size, "table_rows_before": old_rows,
+        "lines": len(texts), "min_count": min_count, "vocab_before": old_size, "table_rows_before": old_rows,
         "vocab_after": len(kept), "distinct_tokens_in_texts": len(counts), "token_occurrences": occurrences,
         "occurrences_kept": covered, "changed_token_ids": changed,
         "word_embedding_params_before": old_rows * hidden, "word_embedding_params_after": len(kept) * hidden,
         "check_texts": len(sample), "check_max_abs_diff": diff, "source_had_task_head": head}
 
 
-def write_static(args, model, tokenizer, info, batches, work):
+def write_static(model, tokenizer, info, batches, work, target, max_seq_length, tolerance):
     """Static model into ``work`` (checked against ``model``); returns (files, report)."""
     prefix = os.path.join(work, "model")
     inference.save_static(model, prefix)
@@ -291,11 +259,11 @@ def write_static(args, model, tokenizer, info, batches, work):
         for ids, seg, *_ in batches:
             ref = model(paddle.to_tensor(ids), token_type_ids=paddle.to_tensor(seg)).numpy()
             worst = max(worst, float(np.abs(inference.run_predictor(pred, ids, seg) - ref).max()))
-    require(worst <= args.tolerance, "static model vs dynamic", worst, args.tolerance)
-    target = os.path.abspath(args.static_model)
+    require(worst <= tolerance, "static model vs dynamic", worst, tolerance)
+    target = os.path.abspath(target)
     inference.write_info(prefix, {"task_type": info.get("task_type", "classification"),
                                   "task_name": info.get("task_name"), "label_list": info.get("label_list"),
-                                  "max_seq_length": args.max_seq_length,
+                                  "max_seq_length": max_seq_length,
                                   "tokenizer_dir": os.path.basename(target) + inference.TOKENIZER_SUFFIX})
     tokenizer.save_pretrained(prefix + inference.TOKENIZER_SUFFIX)
     return prefix, {"static_model": target, "static_vs_dynamic": worst,
@@ -303,56 +271,34 @@ def write_static(args, model, tokenizer, info, batches, work):
                     + os.path.getsize(inference.model_file(prefix))}
 
 
-def move_static(tmp_prefix, target):
-    os.makedirs(os.path.dirname(target), exist_ok=True)
-    src_dir = os.path.dirname(tmp_prefix)
-    for name in os.listdir(src_dir):
-        if not name.startswith("model"):
-            continue
-        dst = os.path.join(os.path.dirname(target), name.replace("model", os.path.basename(target), 1))
-        if os.path.isdir(dst):
-            shutil.rmtree(dst)
-        os.replace(os.path.join(src_dir, name), dst)
-
-
-def analyze_dirs(args):
-    names = args.names or [os.path.basename(os.path.normpath(d)) for d in args.analyze]
-    memory = [None] * len(args.analyze) if args.no_memory else pruning.measure_load_memory(args.analyze)
-    rows = [pruning.describe(d, memory=m) for d, m in zip(args.analyze, memory)]
-    print(pruning.format_report(rows, names), flush=True)
+def analyze_dirs(dirs, names=None, no_memory=False, output_json=None):
+    names = names or [os.path.basename(os.path.normpath(d)) for d in dirs]
+    memory = [None] * len(dirs) if no_memory else model_report.measure_load_memory(dirs)
+    rows = [model_report.describe(d, memory=m) for d, m in zip(dirs, memory)]
+    print(model_report.format_report(rows, names), flush=True)
     if memory[0] is not None:
         print("+RSS load: VmRSS after load_model(dir) minus before, in a fresh process with python, paddle and "
               "paddlenlp already imported (model + tokenizer, after gc), MB", flush=True)
-    if args.output_json:
-        training.write_json_atomic(args.output_json, {"models": dict(zip(names, rows))})
+    if output_json:
+        write_json_atomic(output_json, {"models": dict(zip(names, rows))})
     return rows
 
 
 # --------------------------------------------------------------------------- main
-def main(argv=None):
-    args = parse_args(argv)
-    training.setup_logging()
-    if args.analyze:
-        return analyze_dirs(args)
-    import paddle
-    paddle.set_device(args.device if args.device != "gpu" or paddle.is_compiled_with_cuda() else "cpu")
-    training.set_seed(args.seed)
-    src, pconf = args.model_name_or_path, args.pconf
-
-    task = texts = batches = None
-    if pconf.prunes:
-        from utils.tasks import get_task
-        task = get_task(args.task_name)
-        model, tokenizer, config = load_model(src, "regression" if task.is_regression else "classification",
-                                              task.num_labels, require_head=True, task_name=task.name)
-        task, texts, batches = load_importance_data(args, tokenizer)
-        head = True
-    else:
+def load_source(src, task_name):
+    """(model, tokenizer, config, task or None, whether the source has a task head)."""
+    if task_name is None:
         model, tokenizer, config = load_model(src)
-        head = has_task_head(src)
-    model.eval()
-    before = pruning.describe(src, model)
+        return model, tokenizer, config, None, has_task_head(src)
+    from utils.tasks import get_task
+    task = get_task(task_name)
+    model, tokenizer, config = load_model(src, "regression" if task.is_regression else "classification",
+                                          task.num_labels, require_head=True, task_name=task.name)
+    return model, tokenizer, config, task, True
 
+
+def saved_info(src, task, pconf, model):
+    """The suite info save_model records; drops the supernet mark of the source."""
     info = {"pruned_from": os.path.abspath(src)}
     if task is not None:
         info.update(task_type="regression" if task.is_regression else "classification", task_name=task.name,
@@ -360,56 +306,11 @@ def main(argv=None):
     suite = suite_info(model.config)
     suite.pop("supernet", None)   # a cut model is no supernet any more
     setattr(model.config, SUITE_KEY, suite)
+    return info
 
-    report = {"source": os.path.abspath(src), "output_dir": os.path.abspath(args.output_dir)}
-    out_dir = os.path.abspath(args.output_dir)
-    os.makedirs(os.path.dirname(out_dir), exist_ok=True)
-    stage = tempfile.mkdtemp(prefix=".prune-", dir=os.path.dirname(out_dir))
-    try:
-        if pconf.prunes:
-            report["structured"] = dict(pconf.to_dict(), importance_split=args.importance_split,
-                                        importance_examples=len(texts),
-                                        **run_structured(args, model, config, task, batches))
-        if args.prune_vocab:
-            tokenizer, report["vocabulary"] = run_vocab(args, model, tokenizer, os.path.join(stage, "tok"), head)
-            info["vocab_pruned"] = {"vocab_before": report["vocabulary"]["vocab_before"],
-                                    "vocab_after": report["vocabulary"]["vocab_after"],
-                                    "min_count": args.min_count}
-        model_dir = os.path.join(stage, "model")
-        save_model(model, tokenizer, model_dir, info)
-        if not head:
-            strip_task_head(model_dir)
-        # (c) the directory reloads strictly and computes what the model in memory computes
-        reloaded, new_tok, _ = load_model(model_dir)
-        reloaded.eval()
-        check_texts = texts[:64] if texts else [(t, None) for t in args.texts[:64]]
-        check = encode_batches(check_texts, new_tok, args.max_seq_length, 16)
-        diff = max_diff(encoder_out(model), encoder_out(reloaded), check)
-        if head:
-            diff = max(diff, max_diff(logits_of(model), logits_of(reloaded), check))
-        require(diff <= args.tolerance, "reloaded directory vs model in memory", diff, args.tolerance)
-        report["check_reload"] = diff
-        static_tmp = None
-        if args.static_model:
-            static_tmp, report["static"] = write_static(args, reloaded, new_tok, suite_info(reloaded.config), check,
-                                                        os.path.join(stage, "static"))
-        memory = pruning.measure_load_memory([src, model_dir]) if args.measure_memory else [None, None]
-        before["memory"] = memory[0]
-        after = pruning.describe(model_dir, reloaded, memory=memory[1])
-        after["dir"] = out_dir
-        report.update(before=before, after=after, param_ratio=after["params"]["total"] / before["params"]["total"],
-                      weights_bytes_saved=before["files"]["weights_bytes"] - after["files"]["weights_bytes"])
-        training.write_json_atomic(os.path.join(model_dir, "prune_info.json"), report)
-        replace_dir(model_dir, out_dir)
-        if static_tmp:
-            move_static(static_tmp, os.path.abspath(args.static_model))
-    finally:
-        shutil.rmtree(stage, ignore_errors=True)
 
-    print(pruning.format_report([before, after], ["before", "after"]), flush=True)
-    if memory[0] is not None:
-        print("+RSS load: VmRSS after load_model(dir) minus before, fresh process each (python, paddle, paddlenlp "
-              "imported first); MB", flush=True)
+def brief_of(report, before, after):
+    """The one-line JSON summary printed at the end."""
     brief = {k: v for k, v in report.items() if k not in ("before", "after", "structured", "vocabulary")}
     if "structured" in report:
         s = report["structured"]
@@ -422,7 +323,71 @@ def main(argv=None):
                  params_before=before["params"]["total"], params_after=after["params"]["total"],
                  weights_bytes_before=before["files"]["weights_bytes"],
                  weights_bytes_after=after["files"]["weights_bytes"])
-    print(json.dumps(brief), flush=True)
+    return brief
+
+
+def prune_in_memory(args, pconf, texts, model, tokenizer, config, task, head, stage):
+    """Structured then vocabulary pruning of ``model`` (checked); returns (report, tokenizer, importance texts)."""
+    report = {"source": os.path.abspath(args.model_name_or_path), "output_dir": os.path.abspath(args.output_dir)}
+    imp_texts = None
+    if pconf.prunes:
+        task, imp_texts, batches = load_importance_data(args, tokenizer)
+        report["structured"] = dict(pconf.to_dict(), importance_split=args.importance_split,
+                                    importance_examples=len(imp_texts),
+                                    **run_structured(model, config, task, batches, pconf, args.tolerance))
+    if args.prune_vocab:
+        tokenizer, vocab = run_vocab(model, tokenizer, os.path.join(stage, "tok"), head, texts, args.min_count,
+                                     args.max_seq_length or 128, args.tolerance)
+        report["vocabulary"] = dict(texts=[os.path.abspath(f) for f in args.vocab_texts],
+                                    text_column=args.vocab_text_column, **vocab)
+    return report, tokenizer, imp_texts
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    training.setup_logging()
+    if args.analyze:
+        return analyze_dirs(args.analyze, args.names, args.no_memory, args.output_json)
+    pconf = pruning_config(args)
+    texts = vocab_prune.read_texts(args.vocab_texts, args.vocab_text_column) if args.prune_vocab else None
+    import paddle
+    paddle.set_device(args.device if args.device != "gpu" or paddle.is_compiled_with_cuda() else "cpu")
+    training.set_seed(args.seed)
+    src, out_dir = args.model_name_or_path, os.path.abspath(args.output_dir)
+    model, tokenizer, config, task, head = load_source(src, args.task_name if pconf.prunes else None)
+    model.eval()
+    before = model_report.describe(src, model)
+    info = saved_info(src, task, pconf, model)
+    with staging_dir(out_dir) as stage:
+        report, tokenizer, imp_texts = prune_in_memory(args, pconf, texts, model, tokenizer, config, task, head,
+                                                       stage)
+        if args.prune_vocab:
+            info["vocab_pruned"] = {k: report["vocabulary"][k] for k in ("vocab_before", "vocab_after", "min_count")}
+        model_dir = os.path.join(stage, "model")
+        save_model(model, tokenizer, model_dir, info)
+        if not head:
+            strip_task_head(model_dir)
+        check_texts = imp_texts[:64] if imp_texts else [(t, None) for t in texts[:64]]
+        reloaded, new_tok, check, report["check_reload"] = check_reload(model, model_dir, head, check_texts,
+                                                                         args.max_seq_length, args.tolerance)
+        if args.static_model:
+            static_tmp, report["static"] = write_static(reloaded, new_tok, suite_info(reloaded.config), check,
+                                                        os.path.join(stage, "static"), args.static_model,
+                                                        args.max_seq_length, args.tolerance)
+        memory = model_report.measure_load_memory([src, model_dir]) if args.measure_memory else [None, None]
+        before["memory"] = memory[0]
+        after = dict(model_report.describe(model_dir, reloaded, memory=memory[1]), dir=out_dir)
+        report.update(before=before, after=after, param_ratio=after["params"]["total"] / before["params"]["total"],
+                      weights_bytes_saved=before["files"]["weights_bytes"] - after["files"]["weights_bytes"])
+        write_json_atomic(os.path.join(model_dir, "prune_info.json"), report)
+        publish_dir(model_dir, out_dir)
+        if args.static_model:
+            publish_prefix(static_tmp, os.path.abspath(args.static_model))
+    print(model_report.format_report([before, after], ["before", "after"]), flush=True)
+    if memory[0] is not None:
+        print("+RSS load: VmRSS after load_model(dir) minus before, fresh process each (python, paddle, paddlenlp "
+              "imported first); MB", flush=True)
+    print(json.dumps(brief_of(report, before, after)), flush=True)
     return report
 
 

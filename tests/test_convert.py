@@ -21,7 +21,7 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 from safetensors.numpy import load_file, save_file  # noqa: E402
 
-import convert_checkpoint as cc  # noqa: E402
+from utils import convert as cc  # noqa: E402
 from utils import assets  # noqa: E402
 from utils.errors import UserError  # noqa: E402
 

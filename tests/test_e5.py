@@ -14,7 +14,7 @@ import subprocess
 import numpy as np
 import pytest
 
-import convert_checkpoint
+from utils.convert import convert
 from helpers import run_script
 from utils import e5s1
 from utils.errors import UserError
@@ -91,7 +91,7 @@ def test_tiny_file_converts_strictly(tmp_path):
     [in, out], and the tokenizer keeps the file's ids."""
     src = write_e5s1(str(tmp_path / "tiny.bin"))
     out = str(tmp_path / "out")
-    s = convert_checkpoint.convert(src, out, log=None, quiet=True)
+    s = convert(src, out, log=None, quiet=True)
     assert s["tensors_converted"] == 5 + 16 * TINY["layers"]
     f = e5s1.read_e5s1(src)
     from utils.modeling import SAFE_WEIGHTS, read_state_dict
@@ -136,7 +136,7 @@ def test_bad_file_is_one_clear_error(tmp_path, kind, needle):
             e5s1.read_e5s1(src)
         return
     with pytest.raises(UserError) as e:
-        convert_checkpoint.convert(src, str(out), log=None, quiet=True)
+        convert(src, str(out), log=None, quiet=True)
     assert needle in str(e.value) and src in str(e.value) and "\n" not in str(e.value)
     assert not out.exists()
 
@@ -203,7 +203,7 @@ def e5_engine(tmp_path_factory):
     emb = np.array([[float(x) for x in ln.split()[1:]] for ln in lines[1::2]], np.float32)
     assert len(ids) == len(SENTENCES) == emb.shape[0] and emb.shape[1] == 384
     out = str(root / "converted")
-    summary = convert_checkpoint.convert(model_bin, out, log=None, quiet=True)
+    summary = convert(model_bin, out, log=None, quiet=True)
     return out, ids, emb, summary
 
 
@@ -266,7 +266,7 @@ def _tiny_classifier(tmp_path):
     from utils.modeling import build_model, load_config, read_state_dict, strict_load
     from utils.spm_tokenizer import XlmrSpmTokenizer
     out = str(tmp_path / "tiny")
-    convert_checkpoint.convert(write_e5s1(str(tmp_path / "tiny.bin")), out, log=None, quiet=True)
+    convert(write_e5s1(str(tmp_path / "tiny.bin")), out, log=None, quiet=True)
     config = load_config(out)
     config.num_labels = 2
     model = build_model(config, "classification")
@@ -276,15 +276,15 @@ def _tiny_classifier(tmp_path):
 
 
 def test_vocabulary_pruning_keeps_kept_text_identical(tmp_path):
-    """utils/pruning.py's vocabulary pruning on the SentencePiece tokenizer:
+    """utils/vocab_prune.py's vocabulary pruning on the SentencePiece tokenizer:
     the kept texts tokenize to the same pieces (renumbered) and the model's
     outputs on them are unchanged; other pieces are gone."""
     import paddle
-    from utils import pruning
+    from utils import vocab_prune
     from utils.data import Example, collate, encode
     model, tok = _tiny_classifier(tmp_path)
     texts = ["ab ab", "ab\tab ab", "ab"]
-    kept = pruning.vocabulary_plan(tok, model.config, pruning.count_tokens(tok, texts), 1)
+    kept = vocab_prune.vocabulary_plan(tok, model.config, vocab_prune.count_tokens(tok, texts), 1)
     assert kept == [0, 1, 2, 3, 6, 9]                        # specials, ▁ab, <mask>
 
     def run(m, t):
@@ -293,7 +293,7 @@ def test_vocabulary_pruning_keeps_kept_text_identical(tmp_path):
             return ids, m(paddle.to_tensor(ids), token_type_ids=paddle.to_tensor(seg)).numpy()
 
     old_ids, before = run(model, tok)
-    new_tok, remap, changed = pruning.prune_vocabulary(model, tok, kept, str(tmp_path / "tok"))
+    new_tok, remap, changed = vocab_prune.prune_vocabulary(model, tok, kept, str(tmp_path / "tok"))
     new_ids, after = run(model, new_tok)
     assert model.config.vocab_size == 6 and model.bert.embeddings.word_embeddings.weight.shape == [6, 32]
     assert changed == {} and new_tok.vocab_size == 6 and new_tok.mask_token_id == 5
@@ -321,7 +321,7 @@ def test_every_stage_gets_the_sentencepiece_tokenizer_from_the_model_dir(tmp_pat
     from utils.modeling import load_tokenizer
     from utils.spm_tokenizer import XlmrSpmTokenizer
     out = str(tmp_path / "out")
-    convert_checkpoint.convert(write_e5s1(str(tmp_path / "tiny.bin")), out, log=None, quiet=True)
+    convert(write_e5s1(str(tmp_path / "tiny.bin")), out, log=None, quiet=True)
     tok = load_tokenizer(out)
     assert isinstance(tok, XlmrSpmTokenizer)
     assert tok.encode("ab c") == XlmrSpmTokenizer.from_pretrained(out).encode("ab c") == [0, 6, 8, 7, 2]

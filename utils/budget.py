@@ -13,8 +13,11 @@ files) and what the report shows (``width``, ``depth``, ``params`` ...).
 import json
 import math
 import os
+from dataclasses import dataclass
+from typing import Optional
 
 from .errors import UserError
+from .publish import write_json_atomic
 
 # budget key -> (flag, the candidate's value it bounds, unit)
 BUDGETS = {"latency_ms": ("--latency_budget_ms", "latency_ms", "ms"),
@@ -25,25 +28,37 @@ RUN_FILE = "compress.json"
 
 
 # --------------------------------------------------------------------------- budgets
-def check_budgets(args):
+@dataclass(frozen=True)
+class Budgets:
+    """The budgets of a compress.py run (None = no such budget), named as their flags."""
+    latency_budget_ms: Optional[float] = None
+    latency_budget_ratio: Optional[float] = None
+    size_budget_mb: Optional[float] = None
+    max_metric_drop: Optional[float] = None
+
+    @classmethod
+    def from_args(cls, args):
+        return cls(**{k: getattr(args, k) for k in cls.__dataclass_fields__})
+
+
+def check_budgets(b, batch_size):
     """Budgets and the benchmark's shape, before anything is read or written.
     Latency and size budgets must be positive; the metric drop may be 0
     ("lose nothing") but not negative.  At least one budget is required."""
-    for flag, value in (("--latency_budget_ms", args.latency_budget_ms), ("--size_budget_mb", args.size_budget_mb),
-                        ("--latency_budget_ratio", args.latency_budget_ratio)):
+    for flag, value in (("--latency_budget_ms", b.latency_budget_ms), ("--size_budget_mb", b.size_budget_mb),
+                        ("--latency_budget_ratio", b.latency_budget_ratio)):
         if value is not None and not (math.isfinite(value) and value > 0):
             raise UserError(f"{flag} must be a positive number, got {value:g}")
-    if args.max_metric_drop is not None and not (math.isfinite(args.max_metric_drop) and args.max_metric_drop >= 0):
+    if b.max_metric_drop is not None and not (math.isfinite(b.max_metric_drop) and b.max_metric_drop >= 0):
         raise UserError(f"--max_metric_drop must be >= 0 (absolute points of the dev metric, 0.01 = 1 point), "
-                        f"got {args.max_metric_drop:g}")
-    if args.latency_budget_ms is not None and args.latency_budget_ratio is not None:
+                        f"got {b.max_metric_drop:g}")
+    if b.latency_budget_ms is not None and b.latency_budget_ratio is not None:
         raise UserError("--latency_budget_ms and --latency_budget_ratio: give one")
-    if all(v is None for v in (args.latency_budget_ms, args.latency_budget_ratio, args.size_budget_mb,
-                               args.max_metric_drop)):
+    if all(v is None for v in (b.latency_budget_ms, b.latency_budget_ratio, b.size_budget_mb, b.max_metric_drop)):
         raise UserError("give at least one budget: --latency_budget_ms (or --latency_budget_ratio), "
                         "--size_budget_mb, --max_metric_drop")
-    if args.batch_size < 1:
-        raise UserError(f"--batch_size (of the latency benchmark) must be >= 1, got {args.batch_size}")
+    if batch_size < 1:
+        raise UserError(f"--batch_size (of the latency benchmark) must be >= 1, got {batch_size}")
 
 
 def check_seq_len(seq_len, max_positions, flag="--max_seq_length"):
@@ -53,18 +68,18 @@ def check_seq_len(seq_len, max_positions, flag="--max_seq_length"):
         raise UserError(f"{flag} {seq_len} is longer than the model's {max_positions} position embeddings")
 
 
-def limits(args, teacher_latency_ms):
-    """{budget key: limit}; a --latency_budget_ratio becomes ms of the
-    teacher's latency measured in the same benchmark."""
+def limits(b, teacher_latency_ms):
+    """{budget key: limit} of :class:`Budgets` ``b``; a --latency_budget_ratio
+    becomes ms of the teacher's latency measured in the same benchmark."""
     out = {}
-    if args.latency_budget_ms is not None:
-        out["latency_ms"] = args.latency_budget_ms
-    elif args.latency_budget_ratio is not None:
-        out["latency_ms"] = args.latency_budget_ratio * teacher_latency_ms
-    if args.size_budget_mb is not None:
-        out["size_mb"] = args.size_budget_mb
-    if args.max_metric_drop is not None:
-        out["max_drop"] = args.max_metric_drop
+    if b.latency_budget_ms is not None:
+        out["latency_ms"] = b.latency_budget_ms
+    elif b.latency_budget_ratio is not None:
+        out["latency_ms"] = b.latency_budget_ratio * teacher_latency_ms
+    if b.size_budget_mb is not None:
+        out["size_mb"] = b.size_budget_mb
+    if b.max_metric_drop is not None:
+        out["max_drop"] = b.max_metric_drop
     return out
 
 
@@ -192,7 +207,6 @@ def check_output_dir(output_dir, identity):
 
 
 def write_run_file(output_dir, identity):
-    from .training import write_json_atomic
     os.makedirs(output_dir, exist_ok=True)
     path = os.path.join(output_dir, RUN_FILE)
     if not os.path.isfile(path):
@@ -217,7 +231,6 @@ class Stages:
             return json.load(f)
 
     def mark(self, name, record):
-        from .training import write_json_atomic
         os.makedirs(self.dir, exist_ok=True)
         write_json_atomic(self.path(name), record)
         return record

@@ -31,7 +31,7 @@ unknown or repeated tensor.  Public:
     dequantize_q4_0(raw, n) -> float32[n]
     hf_tensors(f) -> {HF BERT name: ndarray} every tensor, dequantised
     hf_config(f) -> dict                     the matching HF-style config
-    convert(path, output_dir, ...)           used by convert_checkpoint.py
+    convert(path, output_dir, ...)           used by utils/convert.py (convert_checkpoint.py)
 """
 import os
 import struct
@@ -313,7 +313,8 @@ def convert(path, output_dir, model_class="bert", log=print, quiet=False):
     plus a fresh pooler) and the SentencePiece tokenizer files.  The output
     directory's checks (exists, --overwrite) are the caller's; nothing is
     written unless the whole file checks out."""
-    import convert_checkpoint as cc   # the top-level script: its strict HF->Paddle mapping
+    from .convert import build_and_check_model, convert_state_dict
+    from .hf_checkpoint import paddle_config_fields
     from .modeling import save_model
     from .spm_tokenizer import XlmrSpmTokenizer
 
@@ -325,15 +326,15 @@ def convert(path, output_dir, model_class="bert", log=print, quiet=False):
         from . import compat
         compat.quiet_libraries()
     hf_cfg = hf_config(f)
-    fields = cc.paddle_config_fields(hf_cfg, "bert")
+    fields = paddle_config_fields(hf_cfg, "bert")
     fields.update(bos_token_id=f.special["bos"], eos_token_id=f.special["eos"])
     tokenizer = XlmrSpmTokenizer.from_e5s1(f, model_max_length=fields["max_position_embeddings"])
     tensors = hf_tensors(f)
     n_file = len(tensors)
     tensors.update(fresh_pooler(fields["hidden_size"], fields["initializer_range"]))
-    state, info = cc.convert_state_dict(tensors, fields, "bert", path)
+    state, info = convert_state_dict(tensors, fields, "bert", path)
     del tensors
-    model, _ = cc.build_and_check_model(fields, state, "bert", None, hf_cfg)
+    model, _ = build_and_check_model(fields, state, "bert", None, hf_cfg)
     n_params = int(sum(v.size for v in state.values()))
     pooler = int(sum(v.size for k, v in state.items() if k.startswith("pooler.")))
     del state

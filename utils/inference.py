@@ -126,8 +126,8 @@ def run_predictor(predictor, input_ids, token_type_ids):
 
 
 def write_info(prefix, info):
-    with open(prefix + INFO_SUFFIX, "w", encoding="utf-8") as f:
-        json.dump(info, f, indent=2)
+    from .publish import write_json_atomic
+    write_json_atomic(prefix + INFO_SUFFIX, info)
 
 
 def read_info(prefix):

@@ -1,6 +1,6 @@
-"""One-shot pruning of a fine-tuned BERT (TextPruner's workflow, written anew
-for the suite's PaddleNLP models): structured pruning of attention heads and
-FFN neurons, vocabulary pruning, and the parameter / file / memory report.
+"""Structured one-shot pruning of a fine-tuned BERT (TextPruner's workflow,
+written anew for the suite's PaddleNLP models): attention heads and FFN
+neurons.
 
 Structured pruning
 ------------------
@@ -41,36 +41,22 @@ per-layer shapes and ``load_model`` rebuilds them strictly.  A model that is
 already pruned (layers of different sizes) is padded with dead zero units to
 a uniform working shape, so it can be pruned again.
 
-Vocabulary pruning
-------------------
-Tokens occurring ``>= min_count`` times in the given texts (tokenised by the
-model's own tokenizer), plus every special token and every token a config
-``*_token_id`` names, keep their rows of the word-embedding table, in their
-original order; ``vocab.txt``, ``vocab_size`` and ``pad_token_id`` (and any
-other ``*_token_id``) follow.  Nothing else is re-mapped: BERT classifiers
-have no other vocabulary-sized tensor.  Text made only of kept tokens
-tokenises to the same tokens, so the pruned model's outputs are unchanged.
+Vocabulary pruning lives in utils/vocab_prune.py, the size/memory report in
+utils/model_report.py.
 """
-import json
 import logging
-import os
-import subprocess
-import sys
 from dataclasses import asdict, dataclass
 from typing import Optional
 
 import numpy as np
 
 from .errors import UserError
-from .modeling import (SUITE_KEY, apply_pruned_shapes, encoder_layers, find_file, layer_shapes, model_class,
-                       suite_info, WEIGHT_FILES)
+from .modeling import SUITE_KEY, apply_pruned_shapes, encoder_layers, layer_shapes, model_class, suite_info
 
 logger = logging.getLogger("bert_suite")
 
 MODES = ("even", "global")
 HEAD_SCORES = ("grad", "output_proj")
-ALWAYS_KEEP = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
-COMPONENTS = ("embeddings", "attention", "ffn", "head")
 
 
 # --------------------------------------------------------------------------- configuration
@@ -325,257 +311,3 @@ def slice_model(model, kept_heads, kept_neurons):
         set_cut(layer, cut)
     return model
 
-
-# --------------------------------------------------------------------------- vocabulary pruning
-def read_texts(paths, column=None, flag="--vocab_texts"):
-    """Lines of the text files (``column``: 1-based TAB-separated column)."""
-    texts = []
-    for path in paths:
-        if not os.path.isfile(path):
-            raise UserError(f"{flag}: {path} does not exist")
-        n = 0
-        with open(path, "rb") as f:
-            for lineno, raw in enumerate(f, start=1):
-                try:
-                    line = raw.decode("utf-8-sig" if lineno == 1 else "utf-8").rstrip("\r\n")
-                except UnicodeDecodeError as e:
-                    raise UserError(f"{path}:{lineno}: not UTF-8 text ({e.reason})") from None
-                if not line.strip():
-                    continue
-                if column is not None:
-                    fields = line.split("\t")
-                    if len(fields) < column:
-                        raise UserError(f"{path}:{lineno}: has {len(fields)} tab-separated column(s), "
-                                        f"--vocab_text_column is {column}")
-                    line = fields[column - 1]
-                texts.append(line)
-                n += 1
-        if n == 0:
-            raise UserError(f"{flag}: {path} holds no text")
-    return texts
-
-
-def count_tokens(tokenizer, texts):
-    """{token: occurrences} of the texts tokenised by ``tokenizer``."""
-    counts = {}
-    for t in texts:
-        for tok in tokenizer.tokenize(t):
-            counts[tok] = counts.get(tok, 0) + 1
-    return counts
-
-
-def _token_id_fields(config):
-    d = config.to_dict() if hasattr(config, "to_dict") else dict(vars(config))
-    return {k: v for k, v in d.items() if k.endswith("_token_id") and isinstance(v, int)
-            and not isinstance(v, bool)}
-
-
-def vocabulary_plan(tokenizer, config, counts, min_count):
-    """(kept old ids sorted, reasons) for pruning the vocabulary."""
-    vocab = tokenizer.vocab
-    size = len(vocab.idx_to_token)
-    table = int(config.vocab_size)
-    if size > table:
-        raise UserError(f"the tokenizer has {size} tokens but the word-embedding table only {table} rows")
-    if set(vocab.idx_to_token) != set(range(size)):
-        raise UserError("vocab.txt maps its tokens to non-contiguous ids (duplicate lines?): cannot prune it")
-    if getattr(tokenizer, "added_tokens_encoder", None):
-        raise UserError("the tokenizer has added tokens (added_tokens.json); vocabulary pruning does not "
-                        "support them")
-    to_id = vocab.token_to_idx
-    keep = {to_id[t] for t, c in counts.items() if c >= min_count and t in to_id}
-    specials = set(getattr(tokenizer, "all_special_tokens", [])) | set(ALWAYS_KEEP)
-    keep |= {to_id[t] for t in specials if t in to_id}
-    keep |= {v for v in _token_id_fields(config).values() if 0 <= v < size}
-    return sorted(keep)
-
-
-def prune_vocabulary(model, tokenizer, kept, work_dir):
-    """Shrink the word embeddings of ``model`` (in place) to the ``kept`` old
-    ids, update its config (``vocab_size``, ``pad_token_id`` and any other
-    ``*_token_id``) and return (the matching tokenizer, written to
-    ``work_dir`` and reloaded from there; old->new id map; changed ids)."""
-    import paddle
-    import paddle.nn as nn
-    kept = np.asarray(kept, dtype=np.int64)
-    remap = {int(o): i for i, o in enumerate(kept)}
-    bert = model.bert
-    old = bert.embeddings.word_embeddings
-    table = _np(old.weight)[kept]
-    rng = paddle.get_rng_state()
-    try:
-        new = nn.Embedding(len(kept), table.shape[1])
-    finally:
-        paddle.set_rng_state(rng)
-    _set(new.weight, table)
-    bert.embeddings.word_embeddings = new
-    changed = {}
-    configs = [model.config] + ([bert.config] if getattr(bert, "config", model.config) is not model.config else [])
-    for key, v in _token_id_fields(model.config).items():
-        if v in remap and remap[v] != v:
-            changed[key] = [v, remap[v]]
-    for cfg in configs:
-        cfg.vocab_size = int(len(kept))
-        for key, (_, v) in changed.items():
-            setattr(cfg, key, v)
-    bert.pad_token_id = model.config.pad_token_id
-    config = model.config
-
-    os.makedirs(work_dir, exist_ok=True)
-    if hasattr(tokenizer, "pruned"):   # SentencePiece (utils/spm_tokenizer.py) rebuilds its own model
-        new_tok = tokenizer.pruned(kept)
-        new_tok.save_pretrained(work_dir)
-        return new_tok, remap, changed
-    # The WordPiece tokenizer: its own files with vocab.txt replaced, reloaded.
-    tokenizer.save_pretrained(work_dir)
-    tokens = [tokenizer.vocab.idx_to_token[int(i)] for i in kept]
-    with open(os.path.join(work_dir, "vocab.txt"), "w", encoding="utf-8") as f:
-        f.write("".join(t + "\n" for t in tokens))
-    new_tok = type(tokenizer).from_pretrained(work_dir)
-    if [new_tok.vocab.token_to_idx[t] for t in tokens] != list(range(len(tokens))):
-        raise RuntimeError("the pruned vocab.txt does not reload with contiguous ids")
-    if new_tok.pad_token_id != config.pad_token_id:
-        raise RuntimeError(f"pad id {new_tok.pad_token_id} of the tokenizer != config pad_token_id "
-                           f"{config.pad_token_id}")
-    return new_tok, remap, changed
-
-
-# --------------------------------------------------------------------------- reporting
-def component_of(name):
-    if ".embeddings." in name or name.startswith("embeddings."):
-        return "embeddings"
-    if ".self_attn." in name or ".norm1." in name:
-        return "attention"
-    if ".linear1." in name or ".linear2." in name or ".norm2." in name:
-        return "ffn"
-    if "pooler" in name or name.startswith("classifier"):
-        return "head"
-    return "other"
-
-
-def component_params(model):
-    """{component: parameter values, ..., "total": n} counted from the
-    model's own parameters (components as in utils/analysis.py)."""
-    out = dict.fromkeys(COMPONENTS, 0)
-    for name, p in model.named_parameters():
-        c = component_of(name)
-        out[c] = out.get(c, 0) + int(np.prod(p.shape))
-    out["total"] = sum(v for k, v in out.items() if k != "total")
-    return out
-
-
-def flops_from_dir(model_dir, seq_len=128):
-    """Per-component FLOPs of one example (utils.analysis), or None."""
-    try:
-        from . import analysis
-        shape = analysis.shape_from_config(analysis.read_config_file(model_dir), source=model_dir)
-        return analysis.count(shape, seq_len)
-    except (ImportError, AttributeError, UserError) as e:  # analysis.py is optional
-        logger.warning("FLOPs not counted (utils.analysis: %s)", e)
-        return None
-
-
-def dir_sizes(model_dir):
-    weights = find_file(model_dir, WEIGHT_FILES)
-    total = sum(os.path.getsize(os.path.join(r, f)) for r, _, fs in os.walk(model_dir) for f in fs)
-    vocab = os.path.join(model_dir, "vocab.txt")
-    return {"weights_bytes": os.path.getsize(weights) if weights else 0,
-            "vocab_bytes": os.path.getsize(vocab) if os.path.isfile(vocab) else 0, "dir_bytes": total}
-
-
-# --------------------------------------------------------------------------- memory when loaded
-_PROBE = ("import sys; sys.path.insert(0, {root!r}); import utils.pruning as p; "
-          "p._memory_probe({path!r})")
-
-
-def _status_kb(key):
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(key + ":"):
-                return int(line.split()[1])
-    return None
-
-
-def _memory_probe(model_dir):
-    """Child process: RSS before and after ``load_model`` (printed as JSON)."""
-    import gc
-    import paddle  # noqa: F401  (imported before the baseline is read)
-    from paddlenlp.transformers import BertForSequenceClassification, BertTokenizer  # noqa: F401
-    from .modeling import load_model
-    gc.collect()
-    before, hwm_before = _status_kb("VmRSS"), _status_kb("VmHWM")
-    model, tok, _ = load_model(model_dir)
-    gc.collect()
-    after, hwm_after = _status_kb("VmRSS"), _status_kb("VmHWM")
-    params = sum(int(np.prod(p.shape)) for p in model.parameters())
-    print("MEMORY_PROBE " + json.dumps({
-        "rss_before_load_mb": before / 1024, "rss_after_load_mb": after / 1024,
-        "rss_increase_mb": (after - before) / 1024, "peak_rss_mb": hwm_after / 1024,
-        "peak_increase_mb": (hwm_after - hwm_before) / 1024, "param_mb": params * 4 / 2 ** 20}), flush=True)
-
-
-def measure_load_memory(model_dirs, timeout=600):
-    """RSS of loading each model directory, each in a fresh process (run side
-    by side): ``rss_increase_mb`` = VmRSS after ``load_model(dir)`` (model +
-    tokenizer, after gc) minus VmRSS just before (python, paddle and paddlenlp
-    imported); ``peak_rss_mb`` = VmHWM of the process.  Linux only."""
-    if not os.path.isfile("/proc/self/status"):
-        logger.warning("memory not measured: /proc/self/status is not available")
-        return [None] * len(model_dirs)
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    env = dict(os.environ, PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    procs = [subprocess.Popen([sys.executable, "-c", _PROBE.format(root=root, path=os.path.abspath(d))],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=root)
-             for d in model_dirs]
-    out = []
-    for d, p in zip(model_dirs, procs):
-        stdout, stderr = p.communicate(timeout=timeout)
-        line = [l for l in stdout.splitlines() if l.startswith("MEMORY_PROBE ")]
-        if p.returncode != 0 or not line:
-            raise RuntimeError(f"memory probe of {d} failed ({p.returncode}): {stderr[-1500:]}")
-        out.append(json.loads(line[-1][len("MEMORY_PROBE "):]))
-    return out
-
-
-def describe(model_dir, model=None, memory=None, seq_len=128):
-    """Report of one model directory: shapes, parameters per component,
-    FLOPs, file sizes, memory."""
-    from .modeling import load_model
-    if model is None:
-        model, _, _ = load_model(model_dir)
-    heads, ffn = layer_shapes(model)
-    flops = flops_from_dir(model_dir, seq_len)
-    params = component_params(model)
-    r = {"dir": os.path.abspath(model_dir), "heads_per_layer": heads, "ffn_per_layer": ffn,
-         "vocab_size": int(model.bert.embeddings.word_embeddings.weight.shape[0]), "params": params,
-         "flops": None if flops is None else flops["flops"], "seq_len": seq_len, "files": dir_sizes(model_dir),
-         "memory": memory}
-    if flops is not None and flops["params"]["total"] != params["total"]:
-        r["analysis_params_total"] = flops["params"]["total"]
-    return r
-
-
-def _mb(n):
-    return f"{n / 2 ** 20:.1f} MB"
-
-
-def format_report(rows, names):
-    """Text table: parameters per component, FLOPs, files and memory per model."""
-    lines = [f"{'model':<14} {'heads/layer':<18} {'FFN/layer':<22} {'vocab':>6} " +
-             " ".join(f"{c if c != 'head' else 'pooler+cls':>11}" for c in COMPONENTS) +
-             f" {'total':>11} {'vs first':>8} {'GFLOPs':>7} {'weights':>9} {'dir':>9} {'+RSS load':>9}"]
-    base = rows[0]["params"]["total"]
-    for name, r in zip(names, rows):
-        hs = ",".join(map(str, r["heads_per_layer"]))
-        fs = ",".join(map(str, r["ffn_per_layer"]))
-        if len(set(r["ffn_per_layer"])) == 1:
-            fs = f"{r['ffn_per_layer'][0]} x{len(r['ffn_per_layer'])}"
-        if len(set(r["heads_per_layer"])) == 1:
-            hs = f"{r['heads_per_layer'][0]} x{len(r['heads_per_layer'])}"
-        fl = "-" if r["flops"] is None else f"{r['flops']['total'] / 1e9:.3f}"
-        mem = "-" if not r.get("memory") else f"{r['memory']['rss_increase_mb']:.1f}"
-        lines.append(f"{name[:14]:<14} {hs[:18]:<18} {fs[:22]:<22} {r['vocab_size']:>6} " +
-                     " ".join(f"{r['params'][c]:>11,}" for c in COMPONENTS) +
-                     f" {r['params']['total']:>11,} {r['params']['total'] / base:>7.3f}x {fl:>7} "
-                     f"{_mb(r['files']['weights_bytes']):>9} {_mb(r['files']['dir_bytes']):>9} {mem:>9}")
-    return "\n".join(lines)

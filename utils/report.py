@@ -5,7 +5,8 @@ benchmarked), one point per sub-network (width x depth) plus the teacher.
 :func:`write_report` takes plain rows; :func:`build_ofa_report` builds them
 from ``all_results.json`` of run_glue_ofa.py / run_msra_ner_ofa.py, the model
 config (for FLOPs) and optionally a ``benchmark.py`` JSON.  The OFA scripts
-call it when they finish (FLOPs only); ``report.py`` adds latencies.
+call it when they finish (FLOPs only); ``report.py`` adds latencies.  The
+plot is utils/report_plot.py's.
 """
 import json
 import logging
@@ -14,7 +15,8 @@ import os
 import re
 
 from .errors import UserError
-from .training import write_json_atomic
+from .jsonfile import read_json
+from .publish import write_json_atomic, write_text_atomic
 
 logger = logging.getLogger("bert_suite")
 NAME_WIDTH = re.compile(r"^w(?:idth)?[_-]?(\d+(?:\.\d*)?(?:/\d+)?)$", re.IGNORECASE)
@@ -25,7 +27,7 @@ def _num(v):
     return v is not None and not (isinstance(v, float) and math.isnan(v))
 
 
-def _fmt(v, spec, none="-"):
+def fmt(v, spec, none="-"):
     return format(v, spec) if _num(v) else none
 
 
@@ -85,26 +87,51 @@ def write_report(output_dir, rows, teacher, metric_name="dev score", batch_size=
         batch_size = sizes[0]
     if batch_size is not None and sizes and batch_size not in sizes:
         raise ValueError(f"batch size {batch_size} was not benchmarked (measured: {sizes})")
-    t_params, t_score = teacher.get("params"), teacher.get("score")
-
-    # ---------------------------------------------------------------- markdown
-    head = ["model", "width", "depth", "heads", "FFN", "params", "params vs teacher", "FLOPs/example", metric_name,
-            "vs teacher"]
-    for bs in sizes:
-        head += [f"latency b={bs} (ms)", f"speed-up b={bs}"]
-    with_size = any(_num(e.get("size_mb")) for e in rows + int8_rows + [teacher])
-    head += (["size (MB)"] if with_size else []) + (["meets budget"] if budget else [])
-    if int8_rows:
-        head += ["INT8 agreement with FP32 (95% interval, texts)", "ops kept FP32"]
+    plotted_latency = batch_size is not None and any(_num(_lat(e, batch_size)) for e in rows + int8_rows + [teacher])
+    table = _Table(teacher, sizes, with_size=any(_num(e.get("size_mb")) for e in rows + int8_rows + [teacher]),
+                   budget=budget, chosen=chosen, int8=bool(int8_rows))
     lines = [f"# {title or 'Compression report'}", ""]
     if budget:
         lines += [f"Budget: {budget.get('text')}.", "",
                   f"Chosen: **{chosen}**." if chosen else "**No candidate meets the budget.**", ""]
-    lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines += table.head(metric_name) + [table.line(teacher, True)] + [table.line(r, False) for r in rows + int8_rows]
+    lines += ["", "FLOPs: 2 x multiply-adds of the matrix products of one example (analyze.py)."
+              + (" Speed-up: teacher latency / latency at the same batch size." if sizes else "")]
+    if teacher.get("latency_note"):
+        lines.append(f"Teacher latency: {teacher['latency_note']}.")
+    lines += list(notes or [])
+    lines += ["", f"![{metric_name} vs {'latency' if plotted_latency else 'FLOPs'}](report.png)", ""]
+    md = write_text_atomic(os.path.join(output_dir, "report.md"), "\n".join(lines))
+    js = write_json_atomic(os.path.join(output_dir, "report.json"), {
+        "metric": metric_name, "batch_size_plotted": batch_size if plotted_latency else None, "teacher": teacher,
+        "rows": rows, "int8_rows": int8_rows, "notes": notes or []})
+    from .report_plot import plot
+    png = plot(os.path.join(output_dir, "report.png"), rows + [dict(r, precision="int8") for r in int8_rows],
+               teacher, metric_name, batch_size if plotted_latency else None, title, budget=budget, chosen=chosen)
+    return {"md": md, "json": js, "png": png}
 
-    def line(e, is_teacher):
+
+class _Table:
+    """The Markdown table of :func:`write_report`: which columns, and a row's cells."""
+
+    def __init__(self, teacher, sizes, with_size, budget, chosen, int8):
+        self.teacher, self.sizes, self.with_size = teacher, sizes, with_size
+        self.budget, self.chosen, self.int8 = budget, chosen, int8
+
+    def head(self, metric_name):
+        head = ["model", "width", "depth", "heads", "FFN", "params", "params vs teacher", "FLOPs/example",
+                metric_name, "vs teacher"]
+        for bs in self.sizes:
+            head += [f"latency b={bs} (ms)", f"speed-up b={bs}"]
+        head += (["size (MB)"] if self.with_size else []) + (["meets budget"] if self.budget else [])
+        if self.int8:
+            head += ["INT8 agreement with FP32 (95% interval, texts)", "ops kept FP32"]
+        return ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+
+    def line(self, e, is_teacher):
+        t_params, t_score = self.teacher.get("params"), self.teacher.get("score")
         name = e.get("label") if is_teacher else _label(e)
-        cells = [f"**{name} (chosen)**" if chosen and name == chosen else name,
+        cells = [f"**{name} (chosen)**" if self.chosen and name == self.chosen else name,
                  "1.0000" if is_teacher else f"{e['width']:.4f}",
                  "1.0000" if is_teacher else f"{e.get('depth') or 1.0:.4f}",
                  str(e.get("heads", "")) if not is_teacher else str(e.get("heads", "-")),
@@ -112,41 +139,17 @@ def write_report(output_dir, rows, teacher, metric_name="dev score", batch_size=
                  f"{e['params']:,}" if _num(e.get("params")) else "-",
                  (f"{e['params'] / t_params:.3f}" if _num(e.get("params")) and _num(t_params) else "-"),
                  si(e.get("flops")),
-                 _fmt(e.get("score"), ".4f"),
+                 fmt(e.get("score"), ".4f"),
                  "" if is_teacher else (f"{e['score'] - t_score:+.4f}" if _num(e.get("score")) and _num(t_score)
                                         else "-")]
-        for bs in sizes:
-            lat, t_lat = _lat(e, bs), _lat(teacher, bs)
-            cells += [_fmt(lat, ".2f"), f"{t_lat / lat:.2f}x" if _num(lat) and _num(t_lat) else "-"]
-        cells += [_fmt(e.get("size_mb"), ".2f")] if with_size else []
-        cells += [str(e.get("meets", "-"))] if budget else []
-        if int8_rows:
+        for bs in self.sizes:
+            lat, t_lat = _lat(e, bs), _lat(self.teacher, bs)
+            cells += [fmt(lat, ".2f"), f"{t_lat / lat:.2f}x" if _num(lat) and _num(t_lat) else "-"]
+        cells += [fmt(e.get("size_mb"), ".2f")] if self.with_size else []
+        cells += [str(e.get("meets", "-"))] if self.budget else []
+        if self.int8:
             cells += int8_cells(e.get("int8"))
         return "| " + " | ".join(cells) + " |"
-
-    lines.append(line(teacher, True))
-    lines += [line(r, False) for r in rows + int8_rows]
-    lines.append("")
-    lines.append("FLOPs: 2 x multiply-adds of the matrix products of one example (analyze.py)."
-                 + (" Speed-up: teacher latency / latency at the same batch size." if sizes else ""))
-    if teacher.get("latency_note"):
-        lines.append(f"Teacher latency: {teacher['latency_note']}.")
-    for n in notes or []:
-        lines.append(n)
-    plotted_latency = batch_size is not None and any(_num(_lat(e, batch_size)) for e in rows + int8_rows + [teacher])
-    lines += ["", f"![{metric_name} vs {'latency' if plotted_latency else 'FLOPs'}](report.png)", ""]
-    md = os.path.join(output_dir, "report.md")
-    with open(md + ".tmp", "w", encoding="utf-8") as f:
-        f.write("\n".join(lines))
-    os.replace(md + ".tmp", md)
-
-    js = os.path.join(output_dir, "report.json")
-    write_json_atomic(js, {"metric": metric_name, "batch_size_plotted": batch_size if plotted_latency else None,
-                           "teacher": teacher, "rows": rows, "int8_rows": int8_rows, "notes": notes or []})
-    png = os.path.join(output_dir, "report.png")
-    plot(png, rows + [dict(r, precision="int8") for r in int8_rows], teacher, metric_name,
-         batch_size if plotted_latency else None, title, budget=budget, chosen=chosen)
-    return {"md": md, "json": js, "png": png}
 
 
 def int8_cells(q):
@@ -154,7 +157,7 @@ def int8_cells(q):
     if not q:
         return ["", ""]
     ci = q.get("agreement_ci95") or [None, None]
-    agree = (f"{q['agreement']:.4f} ({_fmt(ci[0], '.4f')}-{_fmt(ci[1], '.4f')}, {q.get('examples')})"
+    agree = (f"{q['agreement']:.4f} ({fmt(ci[0], '.4f')}-{fmt(ci[1], '.4f')}, {q.get('examples')})"
              if _num(q.get("agreement")) else "-")
     ops = q.get("fp32_ops")
     return [agree, ", ".join(ops) if ops else ("head only" if ops is not None else "-")]
@@ -191,99 +194,6 @@ def int8_rows(bench, rows):
                          "fp32_ops": q.get("fp32_sites")})
         out.append(row)
     return out
-
-
-def plot(path, rows, teacher, metric_name, batch_size, title=None, budget=None, chosen=None):
-    """Metric against latency at ``batch_size`` (or GFLOPs if None); INT8
-    rows (``precision`` "int8") as a second series; with a ``budget``, its
-    latency limit (vertical) and metric floor (horizontal) drawn, the
-    ``chosen`` entry circled."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    flops = [e.get("flops") for e in list(rows) + [teacher] if _num(e.get("flops"))]
-    unit, scale = ("GFLOPs", 1e9) if not flops or max(flops) >= 1e9 else ("MFLOPs", 1e6)
-
-    def x_of(e):
-        if batch_size is not None:
-            return _lat(e, batch_size)
-        return e["flops"] / scale if _num(e.get("flops")) else None
-
-    xlabel = (f"latency at batch {batch_size} (ms, median)" if batch_size is not None
-              else f"{unit} per example")
-    fig, ax = plt.subplots(figsize=(7.5, 5), dpi=120)
-    pts = []
-    for int8, color, legend in ((False, "tab:blue", "OFA sub-models"), (True, "tab:green", "INT8")):
-        part = [(x_of(r), r.get("score"), f"{_label(r)}\n{si(r.get('params'))} params") for r in rows
-                if (r.get("precision") == "int8") == int8]
-        part = sorted(p for p in part if _num(p[0]) and _num(p[1]))
-        if part:
-            ax.plot([p[0] for p in part], [p[1] for p in part], "-o", color=color, markersize=7, label=legend,
-                    zorder=3)
-        for x, y, lab in part:
-            ax.annotate(lab, (x, y), textcoords="offset points", xytext=(7, -5), fontsize=9, color=color,
-                        va="top")
-        pts += part
-    tx, ty = x_of(teacher), teacher.get("score")
-    if _num(tx) and _num(ty):
-        ax.plot([tx], [ty], "*", color="tab:red", markersize=16, alpha=0.75, label=teacher.get("label", "teacher"),
-                zorder=2)
-        ax.annotate(teacher.get("label", "teacher"), (tx, ty), textcoords="offset points", xytext=(7, 5),
-                    fontsize=9, color="tab:red", va="bottom")
-    _draw_budget(ax, rows, teacher, x_of, budget, chosen, batch_size)
-    ys = [p[1] for p in pts] + ([ty] if _num(ty) and _num(tx) else [])
-    xs = [p[0] for p in pts] + ([tx] if _num(ty) and _num(tx) else [])
-    if ys and budget:   # keep the budget lines in view
-        if batch_size is not None and _num(budget.get("latency_ms")):
-            xs.append(budget["latency_ms"])
-        if _num(budget.get("max_drop")) and _num(ty):
-            ys.append(ty - budget["max_drop"])
-    if ys:
-        lo, hi = min(ys), max(ys)
-        pad = max((hi - lo) * 0.15, 0.005)
-        ax.set_ylim(lo - pad, hi + pad)
-        xlo, xhi = min(xs), max(xs)
-        xpad = max((xhi - xlo) * 0.12, 0.05 * abs(xhi) or 0.1)
-        ax.set_xlim(max(0, xlo - xpad), xhi + 2 * xpad)
-    else:
-        ax.text(0.5, 0.5, "no evaluated point to plot", ha="center", va="center", transform=ax.transAxes)
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(metric_name)
-    ax.set_title(title or f"{metric_name} vs {'latency' if batch_size is not None else 'FLOPs'}")
-    ax.grid(True, alpha=0.3)
-    if pts or (_num(tx) and _num(ty)):
-        ax.legend(loc="lower right")
-    fig.tight_layout()
-    fig.savefig(path + ".tmp.png")
-    plt.close(fig)
-    os.replace(path + ".tmp.png", path)
-    return path
-
-
-def _draw_budget(ax, rows, teacher, x_of, budget, chosen, batch_size):
-    if not budget:
-        return
-    if batch_size is not None and _num(budget.get("latency_ms")):
-        ax.axvline(budget["latency_ms"], color="tab:orange", linestyle="--",
-                   label=f"latency budget {budget['latency_ms']:.2f} ms")
-    if _num(budget.get("max_drop")) and _num(teacher.get("score")):
-        ax.axhline(teacher["score"] - budget["max_drop"], color="tab:purple", linestyle=":",
-                   label=f"metric floor (teacher - {budget['max_drop']:g})")
-    for e in list(rows) + [teacher]:
-        if chosen and (e.get("label") or _label(e)) == chosen and _num(x_of(e)) and _num(e.get("score")):
-            ax.plot([x_of(e)], [e["score"]], "o", markersize=18, markerfacecolor="none", markeredgewidth=2,
-                    color="black", label=f"chosen: {chosen}", zorder=4)
-
-
-def read_json(path, what):
-    if not os.path.isfile(path):
-        raise UserError(f"{what} {path}: no such file")
-    try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
-    except (OSError, ValueError) as e:
-        raise UserError(f"{what} {path}: not readable JSON ({e})")
 
 
 # --------------------------------------------------------------------------- building the report of an OFA run
@@ -390,6 +300,68 @@ def _shape_at(analysis, shape, width, layers):
     return sub
 
 
+def _ofa_row(r, shape, seq_len):
+    """A report row of one all_results.json row (FLOPs counted from ``shape`` at its width and depth)."""
+    from . import analysis
+    layers = r.get("layers")
+    depth = float(r.get("depth") or 1.0)
+    row = {"width": float(r["width"]), "depth": depth, "layers": layers, "heads": r.get("heads"),
+           "ffn": r.get("ffn"), "params": r.get("params"), "score": r.get("score"), "step": r.get("step"),
+           "dir": r.get("dir"), "flops": None}
+    if shape is not None:
+        c = analysis.count(_shape_at(analysis, shape, row["width"], layers if depth < 1 else None), seq_len)
+        row["flops"] = c["flops"]["total"]
+        if row["params"] is not None and row["params"] != c["params"]["total"]:
+            logger.warning("%s: all_results.json says %s parameters, the config gives %s",
+                           _label(row), row["params"], c["params"]["total"])
+    return row
+
+
+def _teacher_row(table, shape, teacher_dir, seq_len):
+    from . import analysis
+    teacher = {"label": "teacher", "score": table.get("teacher_score")}
+    if teacher_dir:
+        t_cfg = os.path.join(teacher_dir, "config.json")
+        if not os.path.isfile(t_cfg):
+            raise UserError(f"--teacher_dir {teacher_dir}: no config.json")
+        shape = analysis.shape_from_config(analysis.read_config_file(t_cfg), source=t_cfg)
+    if shape is not None:
+        c = analysis.count(shape, seq_len)
+        teacher.update(params=c["params"]["total"], flops=c["flops"]["total"], heads=shape.num_attention_heads,
+                       ffn=shape.intermediate_size)
+    return teacher
+
+
+def _attach_latencies(rows, teacher, bench, explicit, bench_path):
+    """Set ``latency_ms`` / ``benchmark_model`` of the rows and the teacher
+    from a benchmark.py JSON; returns the notes saying where they come from."""
+    found, source = latencies(bench, explicit, [(r["width"], r["depth"]) for r in rows])
+    notes = []
+    for row in rows:
+        k = (row["width"], row["depth"])
+        if k in found:
+            row["latency_ms"], row["benchmark_model"] = found[k], source[k]
+    if "teacher" in found:
+        teacher["latency_ms"], teacher["benchmark_model"] = found["teacher"], source["teacher"]
+        for row in rows:   # the width-1.0, depth-1.0 sub-network has the teacher's graph shapes
+            if "latency_ms" not in row and abs(row["width"] - 1.0) < TOL and abs(row["depth"] - 1.0) < TOL:
+                row["latency_ms"], row["benchmark_model"] = found["teacher"], source["teacher"]
+                notes.append(f"Latency of width 1.0: measured on {source['teacher']} (the same graph shapes).")
+    else:
+        full = [k for k in found if k != "teacher" and abs(k[0] - 1.0) < TOL and abs(k[1] - 1.0) < TOL]
+        if full:
+            teacher["latency_ms"] = found[full[0]]
+            teacher["latency_note"] = (f"measured on {source[full[0]]}, the width-1.0 graph "
+                                       f"(same shapes as the teacher)")
+    st = bench.get("settings", {})
+    notes.append(f"Latency: median of {st.get('repeats')} runs, Paddle Inference {st.get('paddle')} on "
+                 f"{st.get('device')}, {st.get('threads')} threads, oneDNN {'on' if st.get('mkldnn') else 'off'}, "
+                 f"seq {st.get('seq_len')} ({bench_path}).")
+    if not found:
+        logger.warning("no benchmarked model matched a sub-network of this run: plotting against FLOPs")
+    return notes
+
+
 def build_ofa_report(ofa_dir, bench=None, bench_path=None, explicit_map=(), batch_size=None, seq_len=None,
                      metric_name=None, title=None, output_dir=None, teacher_dir=None):
     """Rows from OFA_DIR/all_results.json (+ FLOPs from the config, latencies
@@ -410,59 +382,11 @@ def build_ofa_report(ofa_dir, bench=None, bench_path=None, explicit_map=(), batc
         shape = analysis.shape_from_config(analysis.read_config_file(cfg_path), source=cfg_path)
     else:
         logger.warning("no config.json under %s: FLOPs left out", ofa_dir)
-
-    rows = []
-    for r in table["rows"]:
-        layers = r.get("layers")
-        depth = float(r.get("depth") or 1.0)
-        row = {"width": float(r["width"]), "depth": depth, "layers": layers, "heads": r.get("heads"),
-               "ffn": r.get("ffn"), "params": r.get("params"), "score": r.get("score"), "step": r.get("step"),
-               "dir": r.get("dir"), "flops": None}
-        if shape is not None:
-            c = analysis.count(_shape_at(analysis, shape, row["width"], layers if depth < 1 else None), seq_len)
-            row["flops"] = c["flops"]["total"]
-            if row["params"] is not None and row["params"] != c["params"]["total"]:
-                logger.warning("%s: all_results.json says %s parameters, the config gives %s",
-                               _label(row), row["params"], c["params"]["total"])
-        rows.append(row)
-    teacher = {"label": "teacher", "score": table.get("teacher_score")}
-    t_shape = shape
-    if teacher_dir:
-        t_cfg = os.path.join(teacher_dir, "config.json")
-        if not os.path.isfile(t_cfg):
-            raise UserError(f"--teacher_dir {teacher_dir}: no config.json")
-        t_shape = analysis.shape_from_config(analysis.read_config_file(t_cfg), source=t_cfg)
-    if t_shape is not None:
-        c = analysis.count(t_shape, seq_len)
-        teacher.update(params=c["params"]["total"], flops=c["flops"]["total"], heads=t_shape.num_attention_heads,
-                       ffn=t_shape.intermediate_size)
-
+    rows = [_ofa_row(r, shape, seq_len) for r in table["rows"]]
+    teacher = _teacher_row(table, shape, teacher_dir, seq_len)
     notes = [f"Scores: {ofa_dir}/all_results.json (best dev score of each sub-network). FLOPs at {seq_len} tokens."]
     if bench is not None:
-        keys = [(r["width"], r["depth"]) for r in rows]
-        found, source = latencies(bench, parse_map(explicit_map), keys)
-        for row in rows:
-            k = (row["width"], row["depth"])
-            if k in found:
-                row["latency_ms"], row["benchmark_model"] = found[k], source[k]
-        if "teacher" in found:
-            teacher["latency_ms"], teacher["benchmark_model"] = found["teacher"], source["teacher"]
-            for row in rows:   # the width-1.0, depth-1.0 sub-network has the teacher's graph shapes
-                if "latency_ms" not in row and abs(row["width"] - 1.0) < TOL and abs(row["depth"] - 1.0) < TOL:
-                    row["latency_ms"], row["benchmark_model"] = found["teacher"], source["teacher"]
-                    notes.append(f"Latency of width 1.0: measured on {source['teacher']} (the same graph shapes).")
-        else:
-            full = [k for k in found if k != "teacher" and abs(k[0] - 1.0) < TOL and abs(k[1] - 1.0) < TOL]
-            if full:
-                teacher["latency_ms"] = found[full[0]]
-                teacher["latency_note"] = (f"measured on {source[full[0]]}, the width-1.0 graph "
-                                           f"(same shapes as the teacher)")
-        st = bench.get("settings", {})
-        notes.append(f"Latency: median of {st.get('repeats')} runs, Paddle Inference {st.get('paddle')} on "
-                     f"{st.get('device')}, {st.get('threads')} threads, oneDNN {'on' if st.get('mkldnn') else 'off'}, "
-                     f"seq {st.get('seq_len')} ({bench_path}).")
-        if not found:
-            logger.warning("no benchmarked model matched a sub-network of this run: plotting against FLOPs")
+        notes += _attach_latencies(rows, teacher, bench, parse_map(explicit_map), bench_path)
     q_rows = int8_rows(bench, rows) if bench is not None else []
     if q_rows:
         notes.append("INT8 rows: the dev score, agreement with the FP32 model (over dev + held-out texts) and "

@@ -39,18 +39,32 @@ ALLOWED = {
 }
 
 
-class _ArraysOnly(pickle.Unpickler):
-    def __init__(self, f, path):
-        super().__init__(f, encoding="latin1")
-        self.path = path
+class RestrictedUnpickler(pickle.Unpickler):
+    """An unpickler that resolves only the globals of ``table``
+    (``{(module, name): object}``) and refuses every other one with a
+    UserError naming the file and the global (``why``: what the file may
+    rebuild instead).  Subclasses may widen :meth:`lookup` (a name pattern)."""
+
+    def __init__(self, f, path, table, why, **kwargs):
+        super().__init__(f, **kwargs)
+        self.path, self.table, self.why = path, table, why
+
+    def lookup(self, module, name):
+        return self.table.get((module, name))
 
     def find_class(self, module, name):
-        obj = ALLOWED.get((module, name))
+        obj = self.lookup(module, name)
         if obj is None:
-            raise UserError(f"{self.path}: refused to load: the pickle asks for the global {module}.{name}, which "
-                            f"could run code; a weight file may only rebuild numpy arrays (this is not a plain "
-                            f"paddle.save state dict: re-save it as safetensors from a source you trust)")
+            raise UserError(f"{self.path}: refused to load: the pickle asks for the global {module}.{name}, "
+                            f"which could run code; {self.why}")
         return obj
+
+
+class _ArraysOnly(RestrictedUnpickler):
+    def __init__(self, f, path):
+        super().__init__(f, path, ALLOWED, "a weight file may only rebuild numpy arrays (this is not a plain "
+                         "paddle.save state dict: re-save it as safetensors from a source you trust)",
+                         encoding="latin1")
 
     def persistent_load(self, pid):
         raise UserError(f"{self.path}: refused to load: the pickle uses persistent ids (not a paddle.save file)")

@@ -24,6 +24,7 @@ import zipfile
 import numpy as np
 
 from .errors import UserError
+from .safe_pickle import RestrictedUnpickler
 
 # storage type -> numpy dtype (little-endian, as torch.jit.save writes them)
 STORAGE_DTYPES = {
@@ -72,23 +73,21 @@ def _rebuild_tensor(storage, offset, size, stride, *rest):
     return np.array(view)   # a contiguous copy that owns its data
 
 
-class _Unpickler(pickle.Unpickler):
+ALLOWED = {("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor, ("collections", "OrderedDict"): dict,
+           **{("torch", storage): dtype for storage, dtype in STORAGE_DTYPES.items()}}
+
+
+class _Unpickler(RestrictedUnpickler):
     def __init__(self, fileobj, zf, root, path):
-        super().__init__(fileobj)
+        super().__init__(fileobj, path, ALLOWED, "only tensors, storages and TorchScript module records "
+                         "are rebuilt")
         self._zf, self._root, self._path = zf, root, path
         self._storages = {}
 
-    def find_class(self, module, name):
-        if module == "torch._utils" and name == "_rebuild_tensor_v2":
-            return _rebuild_tensor
-        if module == "torch" and name in STORAGE_DTYPES:
-            return STORAGE_DTYPES[name]
-        if module == "collections" and name == "OrderedDict":
-            return dict
+    def lookup(self, module, name):
         if module == "__torch__" or module.startswith("__torch__."):
             return _script_class(f"{module}.{name}")
-        raise UserError(f"{self._path}: the pickle asks for {module}.{name}; only tensors, storages and "
-                        "TorchScript module records are rebuilt (refusing to load it)")
+        return super().lookup(module, name)
 
     def persistent_load(self, pid):
         if not (isinstance(pid, tuple) and len(pid) == 5 and pid[0] == "storage"):
