@@ -7,7 +7,7 @@ download: latency does not depend on the weights' values).
         out/bert_base_graphs/w0.5000/model --batch_sizes 1 16 --output out/bench_bert_base
 
 The pruned models are cut from the full one exactly as export_model.py cuts an
-OFA width (utils.elastic.extract_subnet: apply_pruned_shapes + the leading
+OFA width (utils.extract.extract_subnet: apply_pruned_shapes + the leading
 heads / FFN neurons), and saved with utils.inference.save_static, each with a
 PREFIX.info.json recording its width.  Width 1.0 is written as ``teacher``,
 the others as ``w{width:.4f}``.

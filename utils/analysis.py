@@ -19,7 +19,7 @@ a few per cent of a BERT's time at most).  For batch B multiply by B.
 Shapes come from a configuration (``config.json`` of a model directory,
 honouring the pruned shapes ``compression_suite.heads_per_layer`` /
 ``ffn_per_layer``), from a width applied to a full-size configuration
-(DynaBERT rule, as :func:`utils.elastic.snap_widths`: heads = round(w * H),
+(DynaBERT rule, as :func:`utils.widths.snap_widths`: heads = round(w * H),
 FFN = heads * I // H), or from a Paddle static inference program
 (:func:`shape_from_static`, used by ``benchmark.py``; either line's format,
 read by :mod:`utils.static_program`).
@@ -162,7 +162,7 @@ def builtin_or_file(spec):
 
 
 def snap(width, num_heads, intermediate_size):
-    """(ratio, heads, ffn) of a width: the rule of utils.elastic.snap_widths
+    """(ratio, heads, ffn) of a width: the rule of utils.widths.snap_widths
     (so the shapes here are the ones the training and export scripts build)."""
     from .widths import snap_widths
     w = snap_widths([width], num_heads, intermediate_size, flag="--widths")[0]

@@ -6,7 +6,7 @@ Structured pruning
 ------------------
 Importance decides which heads and FFN neurons stay:
 
-* FFN neurons: always the gradient importance of :func:`utils.elastic.compute_importance`
+* FFN neurons: always the gradient importance of :func:`utils.importance.compute_importance`
   (per neuron ``|sum_i W1[i,j] dW1[i,j] + b1[j] db1[j]| + |sum_k W2[j,k] dW2[j,k]|``
   summed over the importance batches).
 * heads, ``head_score="grad"``: the same pass's ``|d loss / d head_mask[l, h]|``

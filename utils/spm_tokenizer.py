@@ -31,7 +31,7 @@ Public: ``build_model_proto(pieces, scores, special, norm_rules) -> bytes``
 and :class:`XlmrSpmTokenizer` (``from_e5s1``, ``from_pretrained``,
 ``save_pretrained``, ``tokenize``, ``encode``, ``__call__`` as the suite's
 ``utils.data.encode`` calls it, id conversions, ``vocab`` and ``pruned``
-for ``utils.pruning``'s vocabulary pruning).
+for ``utils.vocab_prune``'s vocabulary pruning).
 """
 import io
 import json
