@@ -118,12 +118,7 @@ def extract_subnet(model, width, config, task_type, layers=None):
         raise ValueError(f"config has {config.num_hidden_layers} layers, the model {len(enc)}")
     cfg, keep = _subnet_config(config, width, layers)
     info = suite_info(cfg)
-    rng = paddle.get_rng_state()
-    try:
-        sub = model_class(task_type)(cfg)
-        apply_pruned_shapes(sub, info["heads_per_layer"], info["ffn_per_layer"])
-    finally:
-        paddle.set_rng_state(rng)
+    sub = build_with_shapes(task_type, cfg, info["heads_per_layer"], info["ffn_per_layer"])
 
     src = {plain_name(k): v for k, v in net.state_dict().items()}
     if layers is not None:
@@ -147,6 +142,21 @@ def extract_subnet(model, width, config, task_type, layers=None):
     if not net.training:
         sub.eval()
     return sub
+
+
+def build_with_shapes(task_type, cfg, heads, ffn):
+    """A fresh ``task_type`` model of ``cfg`` with ``heads``/``ffn`` per layer,
+    built without moving paddle's random state (its initial weights are
+    overwritten by the caller, and a cut must not change the dropout masks of
+    a training run that makes one)."""
+    import paddle
+    rng = paddle.get_rng_state()
+    try:
+        model = model_class(task_type)(cfg)
+        apply_pruned_shapes(model, heads, ffn)
+    finally:
+        paddle.set_rng_state(rng)
+    return model
 
 
 def param_count(model) -> int:

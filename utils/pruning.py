@@ -51,7 +51,7 @@ from typing import Optional
 import numpy as np
 
 from .errors import UserError
-from .modeling import SUITE_KEY, apply_pruned_shapes, encoder_layers, layer_shapes, model_class, suite_info
+from .modeling import SUITE_KEY, apply_pruned_shapes, encoder_layers, layer_shapes, suite_info
 
 logger = logging.getLogger("bert_suite")
 
@@ -188,19 +188,14 @@ def working_copy(model, config, task_type):
     """A copy of ``model`` with uniform per-layer shapes (the largest of its
     layers; missing units are zero) and the alive masks of its real units."""
     import copy
-    import paddle
+    from .extract import build_with_shapes
     heads, ffn = layer_shapes(model)
     L, Hm, Mm = len(heads), max(heads), max(ffn)
     cfg = copy.deepcopy(config)
     info = suite_info(cfg)
     info["heads_per_layer"], info["ffn_per_layer"] = [Hm] * L, [Mm] * L
     setattr(cfg, SUITE_KEY, info)
-    rng = paddle.get_rng_state()
-    try:
-        work = model_class(task_type)(cfg)
-        apply_pruned_shapes(work, info["heads_per_layer"], info["ffn_per_layer"])
-    finally:
-        paddle.set_rng_state(rng)
+    work = build_with_shapes(task_type, cfg, info["heads_per_layer"], info["ffn_per_layer"])
     src, dst = model.state_dict(), work.state_dict()
     if set(src) != set(dst):
         raise RuntimeError(f"working copy does not match the model: {sorted(set(src) ^ set(dst))[:3]}")
