@@ -106,7 +106,7 @@ def main(argv=None):
                "rows": rows}
         d = os.path.dirname(os.path.abspath(args.output))
         os.makedirs(d, exist_ok=True)
-        from utils.training import write_json_atomic
+        from utils.publish import write_json_atomic
         write_json_atomic(args.output, out)
         print(f"wrote {args.output}")
     return rows

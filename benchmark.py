@@ -57,7 +57,7 @@ logger = logging.getLogger("bert_suite")
 
 def setup_logging():
     """The suite's log format on stdout (without importing paddlenlp, which
-    utils.training.setup_logging does to quiet it: this script never uses it)."""
+    utils.parallel.setup_logging does to quiet it: this script never uses it)."""
     if not logger.handlers:
         h = logging.StreamHandler(sys.stdout)
         h.setFormatter(logging.Formatter("[%(asctime)s] %(levelname)s %(message)s", "%H:%M:%S"))
@@ -469,7 +469,7 @@ def write_outputs(prefix, settings, models, rows, profiles=None):
         for r in rows:
             w.writerow({k: ("" if r.get(k) is None else r.get(k)) for k in CSV_COLUMNS})
     os.replace(tmp, prefix + ".csv")
-    from utils.training import write_json_atomic
+    from utils.publish import write_json_atomic
     out = {"settings": settings, "models": models, "rows": rows}
     if profiles:
         out["profile_ms_per_run"] = {str(bs): t for bs, t in profiles.items()}

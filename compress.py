@@ -320,7 +320,7 @@ def stage_decide(run, ofa, cands):
     decision = budget.decide(cands, lims, ofa["teacher_metric"])
     budget_text = budget.describe_budgets(lims, a.batch_size, a.max_seq_length, a.latency_budget_ratio)
     metric = ofa["metric_name"]
-    from utils.training import write_json_atomic
+    from utils.publish import write_json_atomic
     write_json_atomic(os.path.join(run.out, "decision.json"), {"budgets": budget_text, "candidates": cands,
                                                               **decision})
     rows = [dict(c, score=c["metric"], latency_ms={str(a.batch_size): c["latency_ms"]}, label=c["name"],
@@ -352,7 +352,7 @@ def write_deploy(chosen, deploy, record):
     """Copy the chosen static model (program, parameters, info, tokenizer)
     into deploy/ (written beside it, then moved into place)."""
     from utils.inference import TOKENIZER_SUFFIX
-    from utils.training import write_json_atomic
+    from utils.publish import write_json_atomic
     tmp = deploy + ".tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     os.makedirs(tmp)

@@ -20,7 +20,7 @@ import tempfile
 
 import numpy as np
 
-from utils import elastic, inference, training
+from utils import elastic, inference, parallel, publish, runs, train_args
 from utils import output_dir as outdirs
 from utils.errors import UserError, run_main
 from utils.modeling import WEIGHT_FILES, find_file, layer_shapes, load_model, save_model, suite_info
@@ -68,7 +68,7 @@ def check_outputs(args):
     outdirs.check_replaceable(args.sub_model_output_dir, sources, "--sub_model_output_dir")
     if args.static_sub_model:
         outdirs.check_static_prefix(args.static_sub_model, sources, "--static_sub_model", inference.TOKENIZER_SUFFIX)
-    args.max_seq_length = training.check_max_seq_length(args.model_name_or_path, args.max_seq_length, default=128)
+    args.max_seq_length = train_args.check_max_seq_length(args.model_name_or_path, args.max_seq_length, default=128)
 
 
 def choose_width(args, config, info):
@@ -153,10 +153,8 @@ def file_size(path):
 
 def main(argv=None):
     args = parse_args(argv)
-    training.setup_logging()
-    if args.n_gpu is not None:
-        args.device = "cpu" if args.n_gpu == 0 else "gpu"
-    training.setup_device(args)   # --device gpu without CUDA support is an error, not a quiet CPU run
+    parallel.setup_logging()
+    parallel.setup_device(args.device, args.n_gpu)   # --device gpu without CUDA: an error, not a quiet CPU run
     import paddle
 
     model, tokenizer, config = load_model(args.model_name_or_path, require_head=True)
@@ -187,9 +185,9 @@ def main(argv=None):
 
     # Write everything beside its destination, check, then move into place.
     out_dir = os.path.abspath(args.sub_model_output_dir)
-    made_dirs = training.make_dirs(os.path.dirname(out_dir))
+    made_dirs = runs.make_dirs(os.path.dirname(out_dir))
     if args.static_sub_model:
-        made_dirs += training.make_dirs(os.path.dirname(os.path.abspath(args.static_sub_model)))
+        made_dirs += runs.make_dirs(os.path.dirname(os.path.abspath(args.static_sub_model)))
     work = tempfile.mkdtemp(prefix=".export-", dir=os.path.dirname(out_dir))
     written = False
     try:
@@ -244,14 +242,13 @@ def main(argv=None):
                 if os.path.isdir(dst):
                     shutil.rmtree(dst)
                 os.replace(os.path.join(os.path.dirname(tmp_prefix), name), dst)
-        training.write_json_atomic(os.path.join(tmp_dyn, "export_info.json"), export_info)
-        from utils.modeling import replace_dir
-        replace_dir(tmp_dyn, out_dir)
+        publish.write_json_atomic(os.path.join(tmp_dyn, "export_info.json"), export_info)
+        publish.publish_dir(tmp_dyn, out_dir)
         written = True
     finally:
         shutil.rmtree(work, ignore_errors=True)
         if not written:
-            training.remove_empty_dirs(made_dirs)
+            runs.remove_empty_dirs(made_dirs)
     logger.info("width %.4f: %d heads x %d layers, FFN %d; parameters %s -> %s (%.1f%%)", width.ratio, width.heads,
                 export_info["num_layers"], width.ffn, f"{n_full:,}", f"{n_sub:,}", 100.0 * n_sub / n_full)
     logger.info("check on %d examples: %s", export_info["check"]["examples"],

@@ -31,7 +31,7 @@ import time
 
 import numpy as np
 
-from utils import inference, training
+from utils import inference, parallel, publish
 from utils.errors import UserError, run_main
 
 logger = logging.getLogger("bert_suite")
@@ -162,7 +162,7 @@ def main(argv=None):
     if args.data_dir and not os.path.isdir(args.data_dir):
         raise UserError(f"--data_dir: '{args.data_dir}' is not a directory")
     ort = import_onnxruntime()
-    training.setup_logging()
+    parallel.setup_logging()
     paddle_pred = inference.create_predictor(args.model_prefix, threads=args.threads, mkldnn=False)
     feed_names = paddle_pred.get_input_names()
     batches, source = check_batches(args, info)
@@ -211,7 +211,7 @@ def main(argv=None):
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)  # mkstemp made it private
         os.replace(tmp, out)
-        training.write_json_atomic(out + ".json", report)
+        publish.write_json_atomic(out + ".json", report)
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)

@@ -35,11 +35,11 @@ import tempfile
 
 import numpy as np
 
-from utils import analysis, inference, pruning, training
+from utils import analysis, inference, parallel, pruning, publish, train_args
 from utils import output_dir as outdirs
 from utils.errors import UserError, run_main
-from utils.modeling import (SUITE_KEY, WEIGHT_FILES, find_file, load_model, read_state_dict, replace_dir,
-                            save_model, suite_info, write_state_dict)
+from utils.modeling import (SUITE_KEY, WEIGHT_FILES, find_file, load_model, read_state_dict, save_model,
+                            suite_info, write_state_dict)
 from utils.tasks import GLUE_TASKS
 
 logger = logging.getLogger("bert_suite")
@@ -118,7 +118,7 @@ def check_args(args):
     outdirs.check_replaceable(args.output_dir, sources, "--output_dir")
     if args.static_model not in (None, "None", "none", ""):
         outdirs.check_static_prefix(args.static_model, sources, "--static_model", inference.TOKENIZER_SUFFIX)
-    args.max_seq_length = training.check_max_seq_length(args.model_name_or_path, args.max_seq_length, default=128)
+    args.max_seq_length = train_args.check_max_seq_length(args.model_name_or_path, args.max_seq_length, default=128)
     pconf = pruning.PruningConfig(args.target_num_of_heads, args.target_ffn_size, args.pruning_mode,
                                   args.n_iters, args.head_score)
     if not pconf.prunes and not args.prune_vocab:
@@ -323,19 +323,19 @@ def analyze_dirs(args):
         print("+RSS load: VmRSS after load_model(dir) minus before, in a fresh process with python, paddle and "
               "paddlenlp already imported (model + tokenizer, after gc), MB", flush=True)
     if args.output_json:
-        training.write_json_atomic(args.output_json, {"models": dict(zip(names, rows))})
+        publish.write_json_atomic(args.output_json, {"models": dict(zip(names, rows))})
     return rows
 
 
 # --------------------------------------------------------------------------- main
 def main(argv=None):
     args = parse_args(argv)
-    training.setup_logging()
+    parallel.setup_logging()
     if args.analyze:
         return analyze_dirs(args)
     import paddle
     paddle.set_device(args.device if args.device != "gpu" or paddle.is_compiled_with_cuda() else "cpu")
-    training.set_seed(args.seed)
+    parallel.set_seed(args.seed)
     src, pconf = args.model_name_or_path, args.pconf
 
     task = texts = batches = None
@@ -398,8 +398,8 @@ def main(argv=None):
         after["dir"] = out_dir
         report.update(before=before, after=after, param_ratio=after["params"]["total"] / before["params"]["total"],
                       weights_bytes_saved=before["files"]["weights_bytes"] - after["files"]["weights_bytes"])
-        training.write_json_atomic(os.path.join(model_dir, "prune_info.json"), report)
-        replace_dir(model_dir, out_dir)
+        publish.write_json_atomic(os.path.join(model_dir, "prune_info.json"), report)
+        publish.publish_dir(model_dir, out_dir)
         if static_tmp:
             move_static(static_tmp, os.path.abspath(args.static_model))
     finally:

@@ -78,7 +78,7 @@ import time
 
 import numpy as np
 
-from utils import inference, quant_guard, quant_ptq, quant_search, training
+from utils import inference, parallel, quant_guard, quant_ptq, quant_search, runs
 from utils.errors import UserError, run_main
 from utils.quant_eval import QuantData
 
@@ -374,7 +374,7 @@ def main(argv=None):
     info, tok_src = check_model(args.model_prefix)  # cheap checks first: no library import yet
     if not os.path.isdir(args.data_dir):
         raise UserError(f"--data_dir: '{args.data_dir}' is not a directory")
-    training.setup_logging()
+    parallel.setup_logging()
     from utils.modeling import load_tokenizer
     max_len = args.max_seq_length or int(info.get("max_seq_length") or 128)
     data = QuantData(args, info, load_tokenizer(tok_src), max_len)  # every input check before any write
@@ -382,7 +382,7 @@ def main(argv=None):
     named_skips(args, sites)
     fp32 = inference.create_predictor(args.model_prefix, threads=args.threads, mkldnn=True)
     out_dir = os.path.dirname(os.path.abspath(args.output_prefix))
-    made_dirs = training.make_dirs(out_dir)
+    made_dirs = runs.make_dirs(out_dir)
     work = tempfile.mkdtemp(prefix=".quantize-", dir=out_dir)
     written = False
     try:
@@ -399,7 +399,7 @@ def main(argv=None):
     finally:
         shutil.rmtree(work, ignore_errors=True)
         if not written:
-            training.remove_empty_dirs(made_dirs)
+            runs.remove_empty_dirs(made_dirs)
     b = summary["bytes"]
     logger.info("wrote %s (.pdmodel/.pdiparams/.info.json, tokenizer): %.1f MB vs FP32 %.1f MB; FP32 ops: %s",
                 out_prefix, b["int8"] / 1e6, b["fp32"] / 1e6, ", ".join(summary["fp32_sites"]) or "head only")

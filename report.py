@@ -35,7 +35,7 @@ logger = logging.getLogger("bert_suite")
 
 def setup_logging():
     """The suite's log format on stdout (without importing paddlenlp, which
-    utils.training.setup_logging does to quiet it: this script never uses it)."""
+    utils.parallel.setup_logging does to quiet it: this script never uses it)."""
     if not logger.handlers:
         h = logging.StreamHandler(sys.stdout)
         h.setFormatter(logging.Formatter("[%(asctime)s] %(levelname)s %(message)s", "%H:%M:%S"))

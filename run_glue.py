@@ -23,7 +23,7 @@ import logging
 import os
 
 from utils.errors import run_main
-from utils import training
+from utils import parallel, publish, runs, train_args, training
 from utils.data import Batcher, encode, load_glue, resolve_task
 from utils.evaluation import evaluate_task, format_results, predict, to_tensors, write_predictions
 from utils.losses import task_loss
@@ -37,10 +37,10 @@ logger = logging.getLogger("bert_suite")
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_task_args(p)
-    training.add_common_args(p)
+    train_args.add_common_args(p)
     args = p.parse_args(argv)
     check_task_args(args)
-    training.check_common_args(args)
+    args.max_seq_length = train_args.check_common_args(args)
     return args
 
 
@@ -66,7 +66,7 @@ class FineTune(training.Stage):
                                        self.collate, self.task, self.args.batch_size)
         improved = self.best is None or score > self.best["score"]
         logger.info("eval step %d: %s%s", step, format_results(results), "  (best so far)" if improved else "")
-        training.append_result(self.args.output_dir, {"step": step, "epoch": epoch, "score": score, **results})
+        runs.append_result(self.args.output_dir, {"step": step, "epoch": epoch, "score": score, **results})
         if improved:
             self.best = {"step": step, "score": score, "results": results}
             save_model(self.model, self.tokenizer, os.path.join(self.args.output_dir, "best"), self.info(step))
@@ -74,7 +74,7 @@ class FineTune(training.Stage):
 
     def info(self, step):
         return dict(self.task.suite_info(), trained_steps=step,
-                    run=training.run_state(self.args, step, self.total_steps))
+                    run=runs.run_state(self.args.output_dir, step, self.total_steps))
 
     def state(self):
         return {"best": self.best}
@@ -85,9 +85,9 @@ class FineTune(training.Stage):
 
 def main(argv=None):
     args = parse_args(argv)
-    training.setup_logging()
-    training.setup_device(args)
-    training.set_seed(args.seed)
+    parallel.setup_logging()
+    parallel.setup_device(args.device, args.n_gpu)
+    parallel.set_seed(args.seed)
 
     # Everything that can fail on bad input happens before output_dir is touched.
     task = resolve_task(args)
@@ -96,30 +96,31 @@ def main(argv=None):
     model, tokenizer, _ = load_model(args.model_name_or_path, task.task_type, task.num_labels)
     feats = {s: encode(data[s], tokenizer, args.max_seq_length) for s in splits}
     collate_fn = Batcher.for_task(task, tokenizer.pad_token_id)
-    per_epoch, total_steps = training.num_steps(args, len(feats["train"]))
+    per_epoch, total_steps = parallel.num_steps(**train_args.step_settings(args), n_train=len(feats["train"]))
 
-    training.start_run(args)   # lock --output_dir; --overwrite_output_dir clears the old records
+    runs.start_run(args.output_dir, vars(args), args.resume, args.overwrite_output_dir)   # lock; clear old records
     stage = FineTune(args, model, tokenizer, task, {s: feats[s] for s in task.dev_splits}, collate_fn)
-    optimizer, scheduler = training.build_optimizer(args, model, total_steps)
-    if training.rank_and_world()[1] > 1:
+    optimizer, scheduler = training.build_optimizer(model, total_steps, **train_args.optimizer_settings(args))
+    if parallel.rank_and_world()[1] > 1:
         import paddle
         stage.model = model = paddle.DataParallel(model)
-    training.train(args, stage, model, optimizer, scheduler, feats["train"], collate_fn, total_steps, per_epoch)
+    training.train(stage, model, optimizer, scheduler, feats["train"], collate_fn, total_steps, per_epoch,
+                   **train_args.loop_settings(args))
 
-    if training.is_master():
+    if parallel.is_master():
         save_model(model, tokenizer, os.path.join(args.output_dir, "last"), stage.info(total_steps))
-        training.finish_run(args, ["best", "last"])
+        runs.finish_run(args.output_dir, ["best", "last"])
         summary = {"task": task.name, "best_step": stage.best["step"], "best_score": stage.best["score"],
                    "best": stage.best["results"], "train_examples": len(feats["train"]), "steps": total_steps}
         if task.is_own_data:
             summary.update(task_type=task.task_type, label_list=list(task.labels or []))
         if "test" in feats:
             summary["test"] = run_test(args, task, data["test"], feats["test"], collate_fn)
-        training.write_json_atomic(os.path.join(args.output_dir, "all_results.json"), summary)
+        publish.write_json_atomic(os.path.join(args.output_dir, "all_results.json"), summary)
         logger.info("best dev %s at step %d: %s", task.metric, stage.best["step"],
                     format_results(stage.best["results"]))
         print(json.dumps(summary))
-    training.end_run(args)
+    runs.end_run(args.output_dir)
 
 
 def run_test(args, task, examples, feats, collate_fn):

@@ -34,7 +34,7 @@ import argparse
 import logging
 import os
 
-from utils import distill, elastic, training
+from utils import distill, elastic, parallel, publish, runs, train_args, training
 from utils.data import Batcher, encode, find_split_file, load_glue, read_glue_file, resolve_task
 from utils.errors import UserError, run_main
 from utils.evaluation import evaluate_task, format_results
@@ -49,7 +49,7 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_task_args(p, test_file_help="optional: a labelled test file, scored once at the end for the teacher "
                                     "and the best checkpoint of every width")
-    training.add_common_args(p, epochs=6.0, logging_steps=10, save_steps=100)
+    train_args.add_common_args(p, epochs=6.0, logging_steps=10, save_steps=100)
     distill.add_ofa_args(p)
     a = p.add_argument_group("augmented data (distillation only: labels are not used)")
     a.add_argument("--data_aug", action="store_true",
@@ -64,7 +64,7 @@ def parse_args(argv=None):
         raise UserError("--data_aug reads train_aug.tsv from the GLUE task's --data_dir; with own data "
                         "(--train_file) pass the file with --aug_file")
     check_task_args(args)
-    training.check_common_args(args)
+    args.max_seq_length = train_args.check_common_args(args)
     distill.check_ofa_args(args)
     return args
 
@@ -114,10 +114,10 @@ def evaluate_test(args, stage, task, feats, collate_fn, dir_name):
 
 def main(argv=None):
     args = parse_args(argv)
-    training.setup_logging()
+    parallel.setup_logging()
     requested = distill.parse_widths(args)
-    training.setup_device(args)
-    training.set_seed(args.seed)
+    parallel.setup_device(args.device, args.n_gpu)
+    parallel.set_seed(args.seed)
 
     saved_labels = teacher_labels(args)
     task = resolve_task(args, known_labels=saved_labels)
@@ -146,9 +146,9 @@ def main(argv=None):
         logger.info("augmented data: %d examples added to the %d training examples (%s)", len(aug),
                     data_info["train"], aug_path)
     collate_fn = Batcher.for_task(task, tokenizer.pad_token_id)
-    per_epoch, total_steps = training.num_steps(args, len(train_feats))
+    per_epoch, total_steps = parallel.num_steps(**train_args.step_settings(args), n_train=len(train_feats))
 
-    training.start_run(args)   # lock --output_dir; --overwrite_output_dir clears the old records
+    runs.start_run(args.output_dir, vars(args), args.resume, args.overwrite_output_dir)   # lock; clear old records
     for w in widths:
         logger.info("width %s (requested %s): %d of %d heads, FFN %d of %d", w.tag(), w.requested, w.heads,
                     config.num_attention_heads, w.ffn, config.intermediate_size)
@@ -164,15 +164,16 @@ def main(argv=None):
     stage = distill.OFADistill(args, teacher, ofa, widths, tokenizer, config, kind, evaluate_fn, dir_name,
                                suite_info=info)
     stage.data_info = data_info
-    optimizer, scheduler = training.build_optimizer(args, ofa.model, total_steps)
-    training.train(args, stage, ofa.model, optimizer, scheduler, train_feats, collate_fn, total_steps, per_epoch)
+    optimizer, scheduler = training.build_optimizer(ofa.model, total_steps, **train_args.optimizer_settings(args))
+    training.train(stage, ofa.model, optimizer, scheduler, train_feats, collate_fn, total_steps, per_epoch,
+                   **train_args.loop_settings(args))
     table = distill.finish(args, stage, config, dir_name, task.metric)
     if table is not None and "test" in feats:  # master only
         table["test"] = evaluate_test(args, stage, task, feats["test"], collate_fn, dir_name)
         for row, sub in zip(table["rows"], stage.subnets):   # the table has a row per sub-network, in order
             row["test"] = table["test"]["widths"][sub.tag()]
-        training.write_json_atomic(os.path.join(args.output_dir, "all_results.json"), table)
-    training.end_run(args)
+        publish.write_json_atomic(os.path.join(args.output_dir, "all_results.json"), table)
+    runs.end_run(args.output_dir)
 
 
 if __name__ == "__main__":

@@ -32,7 +32,7 @@ import json
 import logging
 import os
 
-from utils import ner, training
+from utils import ner, parallel, publish, runs, train_args, training
 from utils.errors import run_main
 from utils.evaluation import format_results, to_tensors
 from utils.losses import token_loss
@@ -45,9 +45,9 @@ KIND = "token_classification"
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ner.add_ner_args(p)
-    training.add_common_args(p)
+    train_args.add_common_args(p)
     args = p.parse_args(argv)
-    training.check_common_args(args)
+    args.max_seq_length = train_args.check_common_args(args)
     ner.check_ner_args(args)
     return args
 
@@ -73,7 +73,7 @@ class NerFineTune(training.Stage):
                                           self.collate, self.label_list, self.args.batch_size)
         improved = self.best is None or score > self.best["score"]
         logger.info("eval step %d: %s%s", step, format_results(results), "  (best so far)" if improved else "")
-        training.append_result(self.args.output_dir, {"step": step, "epoch": epoch, "score": score, **results})
+        runs.append_result(self.args.output_dir, {"step": step, "epoch": epoch, "score": score, **results})
         if improved:
             self.best = {"step": step, "score": score, "results": results}
             save_model(self.model, self.tokenizer, os.path.join(self.args.output_dir, "model_best"), self.info(step))
@@ -82,7 +82,7 @@ class NerFineTune(training.Stage):
     def info(self, step):
         return {"task_type": KIND, "task_name": ner.TASK_NAME, "label_list": list(self.label_list),
                 "max_seq_length": self.args.max_seq_length, "trained_steps": step,
-                "run": training.run_state(self.args, step, self.total_steps)}
+                "run": runs.run_state(self.args.output_dir, step, self.total_steps)}
 
     def state(self):
         return {"best": self.best}
@@ -93,9 +93,9 @@ class NerFineTune(training.Stage):
 
 def main(argv=None):
     args = parse_args(argv)
-    training.setup_logging()
-    training.setup_device(args)
-    training.set_seed(args.seed)
+    parallel.setup_logging()
+    parallel.setup_device(args.device, args.n_gpu)
+    parallel.set_seed(args.seed)
 
     # Everything that can fail on bad input happens before output_dir is touched.
     label_list = ner.resolve_label_list(args.label_list, args.model_name_or_path)
@@ -106,20 +106,21 @@ def main(argv=None):
     feats = {s: ner.encode_ner(exs, tokenizer, args.max_seq_length, label_list, args.split_long, s)
              for s, exs in data.splits.items()}
     collate_fn = ner.NerBatcher(tokenizer.pad_token_id)
-    per_epoch, total_steps = training.num_steps(args, len(feats["train"]))
+    per_epoch, total_steps = parallel.num_steps(**train_args.step_settings(args), n_train=len(feats["train"]))
 
-    training.start_run(args)   # lock --output_dir; --overwrite_output_dir clears the old records
+    runs.start_run(args.output_dir, vars(args), args.resume, args.overwrite_output_dir)   # lock; clear old records
     stage = NerFineTune(args, model, tokenizer, label_list, {"dev": feats["dev"]}, collate_fn)
-    optimizer, scheduler = training.build_optimizer(args, model, total_steps)
-    if training.rank_and_world()[1] > 1:
+    optimizer, scheduler = training.build_optimizer(model, total_steps, **train_args.optimizer_settings(args))
+    if parallel.rank_and_world()[1] > 1:
         import paddle
         stage.model = model = paddle.DataParallel(model)
-    training.train(args, stage, model, optimizer, scheduler, feats["train"], collate_fn, total_steps, per_epoch)
+    training.train(stage, model, optimizer, scheduler, feats["train"], collate_fn, total_steps, per_epoch,
+                   **train_args.loop_settings(args))
 
-    if not training.is_master():
+    if not parallel.is_master():
         return
     save_model(model, tokenizer, os.path.join(args.output_dir, "model_last"), stage.info(total_steps))
-    training.finish_run(args, ["model_best", "model_last"])
+    runs.finish_run(args.output_dir, ["model_best", "model_last"])
     test = None
     if "test" in feats:  # once, with the model selected on dev
         best, _, _ = load_model(os.path.join(args.output_dir, "model_best"), KIND, len(label_list),
@@ -134,10 +135,10 @@ def main(argv=None):
                "test_model": "model_best" if test is not None else None,
                "data": {s: len(data.splits[s]) for s in data.splits}, "dev_source": data.files.get("dev"),
                "examples": {s: len(f) for s, f in feats.items()}, "steps": total_steps}
-    training.write_json_atomic(os.path.join(args.output_dir, "all_results.json"), summary)
+    publish.write_json_atomic(os.path.join(args.output_dir, "all_results.json"), summary)
     logger.info("best dev f1 at step %d: %s", stage.best["step"], format_results(stage.best["results"]))
     print(json.dumps(summary, ensure_ascii=False))
-    training.end_run(args)
+    runs.end_run(args.output_dir)
 
 
 if __name__ == "__main__":

@@ -26,7 +26,7 @@ import argparse
 import logging
 import os
 
-from utils import distill, elastic, ner, training
+from utils import distill, elastic, ner, parallel, publish, runs, train_args, training
 from utils.errors import run_main
 from utils.evaluation import format_results
 from utils.losses import token_loss, token_mask
@@ -39,10 +39,10 @@ KIND = "token_classification"
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ner.add_ner_args(p)
-    training.add_common_args(p, epochs=6.0, logging_steps=10, save_steps=100)
+    train_args.add_common_args(p, epochs=6.0, logging_steps=10, save_steps=100)
     distill.add_ofa_args(p)
     args = p.parse_args(argv)
-    training.check_common_args(args)
+    args.max_seq_length = train_args.check_common_args(args)
     ner.check_ner_args(args)
     distill.check_ofa_args(args)
     return args
@@ -83,10 +83,10 @@ def format_test_table(test, subnets):
 
 def main(argv=None):
     args = parse_args(argv)
-    training.setup_logging()
+    parallel.setup_logging()
     requested = distill.parse_widths(args)
-    training.setup_device(args)
-    training.set_seed(args.seed)
+    parallel.setup_device(args.device, args.n_gpu)
+    parallel.set_seed(args.seed)
 
     label_list = ner.resolve_label_list(args.label_list, args.model_name_or_path)
     data = ner.load_ner(args.data_dir, args.dev_ratio, args.seed, label_list)
@@ -102,9 +102,9 @@ def main(argv=None):
              for s, exs in data.splits.items()}
     train_feats, imp_feats = distill.split_importance(args, feats["train"], feats["dev"])
     collate_fn = ner.NerBatcher(tokenizer.pad_token_id)
-    per_epoch, total_steps = training.num_steps(args, len(train_feats))
+    per_epoch, total_steps = parallel.num_steps(**train_args.step_settings(args), n_train=len(train_feats))
 
-    training.start_run(args)   # lock --output_dir; --overwrite_output_dir clears the old records
+    runs.start_run(args.output_dir, vars(args), args.resume, args.overwrite_output_dir)   # lock; clear old records
     for w in widths:
         logger.info("width %s (requested %s): %d of %d heads, FFN %d of %d -> %s", w.tag(), w.requested, w.heads,
                     config.num_attention_heads, w.ffn, config.intermediate_size, dir_name(w))
@@ -119,8 +119,9 @@ def main(argv=None):
             "max_seq_length": args.max_seq_length}
     stage = distill.OFADistill(args, teacher, ofa, widths, tokenizer, config, KIND, evaluate_fn, dir_name,
                                token_mask_fn=token_mask, suite_info=info)
-    optimizer, scheduler = training.build_optimizer(args, ofa.model, total_steps)
-    training.train(args, stage, ofa.model, optimizer, scheduler, train_feats, collate_fn, total_steps, per_epoch)
+    optimizer, scheduler = training.build_optimizer(ofa.model, total_steps, **train_args.optimizer_settings(args))
+    training.train(stage, ofa.model, optimizer, scheduler, train_feats, collate_fn, total_steps, per_epoch,
+                   **train_args.loop_settings(args))
     table = distill.finish(args, stage, config, dir_name, "f1")
     if table is None:  # not the master process
         return
@@ -134,8 +135,8 @@ def main(argv=None):
     else:
         table["test"] = None
     table["label_list"] = list(label_list)
-    training.write_json_atomic(os.path.join(args.output_dir, "all_results.json"), table)
-    training.end_run(args)
+    publish.write_json_atomic(os.path.join(args.output_dir, "all_results.json"), table)
+    runs.end_run(args.output_dir)
 
 
 if __name__ == "__main__":

@@ -67,7 +67,8 @@ def main():
     a = p.parse_args()
     import paddle
     from utils import distill, elastic
-    from utils.training import build_optimizer, reseed
+    from utils.training import build_optimizer
+    from utils.parallel import reseed
 
     teacher = load_teacher(a)
     cfg = teacher.config
@@ -79,10 +80,6 @@ def main():
         batches.append((ids.astype("int64"), np.zeros_like(ids, dtype="int64"),
                         rng.randint(0, a.num_labels, size=a.batch_size).astype("int64")))
 
-    class OptArgs:
-        learning_rate, warmup_steps, warmup_proportion, weight_decay, adam_epsilon, max_grad_norm = \
-            2e-5, 0, 0.0, 0.01, 1e-8, 1.0
-
     stages = {}
     recipes = (("suite (teacher once per batch)", False, False),
                ("upstream recipe, same ops", True, False),
@@ -91,7 +88,7 @@ def main():
         ofa = elastic.build_supernet(teacher, widths)
         stage = distill.OFADistill(Args(), teacher, ofa, widths, None, cfg, "classification", None, None)
         stage.teacher_per_width = per_width
-        opt, sched = build_optimizer(OptArgs(), ofa.model, 100)
+        opt, sched = build_optimizer(ofa.model, 100, 2e-5, weight_decay=0.01)
         ofa.model.train()
         stages[name] = (stage, opt, [], [], stock)
     print(f"model: {cfg.num_hidden_layers} layers, hidden {cfg.hidden_size}, {cfg.num_attention_heads} heads, "

@@ -192,7 +192,7 @@ def check_output_dir(output_dir, identity):
 
 
 def write_run_file(output_dir, identity):
-    from .training import write_json_atomic
+    from .publish import write_json_atomic
     os.makedirs(output_dir, exist_ok=True)
     path = os.path.join(output_dir, RUN_FILE)
     if not os.path.isfile(path):
@@ -217,7 +217,7 @@ class Stages:
             return json.load(f)
 
     def mark(self, name, record):
-        from .training import write_json_atomic
+        from .publish import write_json_atomic
         os.makedirs(self.dir, exist_ok=True)
         write_json_atomic(self.path(name), record)
         return record

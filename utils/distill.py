@@ -16,7 +16,7 @@ import os
 
 import numpy as np
 
-from . import elastic, training
+from . import checkpoint, elastic, parallel, publish, runs, training
 from .losses import distill_loss
 from .errors import UserError
 from .evaluation import format_results, to_tensors
@@ -95,7 +95,7 @@ class OFADistill(training.Stage):
         self.suite_info = dict(suite_info or {})
         self.subnets = subnets(widths, config.num_hidden_layers, getattr(args, "depth_mult_list", None) or ["1.0"])
         self.net = elastic_layer(ofa)
-        if training.rank_and_world()[1] > 1:
+        if parallel.rank_and_world()[1] > 1:
             self.net = paddle.DataParallel(self.net)
         self.best = {}            # sub-network tag -> {"step", "score", "results"}
         self.teacher_result = None
@@ -161,7 +161,7 @@ class OFADistill(training.Stage):
                 self.best[tag] = {"step": step, "score": score, "results": res}
                 self.save_sub(sub, step, score)
         elastic.set_width(self.ofa, None)
-        training.append_result(self.args.output_dir, record)
+        runs.append_result(self.args.output_dir, record)
 
     def save_sub(self, sub, step, score, directory=None):
         """Save the supernet (full-size, reordered weights) as the checkpoint
@@ -175,7 +175,7 @@ class OFADistill(training.Stage):
             "selected_width": sub.width.ratio if sub else None,
             "selected_depth": sub.depth if sub else None,
             "selected_layers": sub.layers if sub else None, "step": step, "score": score}
-        info["run"] = training.run_state(self.args, step, self.total_steps)
+        info["run"] = runs.run_state(self.args.output_dir, step, self.total_steps)
         target = directory or os.path.join(self.args.output_dir, sub.dir_name(self.dir_name))
         save_model(full, self.tokenizer, target, info)
 
@@ -272,17 +272,17 @@ def prepare_supernet(args, teacher, config, widths, importance_feats, check_feat
     reordered weights)."""
     import paddle
     ofa = elastic.build_supernet(teacher, widths)
-    if args.resume and os.path.isfile(os.path.join(args.output_dir, training.CHECKPOINT_DIR, training.LATEST)):
+    if args.resume and checkpoint.has_checkpoint(args.output_dir):
         return ofa
     # Every process computes the same importance on the same examples, in
     # batches of the GLOBAL batch size: summed |gradients| depend on the batch
     # size, and a launch must reorder as one process of the same global batch.
-    bs = args.batch_size * training.rank_and_world()[1]
+    bs = args.batch_size * parallel.rank_and_world()[1]
     batches = [to_tensors(collate_fn(importance_feats[i:i + bs])) for i in range(0, len(importance_feats), bs)]
     head_imp, neuron_imp = elastic.compute_importance(ofa.model, batches, loss_fn)
     elastic.reorder(ofa.model, head_imp, neuron_imp)
-    if training.is_master():
-        training.write_json_atomic(os.path.join(args.output_dir, "importance.json"), {
+    if parallel.is_master():
+        publish.write_json_atomic(os.path.join(args.output_dir, "importance.json"), {
             "head_importance": np.asarray(head_imp).tolist(),
             "head_order": [np.argsort(-np.asarray(h), kind="stable").tolist() for h in head_imp],
             "examples": len(importance_feats)})
@@ -305,15 +305,15 @@ def prepare_supernet(args, teacher, config, widths, importance_feats, check_feat
 
 def finish(args, stage, config, dir_name, metric_name):
     """Always write a final checkpoint of every width, then the table."""
-    if not training.is_master():
+    if not parallel.is_master():
         return None
     for sub in stage.subnets:
         if sub.tag() not in stage.best:  # never evaluated (cannot happen unless interrupted): keep the last
             stage.save_sub(sub, None, None, os.path.join(args.output_dir, sub.dir_name(dir_name)))
     stage.save_sub(None, None, None, os.path.join(args.output_dir, "final"))
-    training.finish_run(args, [sub.dir_name(dir_name) for sub in stage.subnets] + ["final"])
+    runs.finish_run(args.output_dir, [sub.dir_name(dir_name) for sub in stage.subnets] + ["final"])
     table = summary_table(stage, config, dir_name)
-    training.write_json_atomic(os.path.join(args.output_dir, "all_results.json"), table)
+    publish.write_json_atomic(os.path.join(args.output_dir, "all_results.json"), table)
     print(format_table(table, metric_name), flush=True)
     from .report import build_ofa_report
     teacher_dir = args.model_name_or_path if os.path.isdir(args.model_name_or_path) else None

@@ -4,7 +4,7 @@ import os
 
 import numpy as np
 
-from .training import eval_batches
+from .parallel import eval_batches
 
 
 def to_tensors(arrays):

@@ -14,7 +14,7 @@ import os
 import re
 
 from .errors import UserError
-from .training import write_json_atomic
+from .publish import write_json_atomic
 
 logger = logging.getLogger("bert_suite")
 NAME_WIDTH = re.compile(r"^w(?:idth)?[_-]?(\d+(?:\.\d*)?(?:/\d+)?)$", re.IGNORECASE)
