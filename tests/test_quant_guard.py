@@ -114,3 +114,55 @@ def test_report_lists_int8_models_with_agreement_and_fp32_ops(tmp_path):
     assert line and "0.9925 (0.9880-0.9950, 2060)" in line[0] and "L1.ffn2, L0.out" in line[0]
     assert "3.33x" in line[0]                 # 10 / 3: the teacher's latency over the INT8 model's
     assert "ops kept FP32" in md
+
+
+# --------------------------------------------------------------------------- utils/compat.py fixes 7-9
+def _observe_ptq_fixes():
+    """What paddle 2.6's quantizer does, right now, with a 0-d activation
+    (fix 7), a histogram of values far from 0 (fix 8) and its observer ops
+    (fix 9)."""
+    import types
+    from paddle.static.quantization import post_training_quantization as ptq
+    from paddle.static.quantization.quant_config import BaseQuantizer
+    import paddle
+    seen = {}
+    scope = paddle.static.Scope()
+    scope.var("pad_id").get_tensor().set(np.array(0.5, "float32"), paddle.CPUPlace())   # the mask's 0-d pad id
+    avg = types.SimpleNamespace(_quantized_threshold={"w": 1.0}, _quantized_act_var_name=["pad_id"], _scope=scope,
+                                _zero_size_var_names=set(), _quantized_var_avg={})
+    try:
+        ptq.PostTrainingQuantization._sample_avg(avg)
+        seen["avg"] = avg._quantized_var_avg
+    except IndexError as e:
+        seen["avg"] = f"IndexError: {e}"
+    hist = types.SimpleNamespace(_quantized_act_var_name=["pooled"], _zero_size_var_names=set(),
+                                 _sampling_act_abs_min_max={"pooled": [0.8, 0.9]}, _sampling_act_histogram={},
+                                 _histogram_bins=10)
+    ptq.PostTrainingQuantization._init_sampling_act_histogram(hist)
+    seen["hist_from"] = float(hist._sampling_act_histogram["pooled"][1][0])
+    seen["observers"] = len(BaseQuantizer(["matmul"]).observer_operation_types)
+    return seen
+
+
+def test_ptq_fixes_are_in_force_during_run_ptq_and_only_there(tmp_path, monkeypatch):
+    """run_ptq quantizes with fixes 7-9 of utils/compat.py; without them the
+    stock quantizer crashes on --algo avg, starts the histogram at min |x|
+    and observes ops other than the matmuls (removing a fix fails this)."""
+    from helpers import paddle3
+    if paddle3():
+        pytest.skip("INT8 runs on the paddle 2.6 line")
+    import paddleslim.quant
+    from utils import quant_ptq
+    (tmp_path / "model.pdmodel").write_bytes(b"")
+    calls = []
+    monkeypatch.setattr(paddleslim.quant, "quant_post_static", lambda **kw: calls.append(_observe_ptq_fixes()))
+    stock = _observe_ptq_fixes()
+    assert stock["avg"].startswith("IndexError") and stock["hist_from"] == pytest.approx(0.8) and stock["observers"]
+    batches = [[np.zeros((2, 4), "int64")]]
+    for algo in ("avg", "hist"):
+        quant_ptq.run_ptq(str(tmp_path / "model"), {"algo": algo, "weight_quantize_type": "abs_max"}, batches,
+                          ["input_ids"], str(tmp_path / "out"))
+    avg, hist = calls
+    assert avg["avg"] == {"pad_id": [0.5]} and avg["observers"] == 0
+    assert hist["hist_from"] == 0.0 and hist["observers"] == 0
+    assert _observe_ptq_fixes() == stock            # scoped: the stock quantizer is back afterwards

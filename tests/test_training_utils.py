@@ -168,3 +168,33 @@ def test_stride_kernels_are_off_unless_the_user_turns_them_on(env, want):
     assert flag == want and total == "15.0"
     assert contiguous == ("True" if want == "False" else "False")
 
+
+def _python(code, **env):
+    import subprocess
+    import sys
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    return subprocess.run([sys.executable, "-c", code], cwd=root, env=dict(os.environ, **env), capture_output=True,
+                          text=True)
+
+
+def test_utils_and_the_paddle_free_modules_do_not_import_paddle():
+    """``import utils`` only arms utils.compat (environment, warning filters,
+    import hook): paddle's start-up is paid by the modules that need it."""
+    r = _python("import sys, utils, utils.errors, utils.tasks, utils.metrics, utils.publish, utils.report, "
+                "utils.analysis, utils.train_args, utils.runs, utils.output_dir; "
+                "print(sorted(m for m in sys.modules if m.split('.')[0] in ('paddle', 'paddlenlp', 'paddleslim')))")
+    assert r.returncode == 0 and r.stdout.strip() == "[]", (r.stdout, r.stderr)
+
+
+@pytest.mark.parametrize("first", ["paddle", "paddlenlp"])
+def test_the_omp_banner_is_dropped_whoever_imports_paddle_first(first):
+    """utils.compat fix 0: paddle 2.6 prints a two-line OMP_NUM_THREADS
+    banner at import when the variable is > 1 (as fix 4 sets it); the import
+    hook drops it however paddle gets imported, and stderr stays empty."""
+    r = _python(f"import utils, {first}, paddle; print(paddle.get_flags(['FLAGS_use_stride_kernel']))",
+                OMP_NUM_THREADS="2")
+    assert r.returncode == 0 and "OMP_NUM_THREADS" not in r.stderr, r.stderr
+    assert "False" in r.stdout
+    from helpers import paddle3
+    if not paddle3():      # the banner is paddle 2.6's: without utils it is there
+        assert "OMP_NUM_THREADS set to 2" in _python("import paddle", OMP_NUM_THREADS="2").stderr
