@@ -85,8 +85,7 @@ def main(argv=None):
     args = parse_args(argv)
     import paddle
     from paddlenlp.transformers import BertConfig, BertForSequenceClassification
-    import quantize as Q
-    from utils import elastic, inference
+    from utils import elastic, inference, quant_ptq
 
     workdir = args.workdir or os.path.join("out", f"int8_{args.shape.replace('-', '_')}")
     cfg = dict(SHAPES[args.shape], vocab_size=30522, max_position_embeddings=512, num_labels=2)
@@ -119,11 +118,11 @@ def main(argv=None):
     calib = [batch() for _ in range(args.calib_batches)]
     for src, prefix, observers in ((fp32, int8, False), (fp32_w, int8_w, False), (fp32, int8_obs, True)):
         if inference.model_file(prefix) is None and (not observers or args.compare_observers):
-            qargs = argparse.Namespace(model_prefix=src, algo=args.algo, hist_percent=0.9999,
-                                       batch_size=args.batch_size, weight_quantize_type="channel_wise_abs_max",
-                                       quant_format="qdq", with_observers=observers)
+            recipe = {"algo": args.algo, "batch_num": len(calib), "weight_quantize_type": "channel_wise_abs_max",
+                      "hist_percent": 0.9999}
             t = time.time()
-            Q.quantize(qargs, calib, ["input_ids", "token_type_ids"], os.path.dirname(prefix), Q.fp32_layers(src))
+            quant_ptq.run_ptq(src, recipe, calib, ["input_ids", "token_type_ids"], os.path.dirname(prefix),
+                              quant_ptq.head_skip(quant_ptq.quant_sites(src)), with_observers=observers)
             calib_seconds[os.path.basename(os.path.dirname(prefix))] = time.time() - t
     ids, seg = batch()
 
@@ -156,11 +155,11 @@ def main(argv=None):
         "fp32_logit_abs_max": float(np.abs(ref).max()),
         "int8_rerun_identical": {k: bool(np.array_equal(outs[k], inference.run_predictor(preds[k], ids, seg)))
                                  for k in preds if k.startswith("int8")},
-        "bytes": {"fp32": Q.model_bytes(fp32), "int8": Q.model_bytes(int8),
-                  f"fp32_{wtag}": Q.model_bytes(fp32_w), f"int8_{wtag}": Q.model_bytes(int8_w),
+        "bytes": {"fp32": quant_ptq.model_bytes(fp32), "int8": quant_ptq.model_bytes(int8),
+                  f"fp32_{wtag}": quant_ptq.model_bytes(fp32_w), f"int8_{wtag}": quant_ptq.model_bytes(int8_w),
                   "fp32_pdiparams": os.path.getsize(fp32 + ".pdiparams"),
                   "int8_pdiparams": os.path.getsize(int8 + ".pdiparams")},
-        "int8_params_by_dtype": Q.inspect_program(int8)["param_bytes_by_dtype"],
+        "int8_params_by_dtype": quant_ptq.inspect_program(int8)["param_bytes_by_dtype"],
         "load_average": os.getloadavg()[0],
     }
     print(json.dumps(result), flush=True)
