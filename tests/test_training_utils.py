@@ -186,6 +186,14 @@ def test_utils_and_the_paddle_free_modules_do_not_import_paddle():
     assert r.returncode == 0 and r.stdout.strip() == "[]", (r.stdout, r.stderr)
 
 
+@pytest.mark.parametrize("script", ["report.py", "analyze.py"])
+def test_help_of_the_paddle_free_scripts_imports_no_paddle(script):
+    r = _python(f"import runpy, sys; sys.argv = ['{script}', '--help']\n"
+                f"try:\n    runpy.run_path('{script}', run_name='__main__')\nexcept SystemExit:\n    pass\n"
+                f"print('paddle' in sys.modules, file=sys.stderr)")
+    assert r.returncode == 0 and "usage" in r.stdout and r.stderr.strip().endswith("False"), r.stderr
+
+
 @pytest.mark.parametrize("first", ["paddle", "paddlenlp"])
 def test_the_omp_banner_is_dropped_whoever_imports_paddle_first(first):
     """utils.compat fix 0: paddle 2.6 prints a two-line OMP_NUM_THREADS
