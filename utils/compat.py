@@ -161,10 +161,14 @@ class _QuietLoader(importlib.abc.Loader):
 
     def exec_module(self, module):
         real, sys.stderr = sys.stderr, _DropOmpBanner(sys.stderr)
+        module.__spec__.loader = module.__loader__ = self.loader    # paddle looks stock afterwards
         try:
             self.loader.exec_module(module)
         finally:
             sys.stderr = real
+
+    def __getattr__(self, name):
+        return getattr(self.loader, name)
 
 
 class _QuietPaddleImport(importlib.abc.MetaPathFinder):
