@@ -18,6 +18,22 @@ def _python(code, **env):
                           text=True)
 
 
+@pytest.mark.parametrize("world, want", [(None, max(1, os.cpu_count() or 1)),
+                                         ("2", max(1, (os.cpu_count() or 1) // 2))])
+def test_omp_threads_default_to_the_cores_of_this_process(world, want):
+    """Fix 4: paddle 2.6 sets OMP_NUM_THREADS=1 at import when it is unset;
+    utils sets the machine's cores shared among the launch's processes."""
+    import subprocess
+    import sys
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "PADDLE_TRAINERS_NUM")}
+    if world:
+        env["PADDLE_TRAINERS_NUM"] = world
+    r = subprocess.run([sys.executable, "-c", "import os, utils; print(os.environ['OMP_NUM_THREADS'])"],
+                       cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))), env=env,
+                       capture_output=True, text=True)
+    assert r.returncode == 0 and r.stdout.strip() == str(want), r.stderr
+
+
 @pytest.mark.parametrize("env, want", [(None, "False"), ("1", "True")])
 def test_stride_kernels_are_off_unless_the_user_turns_them_on(env, want):
     """utils.compat turns paddle 2.6's strided views off (a CPU transpose by

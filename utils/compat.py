@@ -1,7 +1,7 @@
 """Compatibility fixes for the pinned stacks (paddlepaddle 2.6.2 or 3.3.1,
 paddlenlp 2.8.1, paddleslim 2.6.0, paddle2onnx 1.3.1 / 2.1.0), all in one
-place.  Each names the upstream defect, the versions it applies to, and the
-test that fails without it.
+place.  Each names the upstream defect and the versions it applies to;
+tests/test_compat.py holds a test per fix that fails without it.
 
 Importing this module is cheap: it sets environment defaults and warning
 filters and arms an import hook; it does NOT import paddle.  Whoever imports
@@ -14,8 +14,7 @@ At import of this module (before paddle is imported by anyone):
    OMP_NUM_THREADS set to N, not 1" banner on stderr for any N > 1 (which
    fix 4 sets on purpose).  An import hook (:class:`_QuietPaddleImport`)
    runs paddle's first import with that banner filtered out, so a failing
-   script prints exactly one ``error:`` line (tests/test_safety.py checks
-   stderr of failing scripts).
+   script prints exactly one ``error:`` line.
 1. ``import zlib`` before ``import paddle`` (paddle 2.6.x wheels).  Paddle's
    wheel bundles its own zlib; if paddle loads first, paddlenlp / scipy /
    pyarrow later fail with ``zlib.error: Error -2 ... inconsistent stream
@@ -24,8 +23,7 @@ At import of this module (before paddle is imported by anyone):
    training would use one core: default to the machine's cores shared among
    the processes of a distributed launch (the user's setting wins).
 5. ``FLAGS_use_stride_kernel`` defaults to 0 (paddle 2.6's strided views make
-   CPU transposes 5 times slower; see below;
-   tests/test_training_utils.py::test_stride_kernels_are_off_by_default).
+   CPU transposes 5 times slower; see below).
 6. paddle >= 3.0 only: ``import paddle`` warns ``UserWarning: No ccache
    found`` (``paddle.utils.cpp_extension``; only relevant when compiling
    custom C++ ops, which the suite never does).  Filtered by message, and
@@ -44,8 +42,7 @@ Applied by :func:`patch_paddleslim` (called by whoever builds a supernet):
 Entered by :func:`utils.quant_ptq.run_ptq` through :func:`ptq_fixes`, only
 for the duration of one post-training quantization (paddle 2.6.x
 ``paddle.static.quantization``, which PaddleSlim 2.6.0's
-``quant_post_static`` drives; the INT8 path needs the 2.6 line); each is
-tested in tests/test_quant_guard.py::test_ptq_fix_*:
+``quant_post_static`` drives; the INT8 path needs the 2.6 line):
 
 7. ``PostTrainingQuantization._sample_avg`` reshapes every observed
    activation to ``[shape[0], -1]``; the 0-d pad-id constant of BERT's
