@@ -85,9 +85,7 @@ class FineTune(training.Stage):
 
 def main(argv=None):
     args = parse_args(argv)
-    parallel.setup_logging()
-    parallel.setup_device(args.device, args.n_gpu)
-    parallel.set_seed(args.seed)
+    parallel.setup_process(args.device, args.n_gpu, args.seed)
 
     # Everything that can fail on bad input happens before output_dir is touched.
     task = resolve_task(args)

@@ -114,10 +114,8 @@ def evaluate_test(args, stage, task, feats, collate_fn, dir_name):
 
 def main(argv=None):
     args = parse_args(argv)
-    parallel.setup_logging()
     requested = distill.parse_widths(args)
-    parallel.setup_device(args.device, args.n_gpu)
-    parallel.set_seed(args.seed)
+    parallel.setup_process(args.device, args.n_gpu, args.seed)
 
     saved_labels = teacher_labels(args)
     task = resolve_task(args, known_labels=saved_labels)

@@ -93,9 +93,7 @@ class NerFineTune(training.Stage):
 
 def main(argv=None):
     args = parse_args(argv)
-    parallel.setup_logging()
-    parallel.setup_device(args.device, args.n_gpu)
-    parallel.set_seed(args.seed)
+    parallel.setup_process(args.device, args.n_gpu, args.seed)
 
     # Everything that can fail on bad input happens before output_dir is touched.
     label_list = ner.resolve_label_list(args.label_list, args.model_name_or_path)

@@ -83,10 +83,8 @@ def format_test_table(test, subnets):
 
 def main(argv=None):
     args = parse_args(argv)
-    parallel.setup_logging()
     requested = distill.parse_widths(args)
-    parallel.setup_device(args.device, args.n_gpu)
-    parallel.set_seed(args.seed)
+    parallel.setup_process(args.device, args.n_gpu, args.seed)
 
     label_list = ner.resolve_label_list(args.label_list, args.model_name_or_path)
     data = ner.load_ner(args.data_dir, args.dev_ratio, args.seed, label_list)

@@ -61,6 +61,15 @@ def setup_device(device=None, n_gpu=None):
     return device
 
 
+def setup_process(device=None, n_gpu=None, seed=42):
+    """What a training script does first: logging, device (and the parallel
+    environment), seeds.  Returns the device."""
+    setup_logging()
+    device = setup_device(device, n_gpu)
+    set_seed(seed)
+    return device
+
+
 # --------------------------------------------------------------------------- seeds
 def set_seed(seed):
     random.seed(seed)
