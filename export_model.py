@@ -19,7 +19,7 @@ import os
 
 import numpy as np
 
-from utils import inference, training
+from utils import inference, parallel, runs, train_args
 from utils import output_dir as outdirs
 from utils.batching import text_batches
 from utils.check_inputs import load_check_texts
@@ -65,10 +65,8 @@ def parse_args(argv=None):
     p.add_argument("--n_gpu", type=int, default=None, help="older spelling: 0 = cpu")
     args = p.parse_args(argv)
     check_outputs(args)
-    # normalised here, once: the older --n_gpu spelling and the model's position table
-    if args.n_gpu is not None:
-        args.device = "cpu" if args.n_gpu == 0 else "gpu"
-    args.max_seq_length = training.check_max_seq_length(args.model_name_or_path, args.max_seq_length, default=128)
+    # normalised here, once: the model's position table
+    args.max_seq_length = train_args.check_max_seq_length(args.model_name_or_path, args.max_seq_length, default=128)
     if args.max_seq_length <= 2:
         raise UserError(f"--max_seq_length must be > 2, got {args.max_seq_length}")
     return args
@@ -217,8 +215,8 @@ def write_checked(out_dir, static_prefix, tolerance, sub, tokenizer, sub_info, s
 
 def main(argv=None):
     args = parse_args(argv)
-    training.setup_logging()
-    training.setup_device(args)   # --device gpu without CUDA support is an error, not a quiet CPU run
+    parallel.setup_logging()
+    parallel.setup_device(args.device, args.n_gpu)   # --device gpu without CUDA support is an error, not a quiet CPU run
     import paddle
 
     model, tokenizer, config = load_model(args.model_name_or_path, require_head=True)
@@ -247,14 +245,14 @@ def main(argv=None):
                    "params_before": n_full, "params_after": n_sub, "param_ratio": n_sub / n_full}
 
     # Write everything beside its destination, check, then move into place.
-    made_dirs = training.make_dirs(os.path.dirname(os.path.abspath(args.sub_model_output_dir)))
+    made_dirs = runs.make_dirs(os.path.dirname(os.path.abspath(args.sub_model_output_dir)))
     if args.static_sub_model:
-        made_dirs += training.make_dirs(os.path.dirname(os.path.abspath(args.static_sub_model)))
+        made_dirs += runs.make_dirs(os.path.dirname(os.path.abspath(args.static_sub_model)))
     try:
         export_info, diffs = write_checked(args.sub_model_output_dir, args.static_sub_model, args.tolerance, sub,
                                            tokenizer, sub_info, static_info, export_info, batches, reference)
     except BaseException:
-        training.remove_empty_dirs(made_dirs)
+        runs.remove_empty_dirs(made_dirs)
         raise
     logger.info("width %.4f: %d heads x %d layers, FFN %d; parameters %s -> %s (%.1f%%)", width.ratio, width.heads,
                 n_layers, width.ffn, f"{n_full:,}", f"{n_sub:,}", 100.0 * n_sub / n_full)

@@ -13,7 +13,7 @@ printed and written with the settings into ``FILE.onnx.json``.
 
 Needs ``onnxruntime`` and ``paddle2onnx`` (test/deploy dependencies, not in
 requirements.txt): ``pip install -r requirements-test.txt`` on the paddle 2.6
-line (paddle2onnx 1.3.1); requirements-paddle3.txt has them for paddle 3
+line (paddle2onnx 1.3.1); requirements-paddle3-test.txt for paddle 3
 (paddle2onnx 2.1.0: 1.3.1 cannot parse paddle 3's PIR programs).  paddle2onnx
 2.x always runs with ``optimize_tool="onnxoptimizer"``: its default tool
 pip-installs packages during the conversion (it upgraded numpy to 2.x and
@@ -22,7 +22,6 @@ broke paddleslim).
 import utils  # noqa: F401  (first: stack fixes before paddle is imported)
 
 import argparse
-import inspect
 import json
 import logging
 import os
@@ -30,7 +29,8 @@ import time
 
 import numpy as np
 
-from utils import inference, training
+from utils import inference, parallel
+from utils.compat import paddle2onnx_export_kwargs
 from utils.batching import is_sentencepiece, pad_features, text_batches
 from utils.check_inputs import load_check_texts
 from utils.errors import UserError, run_main
@@ -42,7 +42,7 @@ logger = logging.getLogger("bert_suite")
 def install_hint():
     from utils.compat import paddle_major
     if paddle_major() >= 3:
-        return "pip install -r requirements-paddle3.txt -c constraints-paddle3.txt (onnxruntime, paddle2onnx 2.1.0)"
+        return "pip install -r requirements-paddle3-test.txt -c constraints-paddle3.txt (onnxruntime, paddle2onnx 2.1.0)"
     return "pip install -r requirements-test.txt -c constraints.txt (onnxruntime, paddle2onnx 1.3.1)"
 
 
@@ -86,14 +86,10 @@ def convert(prefix, out_file, opset):
         import paddle2onnx
     except ImportError:
         raise UserError(f"paddle2onnx is not installed: {install_hint()}") from None
-    kwargs = dict(save_file=out_file, opset_version=opset, auto_upgrade_opset=True, verbose=False,
-                  enable_onnx_checker=True, enable_optimize=True, deploy_backend="onnxruntime")
-    params = inspect.signature(paddle2onnx.export).parameters
-    if "optimize_tool" in params:
-        # paddle2onnx 2.x pip-installs packages at conversion time with its default
-        # optimizer (it upgraded numpy and broke paddleslim here): never let it.
-        kwargs["optimize_tool"] = "onnxoptimizer"
-    kwargs = {k: v for k, v in kwargs.items() if k in params}
+    # paddle2onnx 2.x would pip-install packages with its default optimizer: utils/compat.py fix 10
+    kwargs = paddle2onnx_export_kwargs(
+        paddle2onnx.export, save_file=out_file, opset_version=opset, auto_upgrade_opset=True, verbose=False,
+        enable_onnx_checker=True, enable_optimize=True, deploy_backend="onnxruntime")
     try:
         paddle2onnx.export(inference.model_file(prefix), prefix + ".pdiparams", **kwargs)
     except Exception as e:  # the C++ converter raises RuntimeError/ValueError with its message
@@ -170,7 +166,7 @@ def main(argv=None):
     if args.data_dir and not os.path.isdir(args.data_dir):
         raise UserError(f"--data_dir: '{args.data_dir}' is not a directory")
     ort = import_onnxruntime()
-    training.setup_logging()
+    parallel.setup_logging()
     paddle_pred = inference.create_predictor(args.model_prefix, threads=args.threads, mkldnn=False)
     batches, source = check_batches(args, info)
 

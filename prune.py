@@ -34,7 +34,7 @@ import os
 
 import numpy as np
 
-from utils import analysis, inference, model_report, pruning, training, vocab_prune
+from utils import analysis, inference, model_report, parallel, pruning, train_args, vocab_prune
 from utils import output_dir as outdirs
 from utils.errors import UserError, run_main
 from utils.prune_checks import check_reload, encode_batches, encoder_out, logits_of, max_diff, require
@@ -119,7 +119,7 @@ def check_args(args):
     outdirs.check_replaceable(args.output_dir, sources, "--output_dir")
     if args.static_model not in (None, "None", "none", ""):
         outdirs.check_static_prefix(args.static_model, sources, "--static_model", inference.TOKENIZER_SUFFIX)
-    args.max_seq_length = training.check_max_seq_length(args.model_name_or_path, args.max_seq_length, default=128)
+    args.max_seq_length = train_args.check_max_seq_length(args.model_name_or_path, args.max_seq_length, default=128)
     pconf = pruning_config(args)
     if not pconf.prunes and not args.prune_vocab:
         raise UserError("nothing to do: give --target_num_of_heads and/or --target_ffn_size, and/or --prune_vocab")
@@ -345,14 +345,14 @@ def prune_in_memory(args, pconf, texts, model, tokenizer, config, task, head, st
 
 def main(argv=None):
     args = parse_args(argv)
-    training.setup_logging()
+    parallel.setup_logging()
     if args.analyze:
         return analyze_dirs(args.analyze, args.names, args.no_memory, args.output_json)
     pconf = pruning_config(args)
     texts = vocab_prune.read_texts(args.vocab_texts, args.vocab_text_column) if args.prune_vocab else None
     import paddle
     paddle.set_device(args.device if args.device != "gpu" or paddle.is_compiled_with_cuda() else "cpu")
-    training.set_seed(args.seed)
+    parallel.set_seed(args.seed)
     src, out_dir = args.model_name_or_path, os.path.abspath(args.output_dir)
     model, tokenizer, config, task, head = load_source(src, args.task_name if pconf.prunes else None)
     model.eval()

@@ -48,14 +48,13 @@ The default ``--quant_format qdq`` stores the quantized weights as int8 in
 .pdiparams (the embeddings, LayerNorm and biases stay FP32); ``fake`` is
 the older format that keeps every weight in FP32 (same file size as FP32).
 
-Three defects of paddle 2.6's post-training quantizer are worked around here
-(each only for the duration of the call; see the functions of the same
-name): ``matmul_scales_only`` (stock PaddleSlim also quantizes
-elementwise_add / reshape2 / transpose2 / slice ..., which made oneDNN INT8
-outputs change from run to run and cost 25 accuracy points on the test
-model; ``--with_observers`` restores it for comparison),
-``histogram_from_zero`` (``hist`` / ``KL`` scales too small by min |x|) and
-``scalar_safe_avg`` (``avg`` crashed on a 0-d tensor).
+Three defects of paddle 2.6's post-training quantizer are worked around for
+the duration of each quantization (utils/compat.py, fixes 7-9): stock
+PaddleSlim also quantizes elementwise_add / reshape2 / transpose2 / slice ...,
+which made oneDNN INT8 outputs change from run to run and cost 25 accuracy
+points on the test model (``--with_observers`` restores it for comparison);
+``hist`` / ``KL`` scales came out too small by min |x|; ``avg`` crashed on a
+0-d tensor.
 
 Algorithms (``--algo``), for the activation scales: ``hist`` (default) clips
 at the 99.99th percentile of |x| -- BERT activations (GELU outputs,
@@ -78,8 +77,9 @@ import time
 
 import numpy as np
 
-from utils import inference, quant_guard, quant_ptq, quant_search, training
+from utils import inference, parallel, quant_guard, quant_ptq, quant_search, runs
 from utils.errors import UserError, run_main
+from utils.publish import publish_prefix
 from utils.quant_eval import QuantData
 
 logger = logging.getLogger("bert_suite")
@@ -146,6 +146,10 @@ def parse_args(argv=None):
     p.add_argument("--threads", type=int, default=2, help="CPU threads of the evaluation predictors")
     p.add_argument("--seed", type=int, default=0, help="which training examples calibrate")
     args = p.parse_args(argv)
+    sl = args.skip_layers.strip()
+    args.skip_layers = "none" if sl.isdigit() and int(sl) == 0 else sl
+    args.sensitivity = args.skip_layers == "auto" or args.skip_layers.isdigit()
+    args.use_search_texts = args.search or args.sensitivity
     check_args(args)
     return args
 
@@ -167,12 +171,6 @@ def check_args(args):
         raise UserError(f"--min_agreement must be in [0, 1], got {args.min_agreement}")
     if not args.search_budget > 0:
         raise UserError(f"--search_budget must be positive seconds, got {args.search_budget}")
-    sl = args.skip_layers.strip()
-    if sl.isdigit() and int(sl) == 0:
-        sl = "none"
-    args.skip_layers = sl
-    args.sensitivity = sl == "auto" or sl.isdigit()
-    args.use_search_texts = args.search or args.sensitivity
     for flag in ("calibration_file", "agreement_file"):
         path = getattr(args, flag)
         if path is not None and not os.path.isfile(path):
@@ -304,19 +302,6 @@ def check_model(prefix):
     return info, tok_src
 
 
-def quantize(args, batches, feed_names, out_dir, skip=()):
-    """One PTQ run with the recipe of ``args`` (kept for benchmarks/int8_speed.py)."""
-    recipe = {"algo": args.algo, "batch_num": len(batches), "weight_quantize_type": args.weight_quantize_type,
-              "hist_percent": args.hist_percent}
-    return quant_ptq.run_ptq(args.model_prefix, recipe, batches, feed_names, out_dir, skip,
-                             args.with_observers, args.quant_format == "qdq")
-
-
-def fp32_layers(prefix):
-    """Activation inputs of the head ops kept FP32 by default."""
-    return quant_ptq.head_skip(quant_ptq.quant_sites(prefix))
-
-
 def quantize_and_judge(args, data, fp32, sites, work):
     """Search (if asked), quantize with the chosen recipe, run the guard.
     Returns (INT8 prefix in ``work``, summary, reasons to refuse)."""
@@ -350,20 +335,14 @@ def quantize_and_judge(args, data, fp32, sites, work):
 
 
 def write_model(args, info, tok_src, tmp_prefix, summary, forced, max_len):
-    """Move the INT8 model, its info file and the tokenizer next to --output_prefix."""
+    """Publish the INT8 model, its info file and the tokenizer next to --output_prefix."""
     out_prefix = os.path.abspath(args.output_prefix)
-    out_dir, base = os.path.dirname(out_prefix), os.path.basename(out_prefix)
-    work = os.path.dirname(tmp_prefix)
-    tok_name = base + inference.TOKENIZER_SUFFIX
+    tok_name = os.path.basename(out_prefix) + inference.TOKENIZER_SUFFIX
     new_info = dict(info, int8=True, fp32_model=os.path.abspath(args.model_prefix), tokenizer_dir=tok_name,
                     max_seq_length=max_len, quantization=dict(summary, forced=forced))
     inference.write_info(tmp_prefix, new_info)
-    shutil.copytree(tok_src, os.path.join(work, "model" + inference.TOKENIZER_SUFFIX))
-    for name in sorted(os.listdir(work)):
-        dst = os.path.join(out_dir, base + name[len("model"):])
-        if os.path.isdir(dst):
-            shutil.rmtree(dst)
-        os.replace(os.path.join(work, name), dst)
+    shutil.copytree(tok_src, tmp_prefix + inference.TOKENIZER_SUFFIX)
+    publish_prefix(tmp_prefix, out_prefix)
     return out_prefix
 
 
@@ -374,7 +353,7 @@ def main(argv=None):
     info, tok_src = check_model(args.model_prefix)  # cheap checks first: no library import yet
     if not os.path.isdir(args.data_dir):
         raise UserError(f"--data_dir: '{args.data_dir}' is not a directory")
-    training.setup_logging()
+    parallel.setup_logging()
     from utils.modeling import load_tokenizer
     max_len = args.max_seq_length or int(info.get("max_seq_length") or 128)
     data = QuantData(args, info, load_tokenizer(tok_src), max_len)  # every input check before any write
@@ -382,7 +361,7 @@ def main(argv=None):
     named_skips(args, sites)
     fp32 = inference.create_predictor(args.model_prefix, threads=args.threads, mkldnn=True)
     out_dir = os.path.dirname(os.path.abspath(args.output_prefix))
-    made_dirs = training.make_dirs(out_dir)
+    made_dirs = runs.make_dirs(out_dir)
     work = tempfile.mkdtemp(prefix=".quantize-", dir=out_dir)
     written = False
     try:
@@ -399,7 +378,7 @@ def main(argv=None):
     finally:
         shutil.rmtree(work, ignore_errors=True)
         if not written:
-            training.remove_empty_dirs(made_dirs)
+            runs.remove_empty_dirs(made_dirs)
     b = summary["bytes"]
     logger.info("wrote %s (.pdmodel/.pdiparams/.info.json, tokenizer): %.1f MB vs FP32 %.1f MB; FP32 ops: %s",
                 out_prefix, b["int8"] / 1e6, b["fp32"] / 1e6, ", ".join(summary["fp32_sites"]) or "head only")

@@ -24,7 +24,7 @@ import os
 from functools import partial
 
 from utils.errors import run_main
-from utils import training
+from utils import parallel, runs, train_args
 from utils.data import Batcher, encode, load_glue, resolve_task
 from utils.evaluation import evaluate_task, format_results, predict, write_predictions
 from utils.finetune import FineTuneStage, fit, setup
@@ -40,10 +40,10 @@ logger = logging.getLogger("bert_suite")
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_task_args(p)
-    training.add_common_args(p)
+    train_args.add_common_args(p)
     args = p.parse_args(argv)
     check_task_args(args)
-    training.check_common_args(args)
+    args.max_seq_length = train_args.check_common_args(args)
     return args
 
 
@@ -58,16 +58,16 @@ def main(argv=None):
     model, tokenizer, _ = load_model(args.model_name_or_path, task.task_type, task.num_labels)
     feats = {s: encode(data[s], tokenizer, args.max_seq_length) for s in splits}
     collate_fn = Batcher.for_task(task, tokenizer.pad_token_id)
-    per_epoch, total_steps = training.num_steps(args, len(feats["train"]))
+    per_epoch, total_steps = parallel.num_steps(**train_args.step_settings(args), n_train=len(feats["train"]))
 
     # Cross-entropy (MSE for regression, binary cross-entropy for multilabel); keeps the best model.
     stage = FineTuneStage(model, tokenizer, task_loss(task), partial(evaluate_task, task=task), task.suite_info(),
                           {s: feats[s] for s in task.dev_splits}, collate_fn, args.output_dir, args.batch_size)
     model = fit(args, stage, feats["train"], total_steps, per_epoch)
 
-    if training.is_master():
+    if parallel.is_master():
         save_model(model, tokenizer, os.path.join(args.output_dir, "last"), stage.info(total_steps))
-        training.finish_run(args, ["best", "last"])
+        runs.finish_run(args.output_dir, ["best", "last"])
         summary = {"task": task.name, "best_step": stage.best["step"], "best_score": stage.best["score"],
                    "best": stage.best["results"], "train_examples": len(feats["train"]), "steps": total_steps}
         if task.is_own_data:
@@ -79,7 +79,7 @@ def main(argv=None):
         logger.info("best dev %s at step %d: %s", task.metric, stage.best["step"],
                     format_results(stage.best["results"]))
         print(json.dumps(summary))
-    training.end_run(args)
+    runs.end_run(args.output_dir)
 
 
 def run_test(output_dir, task, examples, feats, collate_fn, batch_size):

@@ -34,7 +34,7 @@ import argparse
 import logging
 import os
 
-from utils import ofa_run, training
+from utils import ofa_run, runs, train_args
 from utils.data import Batcher, encode, find_split_file, load_glue, read_glue_file, resolve_task
 from utils.errors import UserError, run_main
 from utils.evaluation import evaluate_task
@@ -52,7 +52,7 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_task_args(p, test_file_help="optional: a labelled test file, scored once at the end for the teacher "
                                     "and the best checkpoint of every width")
-    training.add_common_args(p, epochs=6.0, logging_steps=10, save_steps=100)
+    train_args.add_common_args(p, epochs=6.0, logging_steps=10, save_steps=100)
     ofa_run.add_ofa_args(p)
     a = p.add_argument_group("augmented data (distillation only: labels are not used)")
     a.add_argument("--data_aug", action="store_true",
@@ -67,7 +67,7 @@ def parse_args(argv=None):
         raise UserError("--data_aug reads train_aug.tsv from the GLUE task's --data_dir; with own data "
                         "(--train_file) pass the file with --aug_file")
     check_task_args(args)
-    training.check_common_args(args)
+    args.max_seq_length = train_args.check_common_args(args)
     ofa_run.check_ofa_args(args)
     return args
 
@@ -146,7 +146,7 @@ def main(argv=None):
                         feats.get("test"))
     if table is not None and "test" in table:  # master only
         write_json_atomic(os.path.join(args.output_dir, "all_results.json"), table)
-    training.end_run(args)
+    runs.end_run(args.output_dir)
 
 
 if __name__ == "__main__":

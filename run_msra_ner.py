@@ -33,7 +33,7 @@ import logging
 import os
 from functools import partial
 
-from utils import training
+from utils import parallel, runs, train_args
 from utils.errors import run_main
 from utils.evaluation import format_results
 from utils.finetune import FineTuneStage, fit, setup
@@ -52,9 +52,9 @@ KIND = "token_classification"
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_ner_args(p)
-    training.add_common_args(p)
+    train_args.add_common_args(p)
     args = p.parse_args(argv)
-    training.check_common_args(args)
+    args.max_seq_length = train_args.check_common_args(args)
     check_ner_args(args)
     return args
 
@@ -72,7 +72,7 @@ def main(argv=None):
     feats = {s: encode_ner(exs, tokenizer, args.max_seq_length, label_list, args.split_long, s)
              for s, exs in data.splits.items()}
     collate_fn = NerBatcher(tokenizer.pad_token_id)
-    per_epoch, total_steps = training.num_steps(args, len(feats["train"]))
+    per_epoch, total_steps = parallel.num_steps(**train_args.step_settings(args), n_train=len(feats["train"]))
 
     # Token-level cross-entropy over the labelled positions; keeps the best model by dev entity F1.
     model_info = {"task_type": KIND, "task_name": TASK_NAME, "label_list": list(label_list),
@@ -81,10 +81,10 @@ def main(argv=None):
                           {"dev": feats["dev"]}, collate_fn, args.output_dir, args.batch_size, best_dir="model_best")
     model = fit(args, stage, feats["train"], total_steps, per_epoch)
 
-    if not training.is_master():
+    if not parallel.is_master():
         return
     save_model(model, tokenizer, os.path.join(args.output_dir, "model_last"), stage.info(total_steps))
-    training.finish_run(args, ["model_best", "model_last"])
+    runs.finish_run(args.output_dir, ["model_best", "model_last"])
     test = None
     if "test" in feats:  # once, with the model selected on dev
         best, _, _ = load_model(os.path.join(args.output_dir, "model_best"), KIND, len(label_list),
@@ -102,7 +102,7 @@ def main(argv=None):
     write_json_atomic(os.path.join(args.output_dir, "all_results.json"), summary)
     logger.info("best dev f1 at step %d: %s", stage.best["step"], format_results(stage.best["results"]))
     print(json.dumps(summary, ensure_ascii=False))
-    training.end_run(args)
+    runs.end_run(args.output_dir)
 
 
 if __name__ == "__main__":

@@ -26,7 +26,7 @@ import argparse
 import logging
 import os
 
-from utils import ner_data, ner_encode, ner_metrics, ofa_run, tasks, training
+from utils import ner_data, ner_encode, ner_metrics, ofa_run, runs, tasks, train_args
 from utils.errors import run_main
 from utils.importance import split_importance
 from utils.losses import token_loss, token_mask
@@ -41,10 +41,10 @@ KIND = "token_classification"
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     tasks.add_ner_args(p)
-    training.add_common_args(p, epochs=6.0, logging_steps=10, save_steps=100)
+    train_args.add_common_args(p, epochs=6.0, logging_steps=10, save_steps=100)
     ofa_run.add_ofa_args(p)
     args = p.parse_args(argv)
-    training.check_common_args(args)
+    args.max_seq_length = train_args.check_common_args(args)
     tasks.check_ner_args(args)
     ofa_run.check_ofa_args(args)
     return args
@@ -98,7 +98,7 @@ def main(argv=None):
             print(format_test_table(table["test"], table["rows"]), flush=True)
         table["label_list"] = list(label_list)
         write_json_atomic(os.path.join(args.output_dir, "all_results.json"), table)
-    training.end_run(args)
+    runs.end_run(args.output_dir)
 
 
 if __name__ == "__main__":

@@ -40,11 +40,6 @@ class Args:
     lambda_logit, lambda_rep, output_dir = 1.0, 0.1, None
 
 
-class OptArgs:
-    learning_rate, warmup_steps, warmup_proportion, weight_decay, adam_epsilon, max_grad_norm = \
-        2e-5, 0, 0.0, 0.01, 1e-8, 1.0
-
-
 def teacher_per_width_stage():
     """The upstream recipe as a subclass of the suite's stage: the teacher
     runs once per width, just before that width's forward."""
@@ -111,7 +106,7 @@ def make_stages(teacher, widths, no_stock):
     for name, stage_class, stock in recipes[:2] if no_stock else recipes:
         ofa = build_supernet(teacher, widths)
         stage = stage_class(Args(), teacher, ofa, widths, None, teacher.config, "classification", None, None)
-        opt, _ = build_optimizer(OptArgs(), ofa.model, 100)
+        opt, _ = build_optimizer(ofa.model, 100, 2e-5, weight_decay=0.01)
         ofa.model.train()
         stages[name] = (stage, opt, [], [], stock)
     return stages
@@ -120,7 +115,7 @@ def make_stages(teacher, widths, no_stock):
 def run_steps(stages, batches):
     """Interleaved: every recipe's step i before any recipe's step i + 1."""
     from utils.elastic_forward import stock_ops
-    from utils.training import reseed
+    from utils.parallel import reseed
     for i, batch in enumerate(batches):
         for name, (stage, opt, times, losses, stock) in stages.items():
             reseed(i)

@@ -108,16 +108,15 @@ def build_models(cfg, width, fp32, fp32_w):
 
 def quantize_all(jobs, calib, algo, batch_size, compare_observers):
     """quantize.py's quantize() of each (source, target, with observers?) not done yet; seconds per target."""
-    import quantize as Q
-    from utils import inference
+    from utils import inference, quant_ptq
     calib_seconds = {}
     for src, prefix, observers in jobs:
         if inference.model_file(prefix) is None and (not observers or compare_observers):
-            qargs = argparse.Namespace(model_prefix=src, algo=algo, hist_percent=0.9999,
-                                       batch_size=batch_size, weight_quantize_type="channel_wise_abs_max",
-                                       quant_format="qdq", with_observers=observers)
+            recipe = {"algo": algo, "batch_num": len(calib), "weight_quantize_type": "channel_wise_abs_max",
+                      "hist_percent": 0.9999}
             t = time.time()
-            Q.quantize(qargs, calib, ["input_ids", "token_type_ids"], os.path.dirname(prefix), Q.fp32_layers(src))
+            quant_ptq.run_ptq(src, recipe, calib, ["input_ids", "token_type_ids"], os.path.dirname(prefix),
+                              quant_ptq.head_skip(quant_ptq.quant_sites(src)), with_observers=observers)
             calib_seconds[os.path.basename(os.path.dirname(prefix))] = time.time() - t
     return calib_seconds
 

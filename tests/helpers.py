@@ -56,46 +56,43 @@ def sentence(rng, label, n=None):
     return " ".join(words)
 
 
-def write_sst2(d, n_train=240, n_dev=60, seed=0):
-    """Single sentence: label 1 iff the sentence holds a GOOD word."""
+def write_splits(d, header, row, n_train, n_dev, seed):
+    """train.tsv and dev.tsv in ``d``: ``header``, then ``row(rng, i)`` lines
+    drawn from one seeded generator (train first)."""
     rng = np.random.RandomState(seed)
     os.makedirs(d, exist_ok=True)
     for split, n in (("train", n_train), ("dev", n_dev)):
         with open(os.path.join(d, f"{split}.tsv"), "w") as f:
-            f.write("sentence\tlabel\n")
-            for _ in range(n):
-                y = int(rng.randint(2))
-                f.write(f"{sentence(rng, y)}\t{y}\n")
+            f.write(header + "\n")
+            for i in range(n):
+                f.write(row(rng, i) + "\n")
     return d
+
+
+def write_sst2(d, n_train=240, n_dev=60, seed=0):
+    """Single sentence: label 1 iff the sentence holds a GOOD word."""
+    def row(rng, i):
+        y = int(rng.randint(2))
+        return f"{sentence(rng, y)}\t{y}"
+    return write_splits(d, "sentence\tlabel", row, n_train, n_dev, seed)
 
 
 def write_rte(d, n_train=240, n_dev=60, seed=1):
     """Pair: entailment iff the SECOND sentence is positive; the first carries
     random markers, so the model must read the pair and tell its segments apart."""
-    rng = np.random.RandomState(seed)
-    os.makedirs(d, exist_ok=True)
-    for split, n in (("train", n_train), ("dev", n_dev)):
-        with open(os.path.join(d, f"{split}.tsv"), "w") as f:
-            f.write("index\tsentence1\tsentence2\tlabel\n")
-            for i in range(n):
-                a, b = int(rng.randint(2)), int(rng.randint(2))
-                lab = "entailment" if b == 1 else "not_entailment"
-                f.write(f"{i}\t{sentence(rng, a)}\t{sentence(rng, b)}\t{lab}\n")
-    return d
+    def row(rng, i):
+        a, b = int(rng.randint(2)), int(rng.randint(2))
+        return f"{i}\t{sentence(rng, a)}\t{sentence(rng, b)}\t{'entailment' if b == 1 else 'not_entailment'}"
+    return write_splits(d, "index\tsentence1\tsentence2\tlabel", row, n_train, n_dev, seed)
 
 
 def write_stsb(d, n_train=240, n_dev=60, seed=2):
     """Regression: score = 5 * share of GOOD markers among the markers of both sentences."""
-    rng = np.random.RandomState(seed)
-    os.makedirs(d, exist_ok=True)
-    for split, n in (("train", n_train), ("dev", n_dev)):
-        with open(os.path.join(d, f"{split}.tsv"), "w") as f:
-            f.write("index\tgenre\tfilename\tyear\told_index\tsource1\tsource2\tsentence1\tsentence2\tscore\n")
-            for i in range(n):
-                a, b = int(rng.randint(2)), int(rng.randint(2))
-                score = 2.5 * (a + b)
-                f.write(f"{i}\tg\tf\t2012\t{i}\ts\ts\t{sentence(rng, a)}\t{sentence(rng, b)}\t{score:.3f}\n")
-    return d
+    def row(rng, i):
+        a, b = int(rng.randint(2)), int(rng.randint(2))
+        return f"{i}\tg\tf\t2012\t{i}\ts\ts\t{sentence(rng, a)}\t{sentence(rng, b)}\t{2.5 * (a + b):.3f}"
+    return write_splits(d, "index\tgenre\tfilename\tyear\told_index\tsource1\tsource2\tsentence1\tsentence2\tscore",
+                        row, n_train, n_dev, seed)
 
 
 def paddle3():
@@ -111,9 +108,10 @@ def model_ext():
 
 
 def pinned(package):
-    """The version of ``package`` pinned for this paddle line (requirements-test.txt
-    or requirements-paddle3.txt), so a test checks the pin, not a literal."""
-    files = ("requirements-paddle3.txt",) if paddle3() else ("requirements.txt", "requirements-test.txt")
+    """The version of ``package`` pinned for this paddle line (requirements[-paddle3].txt
+    or its -test.txt), so a test checks the pin, not a literal."""
+    files = ("requirements-paddle3.txt", "requirements-paddle3-test.txt") if paddle3() else \
+        ("requirements.txt", "requirements-test.txt")
     for name in files:
         with open(os.path.join(REPO, name)) as f:
             for line in f:

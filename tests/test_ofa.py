@@ -65,7 +65,7 @@ def _stage(teacher, cfg, widths, per_width):
 def test_teacher_once_per_batch_gives_the_upstream_losses_and_gradients(dropout):
     # with dropout, too: the student draws the same masks in both recipes
     # (the teacher runs in eval mode and draws none)
-    from utils.training import reseed
+    from utils.parallel import reseed
     from utils.widths import snap_widths
     teacher, cfg, batch = _tiny_teacher_and_batch(dropout=dropout)
     widths = snap_widths([1.0, 0.75, 0.5, 0.25], 4, cfg.intermediate_size)
@@ -280,7 +280,7 @@ def test_width_and_depth_subnetworks_train_and_export(tmp_path, glue_data, sst2_
 
 def test_an_unlabelled_batch_distils_exactly_as_the_labelled_one():
     # augmented text carries no labels; the OFA loss never reads them
-    from utils.training import reseed
+    from utils.parallel import reseed
     from utils.widths import snap_widths
     teacher, cfg, batch = _tiny_teacher_and_batch(dropout=0.1)
     widths = snap_widths([1.0, 0.5], 4, cfg.intermediate_size)

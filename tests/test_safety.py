@@ -92,17 +92,17 @@ def test_a_malicious_pdparams_never_runs_and_the_error_names_the_global(tmp_path
 
 
 def test_a_malicious_optimizer_state_is_refused_on_resume(tmp_path):
-    from utils import training
+    from utils import checkpoint, training
     from utils.errors import UserError
-    from test_training_utils import _Args, _model
+    from test_training_utils import OPT, _model
     model = _model()
-    opt, sched = training.build_optimizer(_Args(), model, 10)
-    training.save_checkpoint(str(tmp_path), 5, model, opt, sched, {"epoch": 0})
+    opt, sched = training.build_optimizer(model, 10, **OPT)
+    checkpoint.save_checkpoint(str(tmp_path), 5, model, opt, sched, {"epoch": 0})
     marker = tmp_path / "MARKER"
     with open(tmp_path / "checkpoints" / "step-5" / "optimizer.pdopt", "wb") as f:
         pickle.dump({"LR_Scheduler": _Boom(marker)}, f, protocol=2)
     with pytest.raises(UserError, match="optimizer.pdopt: refused to load.*system"):
-        training.load_checkpoint(str(tmp_path), model, opt, sched)
+        checkpoint.load_checkpoint(str(tmp_path), model, opt, sched)
     assert not marker.exists()
 
 
@@ -111,10 +111,10 @@ def test_paddle_save_files_load_as_paddle_load_reads_them(tmp_path):
     state dict (protocols 2 and 4) and an optimizer state."""
     import paddle
     from utils.safe_pickle import load_state_dict
-    from test_training_utils import _Args, _model
+    from test_training_utils import OPT, _model
     from utils import training
     model = _model()
-    opt, _ = training.build_optimizer(_Args(), model, 10)
+    opt, _ = training.build_optimizer(model, 10, **OPT)
     model(paddle.to_tensor([[2, 5, 6, 3]])).sum().backward()
     opt.step()
     for proto in (2, 4):
@@ -339,18 +339,19 @@ def test_predict_and_benchmark_bad_files_are_one_line(tmp_path, static_model):
 
 
 def test_resume_restores_a_model_dir_whose_swap_was_killed(tmp_path):
-    """Killed inside replace_dir: best/ renamed to best.old, the new one not yet
+    """Killed inside publish_dir: best/ parked beside it, the new one not yet
     in place.  The next stage is told where the old one is; --resume puts it back."""
-    import types
     from utils.errors import UserError
     from utils.modeling import load_model
     from utils.output_dir import claim_run_dir
-    (tmp_path / "best.old").mkdir()
-    (tmp_path / "best.old" / "config.json").write_text("{}")
-    with pytest.raises(UserError, match="interrupted.*best.old"):
+    parked = tmp_path / ".best.old-x1y2" / "d"
+    parked.mkdir(parents=True)
+    (parked / "config.json").write_text("{}")
+    with pytest.raises(UserError, match=r"interrupted.*\.best\.old-x1y2"):
         load_model(str(tmp_path / "best"))
-    claim_run_dir(types.SimpleNamespace(output_dir=str(tmp_path), resume=True, overwrite_output_dir=False))
-    assert (tmp_path / "best" / "config.json").read_text() == "{}" and not (tmp_path / "best.old").exists()
+    claim_run_dir(str(tmp_path), resume=True)
+    assert (tmp_path / "best" / "config.json").read_text() == "{}"
+    assert not (tmp_path / ".best.old-x1y2").exists()
 
 
 def test_object_arrays_and_foreign_objects_are_refused(tmp_path):

@@ -5,12 +5,10 @@ import os
 import numpy as np
 import pytest
 
-from utils import training
+from utils import checkpoint, parallel, training
 
 
-class _Args:
-    learning_rate, warmup_steps, warmup_proportion, weight_decay, adam_epsilon, max_grad_norm = \
-        1e-3, 0, 0.1, 0.01, 1e-8, 1.0
+OPT = dict(learning_rate=1e-3, warmup_proportion=0.1, weight_decay=0.01, max_grad_norm=1.0)
 
 
 def _model():
@@ -24,8 +22,8 @@ def _model():
 def test_a_crash_while_saving_never_leaves_a_corrupt_latest(tmp_path, monkeypatch):
     import paddle
     model = _model()
-    opt, sched = training.build_optimizer(_Args(), model, 10)
-    training.save_checkpoint(str(tmp_path), 5, model, opt, sched, {"epoch": 0, "stage": {"best": 1}})
+    opt, sched = training.build_optimizer(model, 10, **OPT)
+    checkpoint.save_checkpoint(str(tmp_path), 5, model, opt, sched, {"epoch": 0, "stage": {"best": 1}})
     before = {k: v.numpy().copy() for k, v in model.state_dict().items()}
     for p in model.parameters():  # change the weights, then crash in the middle of the next save
         p.set_value(p.numpy() + 1.0)
@@ -38,19 +36,19 @@ def test_a_crash_while_saving_never_leaves_a_corrupt_latest(tmp_path, monkeypatc
 
     monkeypatch.setattr(paddle, "save", dying_save)
     with pytest.raises(OSError):
-        training.save_checkpoint(str(tmp_path), 10, model, opt, sched, {"epoch": 1, "stage": {}})
+        checkpoint.save_checkpoint(str(tmp_path), 10, model, opt, sched, {"epoch": 1, "stage": {}})
     monkeypatch.setattr(paddle, "save", real_save)
     assert open(tmp_path / "checkpoints" / "latest").read() == "step-5"
     fresh = _model()
     for p in fresh.parameters():
         p.set_value(p.numpy() * 0)
-    opt2, sched2 = training.build_optimizer(_Args(), fresh, 10)
-    state = training.load_checkpoint(str(tmp_path), fresh, opt2, sched2)
+    opt2, sched2 = training.build_optimizer(fresh, 10, **OPT)
+    state = checkpoint.load_checkpoint(str(tmp_path), fresh, opt2, sched2)
     assert state["step"] == 5 and state["stage"] == {"best": 1}
     for k, v in fresh.state_dict().items():
         np.testing.assert_array_equal(v.numpy(), before[k])
     # the next successful save replaces the half-written one and prunes the old one
-    training.save_checkpoint(str(tmp_path), 10, model, opt, sched, {"epoch": 1, "stage": {}})
+    checkpoint.save_checkpoint(str(tmp_path), 10, model, opt, sched, {"epoch": 1, "stage": {}})
     assert sorted(os.listdir(tmp_path / "checkpoints")) == ["latest", "step-10"]
 
 
@@ -61,24 +59,24 @@ def test_resume_refuses_a_checkpoint_of_another_model(tmp_path):
     from helpers import tiny_config
     from utils.errors import UserError
     model = _model()
-    opt, sched = training.build_optimizer(_Args(), model, 10)
-    training.save_checkpoint(str(tmp_path), 5, model, opt, sched, {"epoch": 0})
+    opt, sched = training.build_optimizer(model, 10, **OPT)
+    checkpoint.save_checkpoint(str(tmp_path), 5, model, opt, sched, {"epoch": 0})
     paddle.seed(1)
     other = BertForSequenceClassification(BertConfig(**tiny_config(intermediate_size=48)))
     before = {k: v.numpy().copy() for k, v in other.state_dict().items()}
-    opt2, sched2 = training.build_optimizer(_Args(), other, 10)
+    opt2, sched2 = training.build_optimizer(other, 10, **OPT)
     with pytest.raises(UserError, match=r"another model.*linear1\.\w+ is \[.*\] there but \[.*48\] here"):
-        training.load_checkpoint(str(tmp_path), other, opt2, sched2)
+        checkpoint.load_checkpoint(str(tmp_path), other, opt2, sched2)
     assert all(np.array_equal(before[k], v.numpy()) for k, v in other.state_dict().items())
     # the same model resumes
     same = _model()
-    assert training.load_checkpoint(str(tmp_path), same, *training.build_optimizer(_Args(), same, 10))["step"] == 5
+    assert checkpoint.load_checkpoint(str(tmp_path), same, *training.build_optimizer(same, 10, **OPT))["step"] == 5
 
 
 def test_epoch_batches_are_seeded_permutations_covering_the_data():
-    a = training.epoch_batches(50, 8, epoch=0, seed=1)
-    b = training.epoch_batches(50, 8, epoch=0, seed=1)
-    c = training.epoch_batches(50, 8, epoch=1, seed=1)
+    a = parallel.epoch_batches(50, 8, epoch=0, seed=1)
+    b = parallel.epoch_batches(50, 8, epoch=0, seed=1)
+    c = parallel.epoch_batches(50, 8, epoch=1, seed=1)
     assert a == b and a != c
     assert sorted(i for batch in a for i in batch) == list(range(50))
     assert [len(x) for x in a] == [8] * 6 + [2]
@@ -87,9 +85,9 @@ def test_epoch_batches_are_seeded_permutations_covering_the_data():
 def test_epoch_batches_split_by_rank(monkeypatch):
     monkeypatch.setenv("PADDLE_TRAINERS_NUM", "2")
     monkeypatch.setenv("PADDLE_TRAINER_ID", "0")
-    r0 = training.epoch_batches(9, 2, 0, 3)
+    r0 = parallel.epoch_batches(9, 2, 0, 3)
     monkeypatch.setenv("PADDLE_TRAINER_ID", "1")
-    r1 = training.epoch_batches(9, 2, 0, 3)
+    r1 = parallel.epoch_batches(9, 2, 0, 3)
     seen = [i for b in r0 + r1 for i in b]
     assert len(seen) == 10 and set(seen) == set(range(9))  # padded to a multiple of the world size
     assert len(r0) == len(r1)
@@ -97,7 +95,7 @@ def test_epoch_batches_split_by_rank(monkeypatch):
 
 def test_optimizer_decays_weights_but_not_biases_or_norms_and_clips():
     model = _model()
-    opt, sched = training.build_optimizer(_Args(), model, 100)
+    opt, sched = training.build_optimizer(model, 100, **OPT)
     decayed = {p.name for n, p in model.named_parameters() if opt._apply_decay_param_fun(p.name)}
     names = {p.name: n for n, p in model.named_parameters()}
     assert decayed and all("bias" not in names[p] and "norm" not in names[p] for p in decayed)
@@ -150,25 +148,3 @@ def test_supernet_of_any_bert_shape_equals_teacher_and_exports_exactly(shape):
             outs.append(sup)
     np.testing.assert_allclose(outs[0], ref, atol=1e-5)
     assert np.abs(outs[0] - outs[2]).max() > 1e-4
-
-
-@pytest.mark.parametrize("env, want", [(None, "False"), ("1", "True")])
-def test_stride_kernels_are_off_unless_the_user_turns_them_on(env, want):
-    """utils.compat turns paddle 2.6's strided views off (a CPU transpose by
-    the strided-copy kernel is ~5x slower than by the transpose kernel);
-    FLAGS_use_stride_kernel in the environment wins.  Off, a transpose is a
-    real copy: writing into it leaves the source alone."""
-    import subprocess
-    import sys
-    code = ("import utils, paddle; f = paddle.get_flags(['FLAGS_use_stride_kernel'])['FLAGS_use_stride_kernel']; "
-            "x = paddle.arange(6, dtype='float32').reshape([2, 3]); t = paddle.transpose(x, [1, 0]); "
-            "print(f, t.is_contiguous(), float(t.sum()))")
-    env_vars = {k: v for k, v in os.environ.items() if k != "FLAGS_use_stride_kernel"}
-    if env is not None:
-        env_vars["FLAGS_use_stride_kernel"] = env
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    r = subprocess.run([sys.executable, "-c", code], cwd=root, env=env_vars, capture_output=True, text=True)
-    assert r.returncode == 0, r.stderr
-    flag, contiguous, total = r.stdout.split()
-    assert flag == want and total == "15.0"
-    assert contiguous == ("True" if want == "False" else "False")

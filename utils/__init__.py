@@ -1,7 +1,8 @@
 """Shared helpers of the BERT compression suite.
 
-Every entry point imports ``utils.compat`` first (directly or through this
-package) so that the process-wide fixes of the pinned stack are in place
-before paddle is imported.
+Importing the package imports :mod:`utils.compat`, which is cheap (no paddle):
+it sets the environment defaults and the import hook that must be in place
+before paddle is imported anywhere.  Modules that need no paddle (errors,
+tasks, metrics, publish, report, analysis, ...) never import it.
 """
 from . import compat  # noqa: F401  (must run before paddle is imported anywhere)

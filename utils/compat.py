@@ -1,18 +1,35 @@
-"""Compatibility fixes for the pinned stacks (paddlepaddle 2.6.2 or 3.3.1, paddlenlp 2.8.1,
-paddleslim 2.6.0), all in one place.  Each fix names the upstream defect it
-works around and the versions it applies to.
+"""Compatibility fixes for the pinned stacks (paddlepaddle 2.6.2 or 3.3.1,
+paddlenlp 2.8.1, paddleslim 2.6.0, paddle2onnx 1.3.1 / 2.1.0), all in one
+place.  Each names the upstream defect and the versions it applies to;
+tests/test_compat.py holds a test per fix that fails without it.
 
-Fixes applied at import time:
+Importing this module is cheap: it sets environment defaults and warning
+filters and arms an import hook; it does NOT import paddle.  Whoever imports
+paddle later (a stage, paddlenlp, paddleslim) gets fixes 0-1 and 4-5 in
+force, because they must precede paddle's own import.
 
-0. ``OMP_NUM_THREADS`` defaults to the machine's cores (see below, fix 4),
-   and paddle is imported here with its "OMP_NUM_THREADS set to N, not 1"
-   banner filtered out of stderr (paddle 2.6.x prints it for any N > 1).
+At import of this module (before paddle is imported by anyone):
+
+0. paddle 2.6.x's ``paddle.base.__bootstrap__`` prints a two-line "WARNING:
+   OMP_NUM_THREADS set to N, not 1" banner on stderr for any N > 1 (which
+   fix 4 sets on purpose).  An import hook (:class:`_QuietPaddleImport`)
+   runs paddle's first import with that banner filtered out, so a failing
+   script prints exactly one ``error:`` line.
 1. ``import zlib`` before ``import paddle`` (paddle 2.6.x wheels).  Paddle's
    wheel bundles its own zlib; if paddle loads first, paddlenlp / scipy /
    pyarrow later fail with ``zlib.error: Error -2 ... inconsistent stream
    state`` and ``import paddle, sklearn`` can segfault.
+4. paddle 2.6 sets ``OMP_NUM_THREADS=1`` at import when it is unset, so CPU
+   training would use one core: default to the machine's cores shared among
+   the processes of a distributed launch (the user's setting wins).
+5. ``FLAGS_use_stride_kernel`` defaults to 0 (paddle 2.6's strided views make
+   CPU transposes 5 times slower; see below).
+6. paddle >= 3.0 only: ``import paddle`` warns ``UserWarning: No ccache
+   found`` (``paddle.utils.cpp_extension``; only relevant when compiling
+   custom C++ ops, which the suite never does).  Filtered by message, and
+   the libraries' DeprecationWarnings by module (never all of them).
 
-Fixes applied by :func:`patch_paddleslim` (called by whoever builds a supernet):
+Applied by :func:`patch_paddleslim` (called by whoever builds a supernet):
 
 2. ``paddleslim.nas.ofa.layers.SuperLayerNorm.forward`` (paddleslim 2.6.0)
    unpacks three outputs of ``paddle._C_ops.layer_norm``, which returns one
@@ -22,12 +39,38 @@ Fixes applied by :func:`patch_paddleslim` (called by whoever builds a supernet):
    pass arguments positionally into signatures that gained parameters.
    Re-implemented with keyword arguments (harmless on 2.6).
 
-5. ``FLAGS_use_stride_kernel`` defaults to 0 (paddle 2.6's strided views
-   make CPU transposes 5 times slower; see below).
-6. paddle >= 3.0 only: ``import paddle`` warns ``UserWarning: No ccache
-   found`` (``paddle.utils.cpp_extension``, only relevant when compiling
-   custom C++ ops, which the suite never does); filtered, so a failing script
-   still prints exactly one ``error:`` line.
+Entered by :func:`utils.quant_ptq.run_ptq` through :func:`ptq_fixes`, only
+for the duration of one post-training quantization (paddle 2.6.x
+``paddle.static.quantization``, which PaddleSlim 2.6.0's
+``quant_post_static`` drives; the INT8 path needs the 2.6 line):
+
+7. ``PostTrainingQuantization._sample_avg`` reshapes every observed
+   activation to ``[shape[0], -1]``; the 0-d pad-id constant of BERT's
+   attention mask (``fill_constant``) makes ``--algo avg`` raise IndexError.
+   Observed tensors are handed over as at least 1-d (:func:`scalar_safe_avg`).
+8. ``--algo hist`` / ``KL``: the histogram of |x| spans [min |x|, max |x|]
+   but the threshold is computed as ``bin index x bin width`` as if it
+   started at 0, so a tensor whose |x| never nears 0 (a saturated tanh
+   pooler, the logits) gets a scale short by min |x| (tiny test model:
+   pooler scale 0.32 for values near +-0.83, logits 0.43x too small).  The
+   histograms start at 0 (:func:`histogram_from_zero`).
+9. ``BaseQuantizer.observer_operation_types`` makes the quantizer also record
+   scales after every "observer" op (elementwise_add, reshape2, transpose2,
+   ...) and insert quantize/dequantize pairs there, so oneDNN runs them in
+   int8 too.  Measured on BERT graphs (paddle 2.6.2, 2 threads): outputs
+   differed from run to run on the same input (up to 0.3 in logits on the
+   tiny model), accuracy dropped, it was slower than quantizing the matmuls
+   alone, and calibration took twice as long.  The observer list is empty
+   unless asked for (:func:`matmul_scales_only`).
+
+Used by export_onnx.py through :func:`paddle2onnx_export_kwargs`:
+
+10. paddle2onnx 2.x (the paddle 3 line; 2.1.0 pinned) defaults to
+    ``optimize_tool="polygraphy"``, which pip-installs packages during the
+    conversion (it upgraded numpy to 2.x and broke paddleslim here).  It is
+    always run with ``optimize_tool="onnxoptimizer"``; paddle2onnx 1.3.1 has
+    no such parameter and gets none
+    (tests/test_quantize_onnx.py::test_paddle2onnx_2x_never_runs_its_installing_optimizer).
 
 Designed out rather than patched:
 
@@ -41,9 +84,15 @@ Designed out rather than patched:
   attention.
 """
 import zlib  # noqa: F401  (fix 1: must precede `import paddle`)
+import contextlib
+import importlib.abc
+import importlib.util
+import inspect
 import logging
 import os
+import sys
 import warnings
+
 
 os.environ.setdefault("GLOG_minloglevel", "2")       # paddle C++ INFO spam
 # 4. paddle 2.6 sets OMP_NUM_THREADS=1 at import when it is unset, so CPU
@@ -64,12 +113,22 @@ os.environ.setdefault("FLAGS_call_stack_level", "1")
 #    batch 32 about 25% faster.  The user's setting wins.
 os.environ.setdefault("FLAGS_use_stride_kernel", "0")
 
+# 6. Warnings of the stack's libraries, scoped to them (a DeprecationWarning
+#    of the suite's own code, or of any other package, still shows).
+_STACK = r"(paddle|paddlenlp|paddleslim|paddle2onnx|onnx|onnxruntime|datasets|pkg_resources|setuptools|" \
+         r"_distutils_hack|google\.protobuf|aistudio_sdk|huggingface_hub|visualdl|jieba|astor)(\.|$)"
+warnings.filterwarnings("ignore", category=DeprecationWarning, module=_STACK)
+warnings.filterwarnings("ignore", category=PendingDeprecationWarning, module=_STACK)
+warnings.filterwarnings("ignore", message=".*pkg_resources.*")
+# setuptools' _distutils_hack warns on every run when paddlenlp imports distutils
+warnings.filterwarnings("ignore", message="Setuptools is replacing distutils")
+warnings.filterwarnings("ignore", message="No ccache found")   # fix 6 (paddle 3.x)
+
 
 class _DropOmpBanner:
-    """A stand-in for sys.stderr while paddle is imported.  paddle 2.6's
-    ``paddle.base.__bootstrap__`` prints a two-line "WARNING: OMP_NUM_THREADS
-    set to N, not 1 ..." banner whenever OMP_NUM_THREADS > 1, which fix 4 sets
-    on purpose; every other line passes through."""
+    """A stand-in for sys.stderr while paddle is imported (fix 0): drops
+    paddle 2.6's two-line OMP_NUM_THREADS banner; every other line passes
+    through."""
 
     PREFIXES = ("WARNING: OMP_NUM_THREADS set to", "PLEASE USE OMP_NUM_THREADS WISELY")
 
@@ -88,23 +147,43 @@ class _DropOmpBanner:
         return getattr(self.stream, name)
 
 
-def _import_paddle_quietly():
-    import sys
-    if "paddle" in sys.modules:   # somebody imported paddle first: too late to filter
-        return
-    real, sys.stderr = sys.stderr, _DropOmpBanner(sys.stderr)
-    try:
-        import paddle  # noqa: F401
-    finally:
-        sys.stderr = real
+class _QuietLoader(importlib.abc.Loader):
+    """paddle's own loader, run with the banner filtered out of stderr."""
+
+    def __init__(self, loader):
+        self.loader = loader
+
+    def create_module(self, spec):
+        return self.loader.create_module(spec)
+
+    def exec_module(self, module):
+        real, sys.stderr = sys.stderr, _DropOmpBanner(sys.stderr)
+        module.__spec__.loader = module.__loader__ = self.loader    # paddle looks stock afterwards
+        try:
+            self.loader.exec_module(module)
+        finally:
+            sys.stderr = real
+
+    def __getattr__(self, name):
+        return getattr(self.loader, name)
 
 
-warnings.filterwarnings("ignore", category=DeprecationWarning)
-warnings.filterwarnings("ignore", message=".*pkg_resources.*")
-# setuptools' _distutils_hack warns on every run when paddlenlp imports distutils
-warnings.filterwarnings("ignore", message="Setuptools is replacing distutils")
-warnings.filterwarnings("ignore", message="No ccache found")   # fix 6 (paddle 3.x)
-_import_paddle_quietly()
+class _QuietPaddleImport(importlib.abc.MetaPathFinder):
+    """Intercepts the first ``import paddle`` of the process (fix 0), then
+    steps aside."""
+
+    def find_spec(self, name, path=None, target=None):
+        if name != "paddle":
+            return None
+        sys.meta_path.remove(self)
+        spec = importlib.util.find_spec("paddle")
+        if spec is not None and spec.loader is not None:
+            spec.loader = _QuietLoader(spec.loader)
+        return spec
+
+
+if "paddle" not in sys.modules and not any(isinstance(f, _QuietPaddleImport) for f in sys.meta_path):
+    sys.meta_path.insert(0, _QuietPaddleImport())
 
 _PATCHED = False
 
@@ -155,6 +234,76 @@ def patch_paddleslim():
         L.SuperEmbedding.__init__ = embedding_init
         L.SuperLayerNorm.__init__ = layer_norm_init
     _PATCHED = True
+
+
+# --------------------------------------------------------------------------- post-training quantization (7-9)
+@contextlib.contextmanager
+def scalar_safe_avg():
+    """Fix 7: observed tensors reach ``_sample_avg`` at least 1-d."""
+    import numpy as np
+    from paddle.static.quantization import post_training_quantization as ptq
+    original = ptq.utils.load_variable_data
+    ptq.utils.load_variable_data = lambda scope, name: np.atleast_1d(original(scope, name))
+    try:
+        yield
+    finally:
+        ptq.utils.load_variable_data = original
+
+
+@contextlib.contextmanager
+def histogram_from_zero():
+    """Fix 8: the activation histograms of ``hist`` / ``KL`` start at 0."""
+    from paddle.static.quantization.post_training_quantization import PostTrainingQuantization as PTQ
+    original = PTQ.__dict__["_init_sampling_act_histogram"]
+
+    def init_sampling_act_histogram(self):
+        for bounds in self._sampling_act_abs_min_max.values():
+            bounds[0] = 0.0
+        return original(self)
+
+    PTQ._init_sampling_act_histogram = init_sampling_act_histogram
+    try:
+        yield
+    finally:
+        PTQ._init_sampling_act_histogram = original
+
+
+@contextlib.contextmanager
+def matmul_scales_only():
+    """Fix 9: no observer ops; only matmul/matmul_v2/mul get scales."""
+    from paddle.static.quantization import quant_config
+    cls = quant_config.BaseQuantizer
+    original = cls.__dict__["observer_operation_types"]
+    cls.observer_operation_types = property(lambda self: [])
+    try:
+        yield
+    finally:
+        cls.observer_operation_types = original
+
+
+@contextlib.contextmanager
+def ptq_fixes(algo, with_observers=False):
+    """Fixes 7-9 for one post-training quantization with ``algo``
+    (``with_observers``: leave fix 9 out, stock behaviour)."""
+    with contextlib.ExitStack() as stack:
+        if algo == "avg":
+            stack.enter_context(scalar_safe_avg())
+        if algo in ("hist", "KL"):
+            stack.enter_context(histogram_from_zero())
+        if not with_observers:
+            stack.enter_context(matmul_scales_only())
+        yield
+
+
+# --------------------------------------------------------------------------- paddle2onnx (10)
+def paddle2onnx_export_kwargs(export, **kwargs):
+    """Fix 10: ``kwargs`` for ``paddle2onnx.export`` (``export``) with
+    ``optimize_tool="onnxoptimizer"`` where it has that parameter, and only
+    the parameters this version accepts."""
+    params = inspect.signature(export).parameters
+    if "optimize_tool" in params:
+        kwargs["optimize_tool"] = "onnxoptimizer"
+    return {k: v for k, v in kwargs.items() if k in params}
 
 
 def quiet_libraries():

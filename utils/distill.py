@@ -17,7 +17,7 @@ import os
 
 import numpy as np
 
-from . import elastic_forward, extract, supernet, training
+from . import elastic_forward, extract, parallel, runs, supernet, training
 from .losses import distill_loss
 from .evaluation import format_results, to_tensors
 from .modeling import save_model
@@ -94,7 +94,7 @@ class OFADistill(training.Stage):
         self.suite_info = dict(suite_info or {})
         self.subnets = subnets(widths, config.num_hidden_layers, getattr(args, "depth_mult_list", None) or ["1.0"])
         self.net = elastic_layer(ofa)
-        if training.rank_and_world()[1] > 1:
+        if parallel.rank_and_world()[1] > 1:
             self.net = paddle.DataParallel(self.net)
         self.best = {}            # sub-network tag -> {"step", "score", "results"}
         self.teacher_result = None
@@ -165,7 +165,7 @@ class OFADistill(training.Stage):
                 self.best[tag] = {"step": step, "score": score, "results": res}
                 self.save_sub(sub, step, score)
         supernet.set_width(self.ofa, None)
-        training.append_result(self.args.output_dir, record)
+        runs.append_result(self.args.output_dir, record)
 
     def save_sub(self, sub, step, score, directory=None):
         """Save the supernet (full-size, reordered weights) as the checkpoint
@@ -179,7 +179,7 @@ class OFADistill(training.Stage):
             "selected_width": sub.width.ratio if sub else None,
             "selected_depth": sub.depth if sub else None,
             "selected_layers": sub.layers if sub else None, "step": step, "score": score}
-        info["run"] = training.run_state(self.args, step, self.total_steps)
+        info["run"] = runs.run_state(self.args.output_dir, step, self.total_steps)
         target = directory or os.path.join(self.args.output_dir, sub.dir_name(self.dir_name))
         save_model(full, self.tokenizer, target, info)
 

@@ -3,7 +3,7 @@ predictions, shared by every stage and predict.py."""
 import numpy as np
 
 from .publish import staged_file
-from .training import eval_batches
+from .parallel import eval_batches
 
 
 def to_tensors(arrays):

@@ -5,9 +5,8 @@ model records; they pass those in and read top to bottom themselves.
 """
 import logging
 import os
-from types import SimpleNamespace
 
-from . import training
+from . import parallel, runs, train_args, training
 from .evaluation import format_results, to_tensors
 from .modeling import save_model
 
@@ -16,9 +15,7 @@ logger = logging.getLogger("bert_suite")
 
 def setup(args):
     """Logging, device (--device/--n_gpu) and seed of a fine-tuning run."""
-    training.setup_logging()
-    training.setup_device(args)
-    training.set_seed(args.seed)
+    parallel.setup_process(args.device, args.n_gpu, args.seed)
 
 
 class FineTuneStage(training.Stage):
@@ -47,14 +44,14 @@ class FineTuneStage(training.Stage):
                                     batch_size=self.batch_size)
         improved = self.best is None or score > self.best["score"]
         logger.info("eval step %d: %s%s", step, format_results(results), "  (best so far)" if improved else "")
-        training.append_result(self.output_dir, {"step": step, "epoch": epoch, "score": score, **results})
+        runs.append_result(self.output_dir, {"step": step, "epoch": epoch, "score": score, **results})
         if improved:
             self.best = {"step": step, "score": score, "results": results}
             save_model(self.model, self.tokenizer, os.path.join(self.output_dir, self.best_dir), self.info(step))
         return score
 
     def info(self, step):
-        run = training.run_state(SimpleNamespace(output_dir=self.output_dir), step, self.total_steps)
+        run = runs.run_state(self.output_dir, step, self.total_steps)
         return dict(self.model_info, trained_steps=step, run=run)
 
     def state(self):
@@ -68,11 +65,12 @@ def fit(args, stage, train_features, total_steps, per_epoch):
     """Lock ``--output_dir`` (everything that can fail on bad input must come
     before), build the optimizer, wrap the model for data parallelism when
     there are several ranks, and train.  Returns the trained model."""
-    training.start_run(args)   # --overwrite_output_dir clears the old records
+    runs.start_run(args.output_dir, vars(args), args.resume, args.overwrite_output_dir)   # --overwrite_output_dir clears the old records
     model = stage.model
-    optimizer, scheduler = training.build_optimizer(args, model, total_steps)
-    if training.rank_and_world()[1] > 1:
+    optimizer, scheduler = training.build_optimizer(model, total_steps, **train_args.optimizer_settings(args))
+    if parallel.rank_and_world()[1] > 1:
         import paddle
         stage.model = model = paddle.DataParallel(model)
-    training.train(args, stage, model, optimizer, scheduler, train_features, stage.collate, total_steps, per_epoch)
+    training.train(stage, model, optimizer, scheduler, train_features, stage.collate, total_steps, per_epoch,
+                   **train_args.loop_settings(args))
     return model

@@ -30,12 +30,11 @@ no head at all (a pre-trained encoder), which is initialised and reported.
 import json
 import logging
 import os
-import shutil
-import tempfile
 
 import numpy as np
 
 from .errors import UserError
+from .publish import interrupted_publish, publish_dir, staged_file, staging_dir, write_json_atomic
 
 logger = logging.getLogger("bert_suite")
 
@@ -154,7 +153,7 @@ def raw_config(model_dir):
 
 def mark_run_finished(model_dir):
     """Record in ``model_dir``'s config.json that the run which saved it
-    finished (see ``training.run_state``)."""
+    finished (see ``runs.run_state``)."""
     path = os.path.join(model_dir, "config.json")
     with open(path, encoding="utf-8") as f:
         cfg = json.load(f)
@@ -162,7 +161,6 @@ def mark_run_finished(model_dir):
     if not isinstance(run, dict) or run.get("finished"):
         return
     run["finished"] = True
-    from .training import write_json_atomic
     write_json_atomic(path, cfg)
 
 
@@ -219,9 +217,8 @@ def write_state_dict(state, path):
     """Write {name: array or tensor} as safetensors (atomically)."""
     from safetensors.numpy import save_file
     arrays = {k: np.ascontiguousarray(v if isinstance(v, np.ndarray) else v.numpy()) for k, v in state.items()}
-    tmp = path + ".tmp"
-    save_file(arrays, tmp)
-    os.replace(tmp, path)
+    with staged_file(path) as tmp:
+        save_file(arrays, tmp)
 
 
 def strict_load(model, state, source):
@@ -304,10 +301,10 @@ def load_model(path_or_name, task_type=None, num_labels=None, flag="--model_name
     """
     if not os.path.isdir(path_or_name):
         if looks_like_path(path_or_name):
-            old = path_or_name.rstrip(os.sep) + ".old"
-            if os.path.isdir(old):   # replace_dir was killed between its two renames
+            old = interrupted_publish(path_or_name.rstrip(os.sep))
+            if old:   # publish_dir was killed between its two renames
                 raise UserError(f"{flag}: {path_or_name} does not exist: a save into it was interrupted; the "
-                                f"previous version is {old} (resume the run that wrote it, or rename it back)")
+                                f"previous version is {old} (resume the run that wrote it, or move it back)")
             raise UserError(f"{flag}: {path_or_name} does not exist")
         if require_head:
             raise UserError(f"{flag}: {path_or_name} is a model name: a pre-trained encoder without a fine-tuned "
@@ -375,32 +372,11 @@ def save_model(model, tokenizer, out_dir, info=None):
         merged.pop("heads_per_layer", None)
         merged.pop("ffn_per_layer", None)
     setattr(config, SUITE_KEY, merged)
-    parent = os.path.dirname(os.path.abspath(out_dir))
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=".tmp-" + os.path.basename(out_dir) + "-", dir=parent)
-    os.chmod(tmp, 0o755)  # mkdtemp makes it private; a model directory is not
-    try:
+    with staging_dir(out_dir) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         if "heads_per_layer" in merged:
             os.replace(os.path.join(tmp, SAFE_WEIGHTS), os.path.join(tmp, PRUNED_WEIGHTS))
         if tokenizer is not None:
             tokenizer.save_pretrained(tmp)
-        replace_dir(tmp, out_dir)
-    finally:
-        if os.path.isdir(tmp):
-            shutil.rmtree(tmp, ignore_errors=True)
+        publish_dir(tmp, out_dir)
     return out_dir
-
-
-def replace_dir(src, dst):
-    """Move directory ``src`` to ``dst``, replacing ``dst`` with as small a
-    window as the file system allows (old copy renamed away first)."""
-    old = None
-    if os.path.exists(dst):
-        old = dst + ".old"
-        if os.path.exists(old):
-            shutil.rmtree(old)
-        os.replace(dst, old)
-    os.replace(src, dst)
-    if old:
-        shutil.rmtree(old, ignore_errors=True)

@@ -17,7 +17,7 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from . import elastic_forward, extract, importance, supernet, training
+from . import checkpoint, elastic_forward, extract, importance, parallel, runs, supernet, train_args, training
 from .distill import OFADistill, format_table, summary_table
 from .errors import UserError
 from .evaluation import format_results, to_tensors
@@ -66,10 +66,9 @@ def parse_widths(texts, flag="--width_mult_list"):
 def setup(args):
     """Logging, the requested widths (bad ones refused before anything
     heavy), device and seed."""
-    training.setup_logging()
+    parallel.setup_logging()
     requested = parse_widths(args.width_mult_list)
-    training.setup_device(args)
-    training.set_seed(args.seed)
+    parallel.setup_process(args.device, args.n_gpu, args.seed)
     return requested
 
 
@@ -107,11 +106,11 @@ def prepare_supernet(teacher, widths, importance_feats, check_feats, collate_fn,
     # Every process computes the same importance on the same examples, in
     # batches of the GLOBAL batch size: summed |gradients| depend on the batch
     # size, and a launch must reorder as one process of the same global batch.
-    bs = batch_size * training.rank_and_world()[1]
+    bs = batch_size * parallel.rank_and_world()[1]
     batches = [to_tensors(collate_fn(importance_feats[i:i + bs])) for i in range(0, len(importance_feats), bs)]
     head_imp, neuron_imp = importance.compute_importance(ofa.model, batches, loss_fn)
     importance.reorder(ofa.model, head_imp, neuron_imp)
-    if training.is_master():
+    if parallel.is_master():
         write_json_atomic(os.path.join(output_dir, "importance.json"), {
             "head_importance": np.asarray(head_imp).tolist(),
             "head_order": [np.argsort(-np.asarray(h), kind="stable").tolist() for h in head_imp],
@@ -186,11 +185,10 @@ def run(args, task, teacher, tokenizer, config, widths, train_feats, imp_feats, 
     """Distil, then save and report (see the module docstring).  Returns the
     table (with ``test`` when ``test_feats`` is given) on the master process,
     None elsewhere; the caller writes all_results.json and ends the run."""
-    per_epoch, total_steps = training.num_steps(args, len(train_feats))
-    training.start_run(args)   # lock --output_dir; --overwrite_output_dir clears the old records
+    per_epoch, total_steps = parallel.num_steps(**train_args.step_settings(args), n_train=len(train_feats))
+    runs.start_run(args.output_dir, vars(args), args.resume, args.overwrite_output_dir)   # lock --output_dir; --overwrite_output_dir clears the old records
     log_widths(widths, config, task.dir_name)
-    resuming = bool(args.resume) and os.path.isfile(
-        os.path.join(args.output_dir, training.CHECKPOINT_DIR, training.LATEST))
+    resuming = bool(args.resume) and checkpoint.has_checkpoint(args.output_dir)
     first_dev = dev_sets[next(iter(dev_sets))]
     ofa = prepare_supernet(teacher, widths, imp_feats, first_dev[:64], task.collate_fn, task.loss_fn,
                            args.batch_size, args.output_dir, resuming)
@@ -198,13 +196,13 @@ def run(args, task, teacher, tokenizer, config, widths, train_feats, imp_feats, 
                        lambda forward: task.evaluate(forward, dev_sets), task.dir_name,
                        token_mask_fn=task.token_mask_fn, suite_info=task.suite_info)
     stage.data_info = dict(task.data_info)
-    optimizer, scheduler = training.build_optimizer(args, ofa.model, total_steps)
-    training.train(args, stage, ofa.model, optimizer, scheduler, train_feats, task.collate_fn, total_steps,
-                   per_epoch)
-    if not training.is_master():
+    optimizer, scheduler = training.build_optimizer(ofa.model, total_steps, **train_args.optimizer_settings(args))
+    training.train(stage, ofa.model, optimizer, scheduler, train_feats, task.collate_fn, total_steps,
+                   per_epoch, **train_args.loop_settings(args))
+    if not parallel.is_master():
         return None
     dirs = save_final(stage, args.output_dir, task.dir_name)
-    training.finish_run(args, dirs)
+    runs.finish_run(args.output_dir, dirs)
     teacher_dir = args.model_name_or_path if os.path.isdir(args.model_name_or_path) else None
     table = write_table(stage, config, task.dir_name, task.metric_name, args.output_dir, teacher_dir)
     if test_feats is not None:

@@ -145,20 +145,20 @@ def run_entries(path):
     return out
 
 
-def check_run_dir(args, sources):
+def check_run_dir(out, sources, resume=False, overwrite=False):
     """Everything about a training ``--output_dir`` that can be checked
-    before a model is loaded (no side effects)."""
-    out = args.output_dir
+    before a model is loaded (no side effects); ``resume`` / ``overwrite``:
+    --resume / --overwrite_output_dir."""
     check_not_over_source(out, sources, "--output_dir")
     check_writable(out, "--output_dir")
-    if args.resume and args.overwrite_output_dir:
+    if resume and overwrite:
         raise UserError("--resume and --overwrite_output_dir: give one (continue the run, or start it again)")
     holder = read_lock(os.path.join(out, LOCK))
     if holder is not None and lock_is_live(holder):
         raise UserError(f"--output_dir {out} is in use by another run ({describe(holder)}); wait for it to "
                         f"finish or choose another directory")
     entries = run_entries(out)
-    if args.resume or args.overwrite_output_dir:
+    if resume or overwrite:
         return
     if holder is not None:
         raise UserError(f"--output_dir {out} holds a run that did not finish ({describe(holder)}, no longer "
@@ -206,14 +206,14 @@ def describe(holder, path=None):
     return f"pid {holder.get('pid')} on host {holder.get('host')}, since {holder.get('started')}"
 
 
-def claim_run_dir(args):
+def claim_run_dir(out, resume=False, overwrite=False):
     """Create ``--output_dir``, take its lock (released at exit; a killed run
-    leaves it behind, stale), and with --overwrite_output_dir remove the
-    previous run's records and model directories.  Only rank 0 calls this."""
-    out = args.output_dir
+    leaves it behind, stale), and with ``overwrite`` (--overwrite_output_dir)
+    remove the previous run's records and model directories.  Only rank 0
+    calls this."""
     os.makedirs(out, exist_ok=True)
     path = os.path.join(out, LOCK)
-    takeover = args.resume or args.overwrite_output_dir
+    takeover = resume or overwrite
     for _ in range(3):
         try:
             fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
@@ -236,22 +236,23 @@ def claim_run_dir(args):
         break
     else:
         raise UserError(f"--output_dir {out}: could not take its lock {path}")
-    if args.overwrite_output_dir:
+    if overwrite:
         clear_run(out)
-    elif args.resume:
+    elif resume:
         restore_interrupted_swaps(out)
 
 
 def restore_interrupted_swaps(out):
-    """A run killed inside ``modeling.replace_dir`` (between renaming the old
-    ``best/`` to ``best.old`` and the new one into place) has no ``best/``:
+    """A run killed inside ``publish.publish_dir`` (between parking the old
+    ``best/`` beside it and moving the new one into place) has no ``best/``:
     put the old one back before resuming (the resumed run replays the save)."""
+    from .publish import restore_interrupted
     for name in sorted(os.listdir(out)):
-        base = os.path.join(out, name[:-len(".old")])
-        if name.endswith(".old") and os.path.isdir(os.path.join(out, name)) and not os.path.exists(base):
-            os.replace(os.path.join(out, name), base)
-            logger.warning("--resume: %s was being replaced when the run stopped; restored the previous version",
-                           base)
+        if name.startswith(".") and ".old-" in name:
+            base = os.path.join(out, name[1:name.rindex(".old-")])
+            if restore_interrupted(base):
+                logger.warning("--resume: %s was being replaced when the run stopped; restored the previous "
+                               "version", base)
 
 
 def _remove_stale(path, holder):

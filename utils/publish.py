@@ -69,6 +69,33 @@ def publish_dir(src, dst):
     return dst
 
 
+def interrupted_publish(dst):
+    """If a :func:`publish_dir` into ``dst`` was killed between its two
+    renames (``dst`` gone, its previous version parked beside it), the path
+    of that previous version; else None."""
+    dst = os.path.abspath(dst)
+    parent, base = os.path.split(dst)
+    if os.path.lexists(dst) or not os.path.isdir(parent):
+        return None
+    for name in sorted(os.listdir(parent)):
+        parked = os.path.join(parent, name, "d")
+        if name.startswith(f".{base}.old-") and os.path.isdir(parked):
+            return parked
+    return None
+
+
+def restore_interrupted(dst):
+    """Put back the previous version of ``dst`` that an interrupted
+    :func:`publish_dir` parked (see :func:`interrupted_publish`); returns
+    True if it did."""
+    parked = interrupted_publish(dst)
+    if parked is None:
+        return False
+    os.replace(parked, os.path.abspath(dst))
+    shutil.rmtree(os.path.dirname(parked), ignore_errors=True)
+    return True
+
+
 def publish_file(src, dst):
     """Move file ``src`` over ``dst`` (one rename) with the usual file mode."""
     os.chmod(src, _umask_mode(0o666))

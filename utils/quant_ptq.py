@@ -1,7 +1,8 @@
 """PaddleSlim post-training quantization of a static BERT program: the
 quantizable sites (one per matmul / matmul_v2 / mul op), one PTQ run for a
 recipe (algorithm, calibration batches, weight scale type, sites kept FP32),
-and the workarounds of paddle 2.6's quantizer that every run needs.
+and the scale reuse of the sensitivity search (the fixes of paddle 2.6's
+quantizer that every run needs are in :mod:`utils.compat`, fixes 7-9).
 
 A *site* is one quantizable op, named by its role when the program is a BERT
 encoder (``L3.ffn2``: the second FFN Linear of encoder layer 3; roles q, k,
@@ -18,6 +19,7 @@ from collections import Counter
 import numpy as np
 
 from . import inference
+from .compat import ptq_fixes
 
 QUANTIZABLE_OPS = ["matmul", "matmul_v2", "mul"]
 # op types that show a quantized program (QDQ format: quantize_linear /
@@ -99,65 +101,6 @@ def calibration_loader(batches, feed_names):
 
     return CalibrationLoader()
 
-@contextlib.contextmanager
-def scalar_safe_avg():
-    """paddle 2.6 ``PostTrainingQuantization._sample_avg`` reshapes every
-    observed activation to ``[shape[0], -1]``; the 0-d pad-id constant of the
-    attention mask (``fill_constant``) makes it raise IndexError.  During the
-    call, observed tensors are handed over as at least 1-d."""
-    from paddle.static.quantization import post_training_quantization as ptq
-    original = ptq.utils.load_variable_data
-    ptq.utils.load_variable_data = lambda scope, name: np.atleast_1d(original(scope, name))
-    try:
-        yield
-    finally:
-        ptq.utils.load_variable_data = original
-
-
-@contextlib.contextmanager
-def histogram_from_zero():
-    """paddle 2.6 ``--algo hist`` / ``KL``: the histogram of |x| spans
-    [min |x|, max |x|], but the threshold is computed as ``bin index x bin
-    width`` as if it started at 0, so a tensor whose |x| never comes near 0
-    (a saturated tanh pooler output, the logits) gets a scale that is short by
-    min |x|: on the tiny test model the pooler scale was 0.32 for values near
-    +-0.83 and every logit came out 0.43x too small.  During the call the
-    histograms start at 0, which makes the threshold formula right."""
-    from paddle.static.quantization.post_training_quantization import PostTrainingQuantization as PTQ
-    original = PTQ.__dict__["_init_sampling_act_histogram"]
-
-    def init_sampling_act_histogram(self):
-        for bounds in self._sampling_act_abs_min_max.values():
-            bounds[0] = 0.0
-        return original(self)
-
-    PTQ._init_sampling_act_histogram = init_sampling_act_histogram
-    try:
-        yield
-    finally:
-        PTQ._init_sampling_act_histogram = original
-
-
-@contextlib.contextmanager
-def matmul_scales_only():
-    """Stock paddle 2.6 post-training quantization also records scales after
-    every "observer" op (elementwise_add, reshape2, transpose2, slice, scale,
-    cast, ...) and inserts quantize/dequantize pairs there, which makes the
-    oneDNN INT8 pass run those ops in int8 as well.  Measured on BERT graphs
-    (paddle 2.6.2, 2 threads): those extra int8 ops made the outputs differ from
-    run to run on the same input (up to 0.3 in logits on the tiny test model),
-    cost accuracy, and were slower than quantizing the matmuls alone; and the
-    observing doubles the calibration time.  During the call the observer list
-    is empty: only matmul/matmul_v2/mul inputs and outputs get scales."""
-    from paddle.static.quantization import quant_config
-    cls = quant_config.BaseQuantizer
-    original = cls.__dict__["observer_operation_types"]
-    cls.observer_operation_types = property(lambda self: [])
-    try:
-        yield
-    finally:
-        cls.observer_operation_types = original
-
 
 @contextlib.contextmanager
 def reused_scales(store):
@@ -168,8 +111,9 @@ def reused_scales(store):
     ``store`` records the weight and activation scales just before the
     program is rewritten; a filled one is put back there instead, and the
     calibration passes (run on no batch), the histogram threshold step and
-    the activation bookkeeping of the sampling are skipped: the sensitivity's one-op trials then cost a program rewrite
-    instead of a calibration (checked equal in tests/test_quantize_onnx.py)."""
+    the activation bookkeeping of the sampling are skipped: the
+    sensitivity's one-op trials then cost a program rewrite instead of a
+    calibration (checked equal in tests/test_quantize_onnx.py)."""
     from paddle.static.quantization.post_training_quantization import PostTrainingQuantization as PTQ
     names = ("_update_program", "_calculate_kl_hist_threshold", "_init_sampling_act_histogram",
              "_set_activation_persistable", "_reset_activation_persistable")
@@ -214,12 +158,7 @@ def run_ptq(model_prefix, recipe, batches, feed_names, out_dir, skip=(), with_ob
         scope = paddle.static.Scope()
         with contextlib.ExitStack() as stack:
             stack.enter_context(paddle.static.scope_guard(scope))
-            if algo == "avg":
-                stack.enter_context(scalar_safe_avg())
-            if algo in ("hist", "KL"):
-                stack.enter_context(histogram_from_zero())
-            if not with_observers:
-                stack.enter_context(matmul_scales_only())
+            stack.enter_context(ptq_fixes(algo, with_observers))   # paddle 2.6's quantizer defects: utils/compat.py
             replay = scales is not None and stack.enter_context(reused_scales(scales))
             quant_post_static(
                 executor=exe, model_dir=os.path.dirname(os.path.abspath(mfile)), quantize_model_path=out_dir,
@@ -227,7 +166,8 @@ def run_ptq(model_prefix, recipe, batches, feed_names, out_dir, skip=(), with_ob
                 params_filename=os.path.basename(model_prefix) + ".pdiparams",
                 save_model_filename="model.pdmodel", save_params_filename="model.pdiparams",
                 data_loader=calibration_loader([] if replay else batches, feed_names),
-                batch_size=len(batches[0][0]), batch_nums=0 if replay else len(batches), scope=scope, algo=algo, hist_percent=recipe.get("hist_percent", 0.9999),
+                batch_size=len(batches[0][0]), batch_nums=0 if replay else len(batches), scope=scope, algo=algo,
+                hist_percent=recipe.get("hist_percent", 0.9999),
                 quantizable_op_type=list(QUANTIZABLE_OPS), weight_quantize_type=recipe["weight_quantize_type"],
                 onnx_format=qdq, skip_tensor_list=sorted(skip) or None)
     finally:
