@@ -79,7 +79,7 @@ Designed out rather than patched:
   for the whole process) and the one of ``paddlenlp.transformers.ofa_utils``
   (mutates ``num_heads`` and loses a head to float rounding at width 5/6) are
   never imported: the suite runs supernets through its own forward in
-  ``utils/elastic.py``, which derives the head count from tensor shapes and
+  ``utils/elastic_forward.py``, which derives the head count from tensor shapes and
   leaves paddle's classes untouched, so exported graphs use paddle's own
   attention.
 """
