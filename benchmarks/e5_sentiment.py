@@ -14,7 +14,9 @@ first; a stage whose output is there is skipped, so a rerun resumes;
 2. vocab    prune.py --prune_vocab of the converted e5 to train + dev +
             unlabelled text (prune before fine-tuning: 96M of its 117.6M
             parameters are word embeddings)
-3. teacher  run_glue.py on the pruned e5 (length 64, batch 32, lr 5e-5)
+3. teacher  run_glue.py on the pruned e5 (length 64, batch 32): 40 steps at
+            lr 5e-5, then 40 more at 1e-4 from that checkpoint (the first
+            round alone still predicted the majority class)
 4. ofa      run_glue_ofa.py --data_aug, widths 1 and 1/2 at depth 1/2
             (DynaBERT's layers 0, 2, ..., 10)
 5. export   export_model.py (checked) of the teacher, depth 1/2 and
@@ -66,8 +68,11 @@ def parse_args(argv=None):
     p.add_argument("--stages", nargs="+", default=list(STAGES), choices=STAGES)
     p.add_argument("--minilm", action="store_true", help="also fine-tune demo.py's MiniLM teacher (its row)")
     p.add_argument("--max_train", type=int, default=2000, help="demo.py --max_train")
-    p.add_argument("--teacher_steps", type=int, default=40, help="run_glue.py --max_steps (63 = one epoch)")
-    p.add_argument("--teacher_lr", type=float, default=5e-5)
+    p.add_argument("--teacher_steps", type=int, default=40, help="run_glue.py --max_steps of each round (63 = one "
+                   "epoch)")
+    p.add_argument("--teacher_lrs", nargs="+", type=float, default=[5e-5, 1e-4],
+                   help="one fine-tuning round per learning rate, each from the previous round's best (round k > 1 "
+                        "with --seed k: other batches)")
     p.add_argument("--ofa_steps", type=int, default=20)
     p.add_argument("--ofa_lr", type=float, default=1e-4)
     p.add_argument("--repeats", type=int, default=30, help="benchmark.py --repeats")
@@ -128,8 +133,13 @@ def stage_minilm(o, a):
 
 
 def stage_teacher(o, a):
-    fine_tune(o, os.path.join(o, "e5-vocab"), os.path.join(o, "teacher"), a.teacher_lr,
-              ["--max_steps", a.teacher_steps, "--save_steps", a.teacher_steps])
+    src = os.path.join(o, "e5-vocab")
+    for k, lr in enumerate(a.teacher_lrs, start=1):
+        out = os.path.join(o, "teacher" if k == len(a.teacher_lrs) else f"teacher_r{k}")
+        if not os.path.isfile(os.path.join(out, "all_results.json")):
+            fine_tune(o, src, out, lr, ["--max_steps", a.teacher_steps, "--save_steps", a.teacher_steps]
+                      + (["--seed", k] if k > 1 else []))
+        src = os.path.join(out, "best")
 
 
 def stage_ofa(o, a):
@@ -224,6 +234,9 @@ def stage_table(o, a):
               f"agreement {_num(ag.get('value'))} (dev {_num(ag.get('by_source', {}).get('dev'))}, held-out "
               f"{_num(ag.get('by_source', {}).get('held_out'))}); kept FP32: "
               f"{', '.join(guard.get('calibration', {}).get('fp32_op_inputs', [])) or '-'}")
+    rounds = [f"teacher_r{k}" for k in range(1, len(a.teacher_lrs))] + ["teacher"]
+    print("fine-tuning rounds (run_glue.py's best dev acc): " + ", ".join(
+        f"{r} {_num(optional_json(os.path.join(o, r, 'all_results.json')).get('best_score'))}" for r in rounds))
     times = optional_json(os.path.join(o, "times.json"))
     print("stage wall times: " + ", ".join(f"{k} {v / 60:.1f} min" for k, v in times.items()))
 

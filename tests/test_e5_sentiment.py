@@ -8,7 +8,7 @@ import pytest
 from helpers import script_module
 from utils.errors import UserError
 
-STAGE_SCRIPTS = {"vocab": ["prune.py"], "minilm": ["run_glue.py"], "teacher": ["run_glue.py"],
+STAGE_SCRIPTS = {"vocab": ["prune.py"], "minilm": ["run_glue.py"], "teacher": ["run_glue.py"] * 2,
                  "ofa": ["run_glue_ofa.py"], "export": ["export_model.py"] * 4, "int8": ["quantize.py"],
                  "bench": ["benchmark.py"]}
 
@@ -69,4 +69,5 @@ def test_table_from_stage_files(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "| width 1/2 x depth 1/2, INT8 | 6 | 20.00M | 0.7900 | -0.1100 | 12.5 ms | 8.00x | 200.0 ms | 8.00x |" \
         in out
+    assert "rounds (run_glue.py's best dev acc): teacher_r1 , teacher " in out
     assert "INT8 guard (accepted): dev 0.8000 -> 0.7900" in out and "teacher 10.0 min" in out
