@@ -156,14 +156,15 @@ def static_prefix(o, name):
 
 
 def stage_export(o, a):
+    """Exports the models not exported yet; False if there was none (no time recorded)."""
     exports = EXPORTS + ((("minilm", "minilm/best", "1.0", "1.0"),) if a.minilm else ())
-    for name, src, width, depth in exports:
-        if os.path.isfile(static_prefix(o, name) + ".pdiparams"):
-            continue
+    todo = [e for e in exports if not os.path.isfile(static_prefix(o, e[0]) + ".pdiparams")]
+    for name, src, width, depth in todo:
         run(os.path.join(o, "log.txt"), "export_model.py", "--model_name_or_path", os.path.join(o, src),
             "--width_mult", width, "--depth_mult", depth, "--data_dir", os.path.join(o, "data"),
             "--sub_model_output_dir", os.path.join(o, "export", name, "dynamic"),
             "--static_sub_model", static_prefix(o, name), "--max_seq_length", 128)
+    return bool(todo)
 
 
 def stage_int8(o, a):
@@ -265,8 +266,8 @@ def main(argv=None):
             continue
         print(f"\n===== [e5_sentiment] {name} =====", flush=True)
         t0 = time.time()
-        globals()["stage_" + name](o, a)
-        if name != "table":
+        ran = globals()["stage_" + name](o, a)
+        if name != "table" and ran is not False:
             write_json_atomic(times_path, dict(optional_json(times_path), **{name: time.time() - t0}))
     return 0
 
