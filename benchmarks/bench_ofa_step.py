@@ -36,9 +36,6 @@ import time  # noqa: E402
 import numpy as np  # noqa: E402
 
 
-class Args:
-    lambda_logit, lambda_rep, output_dir = 1.0, 0.1, None
-
 
 def teacher_per_width_stage():
     """The upstream recipe as a subclass of the suite's stage: the teacher
@@ -105,7 +102,7 @@ def make_stages(teacher, widths, no_stock):
     stages = {}
     for name, stage_class, stock in recipes[:2] if no_stock else recipes:
         ofa = build_supernet(teacher, widths)
-        stage = stage_class(Args(), teacher, ofa, widths, None, teacher.config, "classification", None, None)
+        stage = stage_class(None, teacher, ofa, widths, None, teacher.config, "classification", None, None)
         opt, _ = build_optimizer(ofa.model, 100, 2e-5, weight_decay=0.01)
         ofa.model.train()
         stages[name] = (stage, opt, [], [], stock)

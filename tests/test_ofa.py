@@ -45,9 +45,6 @@ def _tiny_teacher_and_batch(num_labels=2, dropout=0.0):
     return teacher, cfg, batch
 
 
-class _Args:
-    lambda_logit, lambda_rep, output_dir = 1.0, 0.1, None
-
 
 def _stage(teacher, cfg, widths, per_width):
     """The suite's stage, or with ``per_width`` the upstream recipe (the
@@ -57,7 +54,7 @@ def _stage(teacher, cfg, widths, per_width):
     from utils.supernet import build_supernet
     ofa = build_supernet(teacher, widths)
     stage_class = teacher_per_width_stage() if per_width else OFADistill
-    stage = stage_class(_Args(), teacher, ofa, widths, None, cfg, "classification", None, None)
+    stage = stage_class(None, teacher, ofa, widths, None, cfg, "classification", None, None)
     return stage, ofa
 
 

@@ -85,14 +85,15 @@ class OFADistill(training.Stage):
     original index.
     """
 
-    def __init__(self, args, teacher, ofa, widths, tokenizer, config, kind, evaluate_fn, dir_name,
-                 token_mask_fn=None, suite_info=None):
+    def __init__(self, output_dir, teacher, ofa, widths, tokenizer, config, kind, evaluate_fn, dir_name, *,
+                 depth_mults=None, lambda_logit=1.0, lambda_rep=0.1, token_mask_fn=None, suite_info=None):
         import paddle
-        self.args, self.teacher, self.ofa, self.widths = args, teacher, ofa, widths
+        self.output_dir, self.teacher, self.ofa, self.widths = output_dir, teacher, ofa, widths
+        self.lambda_logit, self.lambda_rep = lambda_logit, lambda_rep
         self.tokenizer, self.config, self.kind = tokenizer, config, kind
         self.evaluate_fn, self.dir_name, self.token_mask_fn = evaluate_fn, dir_name, token_mask_fn
         self.suite_info = dict(suite_info or {})
-        self.subnets = subnets(widths, config.num_hidden_layers, getattr(args, "depth_mult_list", None) or ["1.0"])
+        self.subnets = subnets(widths, config.num_hidden_layers, depth_mults or ["1.0"])
         self.net = elastic_layer(ofa)
         if parallel.rank_and_world()[1] > 1:
             self.net = paddle.DataParallel(self.net)
@@ -135,7 +136,7 @@ class OFADistill(training.Stage):
         with sync:
             s_logits, s_hidden = self.net(ids, seg)
             loss, rep, logit = distill_loss(s_logits, s_hidden, t_logits, t_hidden, self.kind,
-                                            self.args.lambda_logit, self.args.lambda_rep, mask, rep_mask=real)
+                                            self.lambda_logit, self.lambda_rep, mask, rep_mask=real)
             loss.backward()
         return float(loss), float(rep), float(logit)
 
@@ -165,7 +166,7 @@ class OFADistill(training.Stage):
                 self.best[tag] = {"step": step, "score": score, "results": res}
                 self.save_sub(sub, step, score)
         supernet.set_width(self.ofa, None)
-        runs.append_result(self.args.output_dir, record)
+        runs.append_result(self.output_dir, record)
 
     def save_sub(self, sub, step, score, directory=None):
         """Save the supernet (full-size, reordered weights) as the checkpoint
@@ -179,8 +180,8 @@ class OFADistill(training.Stage):
             "selected_width": sub.width.ratio if sub else None,
             "selected_depth": sub.depth if sub else None,
             "selected_layers": sub.layers if sub else None, "step": step, "score": score}
-        info["run"] = runs.run_state(self.args.output_dir, step, self.total_steps)
-        target = directory or os.path.join(self.args.output_dir, sub.dir_name(self.dir_name))
+        info["run"] = runs.run_state(self.output_dir, step, self.total_steps)
+        target = directory or os.path.join(self.output_dir, sub.dir_name(self.dir_name))
         save_model(full, self.tokenizer, target, info)
 
     def full_width(self):

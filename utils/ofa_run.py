@@ -192,9 +192,10 @@ def run(args, task, teacher, tokenizer, config, widths, train_feats, imp_feats, 
     first_dev = dev_sets[next(iter(dev_sets))]
     ofa = prepare_supernet(teacher, widths, imp_feats, first_dev[:64], task.collate_fn, task.loss_fn,
                            args.batch_size, args.output_dir, resuming)
-    stage = OFADistill(args, teacher, ofa, widths, tokenizer, config, task.kind,
+    stage = OFADistill(args.output_dir, teacher, ofa, widths, tokenizer, config, task.kind,
                        lambda forward: task.evaluate(forward, dev_sets), task.dir_name,
-                       token_mask_fn=task.token_mask_fn, suite_info=task.suite_info)
+                       depth_mults=args.depth_mult_list, lambda_logit=args.lambda_logit,
+                       lambda_rep=args.lambda_rep, token_mask_fn=task.token_mask_fn, suite_info=task.suite_info)
     stage.data_info = dict(task.data_info)
     optimizer, scheduler = training.build_optimizer(ofa.model, total_steps, **train_args.optimizer_settings(args))
     training.train(stage, ofa.model, optimizer, scheduler, train_feats, task.collate_fn, total_steps,
