@@ -109,7 +109,7 @@ def print_targets(n_test, t_f1, widths, speed, f1_int8, f1_fp32):
     for n, limit in (("w0.75", 1.0), ("w0.5", 2.0)):
         if n in widths:
             drop = 100 * (t_f1 - widths[n])
-            print(check(f"{n} test F1 within {limit} point(s) of the teacher", f"{widths[n]:.4f} ({drop:+.2f} pt)",
+            print(check(f"{n} test F1 within {limit} point(s) of the teacher", f"{widths[n]:.4f} ({drop:.2f} pt below)",
                         drop <= limit))
     print(check("w0.5 static tagging >= 1.6x faster than the teacher", f"x{speed['w0.5']:.2f}", speed["w0.5"] >= 1.6))
     if f1_int8 is not None:
@@ -117,7 +117,7 @@ def print_targets(n_test, t_f1, widths, speed, f1_int8, f1_fp32):
                     speed["w0.5_int8"] >= 2.5))
         drop = 100 * (f1_fp32 - f1_int8)
         print(check("w0.5 INT8 test F1 within 1.0 point of its FP32 model",
-                    f"{f1_int8:.4f} vs {f1_fp32:.4f} ({drop:+.2f} pt)", drop <= 1.0))
+                    f"{f1_int8:.4f} vs {f1_fp32:.4f} ({drop:.2f} pt below)", drop <= 1.0))
 
 
 def main(argv=None):
