@@ -66,7 +66,6 @@ def parse_widths(texts, flag="--width_mult_list"):
 def setup(args):
     """Logging, the requested widths (bad ones refused before anything
     heavy), device and seed."""
-    parallel.setup_logging()
     requested = parse_widths(args.width_mult_list)
     parallel.setup_process(args.device, args.n_gpu, args.seed)
     return requested
