@@ -36,6 +36,16 @@ until the search agreement reaches --min_agreement; ``N``: the N worst;
 or ``--skip_layers L0.ffn2,L3.out``: those).  Each trial's latency at
 ``--latency_batch`` x the sequence length is printed beside it.
 
+Quantization-aware distillation (``--qat_steps N --qat_model DYNAMIC_DIR``;
+utils/qat.py): after the search has chosen the recipe and the ops kept FP32
+on the original model, the dynamic-graph sub-model (export_model.py's
+``--sub_model_output_dir``, checked to compute the same outputs as
+``--model_prefix``) is fine-tuned for N steps with every quantized op of that
+recipe simulated (fake quantization, straight-through gradients) to
+reproduce the original model's predictions on training texts the guard and
+the search never read; the tuned weights are then quantized with the
+recipe, and the guard compares the result with the original FP32 model.
+
 Written next to ``--output_prefix``: PREFIX.pdmodel / .pdiparams, PREFIX.info.json
 (the FP32 model's info + ``"int8": true``, both evaluations, agreement,
 latency, the kept-FP32 ops, the search's trials, the calibration settings,
@@ -141,6 +151,14 @@ def parse_args(argv=None):
                    help="seconds the search and the sensitivity may take, half each when both run (a trial "
                         "that would overrun is not started, and listed)")
     s.add_argument("--latency_batch", type=int, default=16, help="batch size of the latency printed per trial")
+    t = p.add_argument_group("quantization-aware distillation (utils/qat.py), before the quantization")
+    t.add_argument("--qat_steps", type=int, default=0,
+                   help="fine-tune the FP32 weights this many steps so that the model with every quantized op "
+                        "simulated reproduces the FP32 model, then quantize the tuned weights (0: off)")
+    t.add_argument("--qat_model", default=None,
+                   help="the dynamic-graph sub-model of --model_prefix (export_model.py's --sub_model_output_dir)")
+    t.add_argument("--qat_learning_rate", type=float, default=2e-5)
+    t.add_argument("--qat_batch_size", type=int, default=16)
     p.add_argument("--max_seq_length", type=int, default=None, help="default: the exported model's")
     p.add_argument("--eval_batch_size", type=int, default=32)
     p.add_argument("--threads", type=int, default=2, help="CPU threads of the evaluation predictors")
@@ -175,6 +193,13 @@ def check_args(args):
         path = getattr(args, flag)
         if path is not None and not os.path.isfile(path):
             raise UserError(f"--{flag}: {path}: file not found")
+    if args.qat_steps < 0 or args.qat_batch_size <= 0 or not args.qat_learning_rate > 0:
+        raise UserError("--qat_steps must be >= 0, --qat_batch_size and --qat_learning_rate positive")
+    if args.qat_steps and not args.qat_model:
+        raise UserError("--qat_steps needs --qat_model: the dynamic-graph sub-model export_model.py wrote with "
+                        "--model_prefix (its --sub_model_output_dir)")
+    if args.qat_model and not os.path.isdir(args.qat_model):
+        raise UserError(f"--qat_model: {args.qat_model}: not a directory")
     if os.path.abspath(args.output_prefix) == os.path.abspath(args.model_prefix):
         raise UserError("--output_prefix must differ from --model_prefix (the FP32 model is the reference)")
 
@@ -277,7 +302,11 @@ def judge(args, data, fp32, int8_prefix):
 
 
 def report_guard(s):
-    a, lat = s["agreement"], s["latency_ms"]
+    a, lat, q = s["agreement"], s["latency_ms"], s.get("qat")
+    if q:
+        print(f"quantization-aware distillation: {q['steps']} steps on {q['texts']} training texts, loss "
+              f"{q['loss_first']:.4f} -> {q['loss_last']:.4f}; simulated divergence from FP32 "
+              f"{q['simulated_divergence_before']:.4f} -> {q['simulated_divergence_after']:.4f}", flush=True)
     print(f"dev {s['metric']}: FP32 {s['fp32']:.4f}  INT8 {s['int8']:.4f}  drop {s['drop']:+.4f} (95% interval "
           f"{s['drop_ci95'][0]:+.4f} .. {s['drop_ci95'][1]:+.4f}; --max_drop {s['max_drop']:g})", flush=True)
     print(f"agreement with FP32 ({a['measure']}): {a['value']:.4f} (95% interval {a['ci95'][0]:.4f} .. "
@@ -306,13 +335,21 @@ def quantize_and_judge(args, data, fp32, sites, work):
     """Search (if asked), quantize with the chosen recipe, run the guard.
     Returns (INT8 prefix in ``work``, summary, reasons to refuse)."""
     feed_names = fp32.get_input_names()
+    # the search (and the sensitivity) judge the original model: a tuned model quantized one op at a time is
+    # mostly the tuned FP32 model, which differs from the original by design
     recipe, fp32_sites, search = choose(args, data, feed_names, work, fp32, sites)
+    source, qat_record = args.model_prefix, None
+    if args.qat_steps:   # tune the FP32 weights for that recipe and those FP32 ops; the guard compares with --model_prefix
+        from utils import qat
+        source = os.path.join(work, "qat", "model")
+        qat_record = qat.tune(args.qat_model, fp32, data, recipe, fp32_sites, source, steps=args.qat_steps,
+                              learning_rate=args.qat_learning_rate, batch_size=args.qat_batch_size, seed=args.seed)
     by_name = {s["name"]: s for s in sites}
     skip = set() if args.quantize_head else set(quant_ptq.head_skip(sites))
     skip |= {by_name[n]["key"] for n in fp32_sites}
     t0 = time.time()
     batches = data.calibration_batches(recipe["batch_num"], args.batch_size)
-    prefix = quant_ptq.run_ptq(args.model_prefix, recipe, batches, feed_names, os.path.join(work, "final"), skip,
+    prefix = quant_ptq.run_ptq(source, recipe, batches, feed_names, os.path.join(work, "final"), skip,
                                args.with_observers, args.quant_format == "qdq")
     calib_seconds = time.time() - t0
     program = quant_ptq.inspect_program(prefix)
@@ -323,7 +360,7 @@ def quantize_and_judge(args, data, fp32, sites, work):
                 ", ".join(f"{s} ({len(f)})" for s, f in data.dev.items()), len(data.held_out))
     summary, reasons = judge(args, data, fp32, prefix)
     summary.update(
-        fp32_sites=fp32_sites, search=search, program=program,
+        fp32_sites=fp32_sites, search=search, program=program, qat=qat_record,
         calibration=dict(recipe, batch_num=len(batches), batch_size=args.batch_size,
                          examples=int(sum(len(b[0]) for b in batches)),
                          source=args.calibration_file or "training split", quant_format=args.quant_format,

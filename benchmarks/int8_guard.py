@@ -47,16 +47,17 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--demo_dir", default=os.path.join(HERE, "out", "demo"), help="output of demo.py (read only)")
     p.add_argument("--workdir", default=os.path.join(HERE, "out", "int8_guard"))
-    p.add_argument("--fp32", default=None, help="default: DEMO_DIR/export/w0.5000/static/model")
-    p.add_argument("--teacher", default=None, help="default: DEMO_DIR/export/teacher/static/model")
+    p.add_argument("--fp32", default=None, help="default: DEMO_DIR/compress/candidates/w0.5000/static/model")
+    p.add_argument("--teacher", default=None, help="default: DEMO_DIR/compress/candidates/teacher/static/model")
     p.add_argument("--test_examples", type=int, default=2000)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--skip_quantize", action="store_true", help="reuse WORKDIR/int8/model")
     p.add_argument("--skip_benchmark", action="store_true")
     args, rest = p.parse_known_args(argv)
     args.quantize_args = [a for a in rest if a != "--"]
-    args.fp32 = args.fp32 or os.path.join(args.demo_dir, "export", "w0.5000", "static", "model")
-    args.teacher = args.teacher or os.path.join(args.demo_dir, "export", "teacher", "static", "model")
+    candidates = os.path.join(args.demo_dir, "compress", "candidates")
+    args.fp32 = args.fp32 or os.path.join(candidates, "w0.5000", "static", "model")
+    args.teacher = args.teacher or os.path.join(candidates, "teacher", "static", "model")
     return args
 
 

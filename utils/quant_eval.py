@@ -79,6 +79,10 @@ class QuantData:
         self.pool_sizes = {"calibration": len(calib), "search": n_search, "held_out": n_held, "pool": len(pool),
                            "agreement_source": args.agreement_file or "training examples not calibrated on"}
         self.batches = self.calibration_batches(args.batch_num, args.batch_size)
+        # quantize.py --qat_steps tunes on the calibration source minus every text the guard or the search reads
+        self._qat_source = calib_src
+        self._guard_keys = {_text_key(ex) for ex in pool[:n_search + n_held]} | \
+            {_text_key(ex) for exs in self._dev_examples for ex in exs}
         self.search = self.encode(pool[:n_search])
         self.held_out = self.encode(pool[n_search:n_search + n_held])
 
@@ -130,6 +134,10 @@ class QuantData:
                 raise UserError(f"{flag}: {e} (expected NER sentences)") from None
         return data.splits["train"], {"dev": encode_ner(data.splits["dev"], tokenizer, max_len, label_list,
                                                         name="dev")}, read_file
+
+    def qat_features(self):
+        """The calibration source's texts that neither the guard nor the search reads, encoded."""
+        return self.encode([ex for ex in self._qat_source if _text_key(ex) not in self._guard_keys])
 
     def calibration_batches(self, batch_num, batch_size):
         """The first batch_num x batch_size examples of the seeded calibration
