@@ -44,7 +44,7 @@ import time
 import numpy as np
 
 from utils import analysis, inference, memory
-from utils.bench_report import cpu_name, format_profile, format_table, profile_ops, write_outputs
+from utils.bench_report import cpu_name, format_profile, format_table, int8_instructions, profile_ops, write_outputs
 from utils.errors import UserError, run_main, user_error_from
 from utils.log import setup_logging
 from utils.output_dir import check_writable
@@ -346,6 +346,7 @@ def check_models(prefixes, output):
 def settings_of(args):
     import paddle
     return {"paddle": paddle.__version__, "device": args.device, "cpu": cpu_name(),
+            "cpu_int8_instructions": int8_instructions() if args.device == "cpu" else None,
             "cpu_count": os.cpu_count(), "threads": args.threads,
             "mkldnn": args.device == "cpu" and not args.no_mkldnn, "trt_fp16": args.trt_fp16,
             "memory_optim": not args.no_memory_optim, "seq_len": args.max_seq_length,

@@ -88,6 +88,7 @@ import time
 import numpy as np
 
 from utils import inference, parallel, quant_guard, quant_ptq, quant_search, runs
+from utils.bench_report import NO_INT8_NOTE, int8_instructions
 from utils.errors import UserError, run_main
 from utils.publish import publish_prefix
 from utils.quant_eval import QuantData
@@ -293,7 +294,8 @@ def judge(args, data, fp32, int8_prefix):
     summary = {"metric": data.metric_name, "fp32": fp_score, "int8": q_score, "drop": drop["drop"],
                "drop_se": drop["se"], "drop_ci95": drop["ci95"], "max_drop": args.max_drop,
                "fp32_results": fp_res, "int8_results": q_res, "agreement": agree, "min_agreement": args.min_agreement,
-               "texts": data.pool_sizes, "latency_ms": latency, "dev_seconds": {"fp32": fp_s, "int8": q_s}}
+               "texts": data.pool_sizes, "latency_ms": latency, "dev_seconds": {"fp32": fp_s, "int8": q_s},
+               "cpu_int8_instructions": int8_instructions()}
     if data.kind == "regression":
         summary["max_abs_diff_of_predictions"] = agree["max_abs_diff"]
     elif data.kind != "token_classification":
@@ -315,6 +317,8 @@ def report_guard(s):
           f"{s['min_agreement']:g}", flush=True)
     print(f"latency at batch {lat['batch_size']} x {lat['seq_len']}: FP32 {lat['fp32']:.1f} ms, INT8 "
           f"{lat['int8']:.1f} ms ({lat['speedup']:.2f}x)", flush=True)
+    if s.get("cpu_int8_instructions") == []:
+        print(f"note: {NO_INT8_NOTE}", flush=True)
 
 
 def check_model(prefix):

@@ -150,6 +150,8 @@ def test_quantize_with_qat_tunes_then_quantizes_and_judges_against_the_original(
     held = info["quantization"]["texts"]["held_out"]
     assert q["texts"] <= 240 - held
     assert info["fp32_model"] == os.path.abspath(fp32)      # the guard's reference is the original model
+    from utils.bench_report import int8_instructions
+    assert info["quantization"]["cpu_int8_instructions"] == int8_instructions()
     assert not [n for n in os.listdir(root / "int8") if n.startswith(".quantize-")]   # no work dir left
     # the tuned weights are what was quantized: the same recipe without tuning gives other int8 weights
     plain = str(root / "plain" / "model")
@@ -176,3 +178,22 @@ def test_qat_bad_input_is_one_line_and_exit_2(exported, glue_data, tmp_path):
         assert r.returncode == 2, (extra, r.stderr[-800:])
         assert msg in r.stderr, (extra, r.stderr[-800:])
         assert not os.path.exists(tmp_path / f"o{i}"), extra
+
+
+def test_cpu_without_int8_instructions_is_named_in_the_benchmark_table():
+    from utils.bench_report import NO_INT8_NOTE, format_table, int8_instructions
+    amd = "processor\t: 0\nmodel name\t: AMD EPYC\nflags\t\t: fpu sse2 avx avx2 fma\n"
+    xeon = "processor\t: 0\nflags\t\t: fpu avx2 avx512f avx512_vnni amx_int8\n"
+    assert int8_instructions(amd) == []
+    assert int8_instructions(xeon) == ["avx512_vnni", "amx_int8"]
+    assert int8_instructions("processor\t: 0\n") is None          # no flags line: unknown, no note
+    row = {"batch_size": 16, "model": "int8", "precision": "INT8", "params": None, "gflops_per_example": None,
+           "median_ms": 1.0, "p90_ms": 1.0, "throughput": 1.0, "speedup": 1.0, "speedup_paired": 1.0,
+           "flops_speedup": None, "measured_over_predicted": None}
+    settings = {"paddle": "2.6.2", "device": "cpu", "cpu": "AMD EPYC", "threads": 2, "mkldnn": True,
+                "trt_fp16": False, "seq_len": 128, "warmup": 1, "repeats": 1}
+    models = [{"name": "int8"}]
+    assert NO_INT8_NOTE in format_table(dict(settings, cpu_int8_instructions=[]), models, [row])
+    assert NO_INT8_NOTE not in format_table(dict(settings, cpu_int8_instructions=["avx512_vnni"]), models, [row])
+    assert NO_INT8_NOTE not in format_table(dict(settings, cpu_int8_instructions=[]), models,
+                                            [dict(row, precision="FP32")])

@@ -96,12 +96,34 @@ def format_table(settings, models, rows):
                  "same ratio within a round; meas/pred: speed-up / FLOPs-predicted speed-up (FLOPs do not "
                  "see INT8: for an INT8 model it is the gain over the FP32 graph's prediction); INT8 models run "
                  "with oneDNN's INT8 kernels")
+    if any(r["precision"] == "INT8" for r in rows) and settings.get("cpu_int8_instructions") == []:
+        lines.append("note: " + NO_INT8_NOTE)
     if mem:
         base = [m.get("baseline_rss_mb") for m in models if m.get("baseline_rss_mb")]
         if base:
             lines.append(f"peak MB: peak resident memory of a fresh process running that model at that batch size "
                          f"(python + paddle alone: {min(base):.0f} MB)")
     return "\n".join(lines)
+
+
+# x86 instructions that give oneDNN's INT8 kernels their speed: without one of them (an AVX2-only CPU),
+# INT8 matmuls are no faster than FP32 (measured on an AMD EPYC with AVX2: INT8 0.98x its FP32 model)
+INT8_INSTRUCTIONS = ("avx512_vnni", "avx_vnni", "amx_int8")
+NO_INT8_NOTE = ("this CPU has none of " + ", ".join(INT8_INSTRUCTIONS) + ": oneDNN's INT8 kernels are not "
+                "expected to be faster than FP32 on it (an INT8 model still saves memory and file size)")
+
+
+def int8_instructions(cpuinfo=None):
+    """The INT8 dot-product instructions the CPU reports (``flags`` of
+    /proc/cpuinfo, or of the text given); None where that cannot be read."""
+    if cpuinfo is None:
+        try:
+            with open("/proc/cpuinfo") as f:
+                cpuinfo = f.read()
+        except OSError:
+            return None
+    flags = next((line.split(":", 1)[1].split() for line in cpuinfo.splitlines() if line.startswith("flags")), None)
+    return None if flags is None else [i for i in INT8_INSTRUCTIONS if i in flags]
 
 
 def cpu_name():
