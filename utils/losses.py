@@ -83,13 +83,17 @@ def distill_loss(s_logits, s_hidden, t_logits, t_hidden, kind, lambda_logit, lam
     at padding mean nothing, and averaging over them would make the loss
     depend on how much padding a batch has (a launch of several processes
     pads each share to its own length)."""
-    import paddle.nn.functional as F
     rep_mask = token_mask if rep_mask is None else rep_mask
     rep = sum(masked_mse(s, t, rep_mask) for s, t in zip(s_hidden, t_hidden)) / len(s_hidden)
-    if kind == "regression":
-        logit = F.mse_loss(s_logits, t_logits)
-    elif kind == "multilabel":
-        logit = F.binary_cross_entropy_with_logits(s_logits, F.sigmoid(t_logits))
-    else:
-        logit = soft_cross_entropy(s_logits, t_logits, token_mask if kind == "token_classification" else None)
+    logit = logit_loss(s_logits, t_logits, kind, token_mask)
     return lambda_rep * rep + lambda_logit * logit, rep, logit
+
+
+def logit_loss(s_logits, t_logits, kind, token_mask=None):
+    """The logit part of :func:`distill_loss` (``kind`` and ``token_mask`` as there)."""
+    import paddle.nn.functional as F
+    if kind == "regression":
+        return F.mse_loss(s_logits, t_logits)
+    if kind == "multilabel":
+        return F.binary_cross_entropy_with_logits(s_logits, F.sigmoid(t_logits))
+    return soft_cross_entropy(s_logits, t_logits, token_mask if kind == "token_classification" else None)

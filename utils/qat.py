@@ -102,10 +102,6 @@ class FakeQuant:
     def site_of(self, module):
         return self.names.get(id(module))
 
-    def sites(self):
-        """Every simulated (site, operand) key, in model order."""
-        return sorted(self.scales, key=lambda k: (int(k[0].split(".")[0][1:]), k))
-
     # ------------------------------------------------------------------ calibration
     def observe(self, n_batches):
         self.observers = {}
@@ -168,19 +164,6 @@ def calibrate(sim, model, batches):
     return sim.finish_observing()
 
 
-def distill_loss(kind, student, teacher, ids, pad_id):
-    """The loss of the student's logits against the teacher's (see the module docstring)."""
-    import paddle.nn.functional as F
-    from .losses import soft_cross_entropy
-    if kind == "regression":
-        return F.mse_loss(student, teacher)
-    if kind == "multilabel":
-        return F.binary_cross_entropy_with_logits(student, F.sigmoid(teacher))
-    if kind == "token_classification":
-        return soft_cross_entropy(student, teacher, ids != pad_id)
-    return soft_cross_entropy(student, teacher)
-
-
 def divergence(kind, student, teacher, ids, pad_id):
     """Share of changed predictions (classification, NER: of real tokens) or
     the mean |difference| (regression, multilabel logits), as numpy."""
@@ -211,6 +194,7 @@ def train(student, teacher, sim, batches, kind, pad_id, steps, learning_rate, se
     on ``eval_batches``."""
     import paddle
     from tqdm import tqdm
+    from .losses import logit_loss
     from .training import build_optimizer
     student.eval()   # no dropout: the student must reproduce the teacher's deterministic outputs
     teacher.eval()
@@ -235,7 +219,7 @@ def train(student, teacher, sim, batches, kind, pad_id, steps, learning_rate, se
         if b not in targets:   # the teacher is fixed and runs without dropout: once per batch
             with paddle.no_grad():
                 targets[b] = forward(teacher, ids, seg)
-        loss = distill_loss(kind, forward(student, ids, seg, sim), targets[b], paddle.to_tensor(ids), pad_id)
+        loss = logit_loss(forward(student, ids, seg, sim), targets[b], kind, paddle.to_tensor(ids) != pad_id)
         loss.backward()
         optimizer.step()
         scheduler.step()
