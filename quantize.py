@@ -49,7 +49,8 @@ recipe, and the guard compares the result with the original FP32 model.
 Written next to ``--output_prefix``: PREFIX.pdmodel / .pdiparams, PREFIX.info.json
 (the FP32 model's info + ``"int8": true``, both evaluations, agreement,
 latency, the kept-FP32 ops, the search's trials, the calibration settings,
-file sizes) and the tokenizer directory, so predict.py and
+file sizes, and ``onednn``: the quantized ops oneDNN's passes still run in
+FP32 -- on paddle 2.6 the attention scores products) and the tokenizer directory, so predict.py and
 benchmark.py take the INT8 prefix like any other static model.  Run it with
 oneDNN INT8 on (``create_predictor(..., int8=True)``); without that flag
 Paddle Inference dequantizes the weights and runs in FP32.
@@ -315,6 +316,11 @@ def report_guard(s):
           f"{a['ci95'][1]:.4f}) on {a['examples']} examples: dev {a['by_source']['dev']:.4f}, held-out "
           f"{a['by_source']['held_out']:.4f} ({s['texts']['held_out']} texts); --min_agreement "
           f"{s['min_agreement']:g}", flush=True)
+    o = s.get("onednn")
+    if o:
+        print(f"oneDNN runs {o['int8_sites']} of the {o['quantized_sites']} quantized encoder ops in INT8"
+              + (f"; in FP32 (their quantization dropped by its passes): {', '.join(o['fp32_sites'])}"
+                 if o["fp32_sites"] else ""), flush=True)
     print(f"latency at batch {lat['batch_size']} x {lat['seq_len']}: FP32 {lat['fp32']:.1f} ms, INT8 "
           f"{lat['int8']:.1f} ms ({lat['speedup']:.2f}x)", flush=True)
     if s.get("cpu_int8_instructions") == []:
@@ -363,6 +369,11 @@ def quantize_and_judge(args, data, fp32, sites, work):
     logger.info("evaluating FP32 (oneDNN) and INT8 (oneDNN int8) on %s and %d held-out texts",
                 ", ".join(f"{s} ({len(f)})" for s, f in data.dev.items()), len(data.held_out))
     summary, reasons = judge(args, data, fp32, prefix)
+    # what the predictor really runs in INT8: oneDNN's passes keep some quantized ops FP32
+    run = quant_ptq.executed_int8(prefix, sites)
+    body = {s["name"] for s in sites if not s["head"]} - set(fp32_sites)
+    summary["onednn"] = {"int8_sites": len([n for n in run["int8"] if n in body]), "quantized_sites": len(body),
+                         "fp32_sites": [n for n in run["fp32"] if n in body]}
     summary.update(
         fp32_sites=fp32_sites, search=search, program=program, qat=qat_record,
         calibration=dict(recipe, batch_num=len(batches), batch_size=args.batch_size,

@@ -98,6 +98,26 @@ def test_int8_program_really_is_quantized(int8_model, glue_data):
 
 
 @int8_line
+def test_the_info_says_which_quantized_ops_onednn_runs_in_int8(int8_model):
+    """utils.quant_ptq.executed_int8 reads the predictor's optimized program:
+    on paddle 2.6 oneDNN fuses the attention scores product (with its scale
+    and mask add) into an FP32 matmul, and runs every other encoder op of the
+    program in INT8; quantize.py prints and records it."""
+    from utils.quant_ptq import executed_int8, quant_sites
+    fp32, out, r = int8_model
+    sites = quant_sites(fp32)
+    body = sorted(s["name"] for s in sites if not s["head"])
+    run = executed_int8(out, sites)
+    assert sorted(n for n in run["int8"] + run["fp32"] if n in body) == body   # every encoder op found once
+    assert sorted(n for n in run["fp32"] if n in body) == ["L0.scores", "L1.scores"]
+    assert {"L0.q", "L0.context", "L1.out", "L1.ffn2"} <= set(run["int8"])
+    assert not set(run["int8"]) & {s["name"] for s in sites if s["head"]}    # the head stays FP32
+    o = read_json(out + ".info.json")["quantization"]["onednn"]
+    assert o == {"int8_sites": 14, "quantized_sites": 16, "fp32_sites": ["L0.scores", "L1.scores"]}
+    assert "oneDNN runs 14 of the 16 quantized encoder ops in INT8; in FP32" in r.stdout
+
+
+@int8_line
 def test_accuracy_guard_refuses_unless_forced(fp32_static, glue_data, tmp_path):
     _, fp32 = fp32_static
     args = ["--model_prefix", fp32, "--data_dir", glue_data, "--batch_num", "1", "--batch_size", "8",

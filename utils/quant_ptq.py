@@ -194,3 +194,69 @@ def inspect_program(prefix):
 def model_bytes(prefix):
     return sum(os.path.getsize(f) for f in (inference.model_file(prefix), prefix + ".pdiparams")
                if f and os.path.isfile(f))
+
+
+def executed_int8(int8_prefix, sites):
+    """Which of ``sites`` (:func:`quant_sites` of the FP32 model) the CPU
+    predictor really runs in INT8: oneDNN's passes keep some quantized ops in
+    FP32 (on paddle 2.6 the attention scores product: its 1/sqrt(d) scale and
+    mask add are fused into an FP32 matmul).  Builds the predictor of the
+    quantized model, saves its optimized program in a temporary directory and
+    reads each fc / matmul op's ``mkldnn_data_type``; a product is mapped to
+    its layer through the fc ops that compute its operands.  Returns
+    ``{"int8": [site names], "fp32": [site names]}`` (sites the optimized
+    program does not show are in neither)."""
+    import shutil
+    import tempfile
+    import paddle
+    import paddle.inference as pi
+    roles = {s["key"]: s["name"] for s in sites}
+    tmp = tempfile.mkdtemp(prefix="int8_graph_")
+    try:
+        config = pi.Config(inference.model_file(int8_prefix), int8_prefix + ".pdiparams")
+        config.disable_gpu()
+        config.disable_glog_info()
+        config.enable_mkldnn()
+        config.enable_mkldnn_int8()
+        config.set_optim_cache_dir(tmp)
+        config.enable_save_optim_model(True)
+        pi.create_predictor(config)
+        paddle.enable_static()
+        try:
+            exe = paddle.static.Executor(paddle.CPUPlace())
+            with paddle.static.scope_guard(paddle.static.Scope()):
+                program, _, _ = paddle.static.load_inference_model(
+                    tmp, exe, model_filename="_optimized.pdmodel", params_filename="_optimized.pdiparams")
+        finally:
+            paddle.disable_static()
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    ops = program.global_block().ops
+    producer = {out: op for op in ops for out in op.output_arg_names}
+
+    def source_fc(name, depth=0):   # the weight of the fc whose output reaches ``name`` through layout ops
+        op = producer.get(name)
+        if op is None or depth > 8:
+            return None
+        if op.type == "fc":
+            return op.input("W")[0]
+        if op.type in ("quantize", "dequantize", "reshape2", "transpose2", "fused_transpose", "fused_reshape2",
+                       "scale", "requantize"):
+            return source_fc(op.input_arg_names[0], depth + 1)
+        return None
+
+    result = {"int8": [], "fp32": []}
+    for op in ops:
+        name = None
+        if op.type in ("fc", "mul", "matmul", "matmul_v2") and op.input("W" if op.type == "fc" else "Y")[0] in roles:
+            name = roles[op.input("W" if op.type == "fc" else "Y")[0]]
+        elif op.type in ("fused_matmul", "matmul", "matmul_v2"):
+            for arg in op.input_arg_names:
+                w = roles.get(source_fc(arg))
+                if w and w.split(".")[-1] in ("q", "k", "v"):
+                    name = w.rsplit(".", 1)[0] + (".context" if w.endswith(".v") else ".scores")
+                    break
+        if name:
+            dtype = op.attr("mkldnn_data_type") if op.has_attr("mkldnn_data_type") else "float32"
+            result["int8" if dtype == "int8" else "fp32"].append(name)
+    return result
