@@ -118,6 +118,42 @@ def test_the_info_says_which_quantized_ops_onednn_runs_in_int8(int8_model):
 
 
 @int8_line
+def test_int8_fidelity_separates_the_program_from_the_kernels(int8_model, glue_data, tmp_path):
+    """benchmarks/int8_fidelity.py: its "exact" run is the quantized program's
+    own arithmetic (the same program dequantized by a predictor without
+    oneDNN INT8 gives the same logits), its "real" run is the INT8 predictor
+    as quantize.py's guard runs it, fetching inner tensors changes nothing,
+    and the layer-0 kernel check compares against exact int8 arithmetic."""
+    from helpers import script_module
+    from utils import inference
+    fp32, out, _ = int8_model
+    res = script_module("benchmarks/int8_fidelity.py").main(
+        ["--fp32", fp32, "--int8", out, "--data_dir", glue_data, "--examples", "40", "--output",
+         str(tmp_path / "f.json")])
+    assert res == read_json(str(tmp_path / "f.json"))
+    assert res["examples"] == 40 and res["probe_logit_change"] < 1e-5
+    ids, seg, _ = dev_batch(glue_data, fp32, n=40)
+    deq = inference.run_predictor(inference.create_predictor(out, int8=False, mkldnn=False), ids, seg)
+    q8 = inference.run_predictor(inference.create_predictor(out), ids, seg)
+    ref = inference.run_predictor(inference.create_predictor(fp32), ids, seg)
+    top = ref.argmax(-1)
+
+    def margin_error(x):   # |change of the margin of FP32's top class over the best other class|
+        def margin(y):
+            return y[np.arange(len(y)), top] - np.where(np.arange(y.shape[1]) == top[:, None], -np.inf, y).max(1)
+        return float(np.abs(margin(x) - margin(ref)).mean())
+    assert res["exact"]["margin_error"] == pytest.approx(margin_error(deq), rel=1e-3, abs=1e-5)
+    assert res["real"]["margin_error"] == pytest.approx(margin_error(q8), rel=1e-3, abs=1e-5)
+    assert res["exact"]["margin_error"] != pytest.approx(res["real"]["margin_error"], rel=1e-3)
+    assert res["exact"]["margin_error"] > 0 and res["real"]["margin_error"] > 0
+    assert len(res["layers"]) == 5 and res["layers"][0]["exact"] == 0.0    # embeddings' LayerNorm: not quantized
+    assert all(x["exact"] > 0 and x["real"] > 0 for x in res["layers"][1:])
+    assert set(res["layer0_kernels"]) == {"L0.q", "L0.k", "L0.out"}
+    for k in res["layer0_kernels"].values():
+        assert 0 < k["exact_int8_vs_fp32"] < 0.2 and k["kernel_vs_exact_int8"] >= 0
+
+
+@int8_line
 def test_accuracy_guard_refuses_unless_forced(fp32_static, glue_data, tmp_path):
     _, fp32 = fp32_static
     args = ["--model_prefix", fp32, "--data_dir", glue_data, "--batch_num", "1", "--batch_size", "8",
