@@ -136,6 +136,8 @@ def main(argv=None):
         drift = {n: np.zeros(3) for n in norms}            # |exact-fp|^2, |real-fp|^2, |fp|^2
         kernel = {lin[0]: np.zeros((3, weights[lin[0]][0].shape[1])) for lin in lins}   # per channel
         probe_change = 0.0
+        recipe = inference.read_info(args.int8).get("quantization", {}).get("calibration", {})
+        per_channel = recipe.get("weight_quantize_type", "channel_wise_abs_max") == "channel_wise_abs_max"
         for i in range(0, len(order), args.batch_size):
             ids, seg, _ = data.collate([feats[j] for j in order[i:i + args.batch_size]])
             feed = {"input_ids": ids, "token_type_ids": seg}
@@ -161,7 +163,8 @@ def main(argv=None):
                 x, y = real_extra[xin], real_extra[yout]
                 m = mask.reshape(-1)
                 x, y = x.reshape(-1, x.shape[-1])[m], y.reshape(-1, y.shape[-1])[m]
-                sw = 127.0 / np.maximum(np.abs(w).max(0), 1e-8)
+                absmax = np.abs(w).max(0) if per_channel else np.full(w.shape[1], np.abs(w).max())
+                sw = 127.0 / np.maximum(absmax, 1e-8)
                 xq = np.clip(np.round(x * (127.0 / thr)), -127, 127) * (thr / 127.0)
                 exact = xq @ (np.round(w * sw) / sw) + b
                 ref = x @ w + b
