@@ -208,7 +208,6 @@ def executed_int8(int8_prefix, sites):
     program does not show are in neither)."""
     import shutil
     import tempfile
-    import paddle
     import paddle.inference as pi
     roles = {s["key"]: s["name"] for s in sites}
     tmp = tempfile.mkdtemp(prefix="int8_graph_")
@@ -221,17 +220,10 @@ def executed_int8(int8_prefix, sites):
         config.set_optim_cache_dir(tmp)
         config.enable_save_optim_model(True)
         pi.create_predictor(config)
-        paddle.enable_static()
-        try:
-            exe = paddle.static.Executor(paddle.CPUPlace())
-            with paddle.static.scope_guard(paddle.static.Scope()):
-                program, _, _ = paddle.static.load_inference_model(
-                    tmp, exe, model_filename="_optimized.pdmodel", params_filename="_optimized.pdiparams")
-        finally:
-            paddle.disable_static()
+        with static_program(os.path.join(tmp, "_optimized")) as (program, _):
+            ops = list(program.global_block().ops)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    ops = program.global_block().ops
     producer = {out: op for op in ops for out in op.output_arg_names}
 
     def source_fc(name, depth=0):   # the weight of the fc whose output reaches ``name`` through layout ops
@@ -247,10 +239,10 @@ def executed_int8(int8_prefix, sites):
 
     result = {"int8": [], "fp32": []}
     for op in ops:
-        name = None
-        if op.type in ("fc", "mul", "matmul", "matmul_v2") and op.input("W" if op.type == "fc" else "Y")[0] in roles:
-            name = roles[op.input("W" if op.type == "fc" else "Y")[0]]
-        elif op.type in ("fused_matmul", "matmul", "matmul_v2"):
+        weight = op.input("W" if op.type == "fc" else "Y")[0] if op.type in ("fc", "mul", "matmul", "matmul_v2") \
+            else None
+        name = roles.get(weight)
+        if name is None and op.type in ("fused_matmul", "matmul", "matmul_v2"):
             for arg in op.input_arg_names:
                 w = roles.get(source_fc(arg))
                 if w and w.split(".")[-1] in ("q", "k", "v"):
