@@ -284,8 +284,8 @@ def stage_int8(run, fp32):
             prefix = os.path.join(run.out, "candidates", name, "static", "model")
             qat = []
             if a.int8_qat_steps:   # the dynamic sub-model export_model.py wrote beside the FP32 static one
-                qat = ["--qat_steps", a.int8_qat_steps, "--qat_model",
-                       os.path.join(run.out, "candidates", c["name"], "dynamic")]
+                qat = ["--qat_steps", a.int8_qat_steps, "--qat_model",   # --resume: an interrupted tuning continues
+                       os.path.join(run.out, "candidates", c["name"], "dynamic"), "--resume"]
             r = run.script("quantize.py", "--model_prefix", c["prefix"], "--output_prefix", prefix,
                            "--data_dir", a.data_dir, "--max_drop", a.int8_max_drop, "--batch_num", a.int8_batch_num,
                            "--threads", a.threads, *qat, capture_err=True)

@@ -45,6 +45,12 @@ recipe simulated (fake quantization, straight-through gradients) to
 reproduce the original model's predictions on training texts the guard and
 the search never read; the tuned weights are then quantized with the
 recipe, and the guard compares the result with the original FP32 model.
+The tuning checkpoints itself into ``OUTPUT_PREFIX.qat/`` every
+``--qat_save_steps``; after an interruption the same command with
+``--resume`` continues it (the recipe and the ops kept FP32 that the search
+chose are read back, not searched again) and ends with the same INT8 model.
+Without ``--resume`` a left checkpoint is an error, never overwritten; once
+the guard has judged, the checkpoint is removed.
 
 Written next to ``--output_prefix``: PREFIX.pdmodel / .pdiparams, PREFIX.info.json
 (the FP32 model's info + ``"int8": true``, both evaluations, agreement,
@@ -161,6 +167,12 @@ def parse_args(argv=None):
                    help="the dynamic-graph sub-model of --model_prefix (export_model.py's --sub_model_output_dir)")
     t.add_argument("--qat_learning_rate", type=float, default=2e-5)
     t.add_argument("--qat_batch_size", type=int, default=16)
+    t.add_argument("--qat_save_steps", type=int, default=100,
+                   help="checkpoint the tuning every N steps into OUTPUT_PREFIX.qat/")
+    t.add_argument("--resume", action="store_true",
+                   help="continue the interrupted tuning of this --output_prefix from OUTPUT_PREFIX.qat/ (the "
+                        "same flags; without a checkpoint it starts from step 0)")
+    t.add_argument("--debug_qat_exit_after_step", type=int, default=-1, help=argparse.SUPPRESS)
     p.add_argument("--max_seq_length", type=int, default=None, help="default: the exported model's")
     p.add_argument("--eval_batch_size", type=int, default=32)
     p.add_argument("--threads", type=int, default=2, help="CPU threads of the evaluation predictors")
@@ -195,8 +207,12 @@ def check_args(args):
         path = getattr(args, flag)
         if path is not None and not os.path.isfile(path):
             raise UserError(f"--{flag}: {path}: file not found")
-    if args.qat_steps < 0 or args.qat_batch_size <= 0 or not args.qat_learning_rate > 0:
-        raise UserError("--qat_steps must be >= 0, --qat_batch_size and --qat_learning_rate positive")
+    if args.qat_steps < 0 or args.qat_batch_size <= 0 or not args.qat_learning_rate > 0 or args.qat_save_steps <= 0:
+        raise UserError("--qat_steps must be >= 0, --qat_batch_size, --qat_learning_rate and --qat_save_steps "
+                        "positive")
+    if args.resume and not args.qat_steps:
+        raise UserError("--resume continues an interrupted quantization-aware distillation: give its --qat_steps "
+                        "and --qat_model (the rest of quantize.py is quick and simply reruns)")
     if args.qat_steps and not args.qat_model:
         raise UserError("--qat_steps needs --qat_model: the dynamic-graph sub-model export_model.py wrote with "
                         "--model_prefix (its --sub_model_output_dir)")
@@ -204,6 +220,44 @@ def check_args(args):
         raise UserError(f"--qat_model: {args.qat_model}: not a directory")
     if os.path.abspath(args.output_prefix) == os.path.abspath(args.model_prefix):
         raise UserError("--output_prefix must differ from --model_prefix (the FP32 model is the reference)")
+
+
+# the flags that decide the tuning: a --resume must give the interrupted run's
+TUNING_FLAGS = ("model_prefix", "qat_model", "data_dir", "calibration_file", "agreement_file", "agreement_examples",
+                "search_examples", "batch_num", "batch_size", "algo", "hist_percent", "weight_quantize_type", "search",
+                "search_algos", "skip_layers", "max_skip", "sensitivity_examples", "search_budget", "min_agreement",
+                "quantize_head", "max_seq_length", "seed", "qat_steps", "qat_learning_rate", "qat_batch_size")
+RUN_FILE = "run.json"   # in OUTPUT_PREFIX.qat/: those flags and the search's choice
+PATH_FLAGS = ("model_prefix", "qat_model", "data_dir", "calibration_file", "agreement_file")
+
+
+def tuning_flags(args):
+    return {k: (os.path.abspath(getattr(args, k)) if k in PATH_FLAGS and getattr(args, k) else getattr(args, k))
+            for k in TUNING_FLAGS}
+
+
+def check_checkpoint(args):
+    """The interrupted tuning's record (its flags and the search's choice)
+    when --resume continues one, else None; a UserError for a checkpoint
+    left without --resume or one of other flags.  Nothing is touched."""
+    if not args.qat_steps:
+        return None
+    from utils.qat import checkpoint_dir
+    from utils.jsonfile import read_json
+    ckpt = checkpoint_dir(args.output_prefix)
+    if not os.path.lexists(ckpt):
+        return None
+    if not args.resume:
+        raise UserError(f"{ckpt}: the checkpoint of an interrupted quantization-aware distillation for this "
+                        f"--output_prefix; add --resume to continue it (same flags), or remove it to start over")
+    record = read_json(os.path.join(ckpt, RUN_FILE), "--resume: the tuning's record", want_object=True)
+    saved, now = record.get("flags", {}), tuning_flags(args)
+    differ = [k for k in TUNING_FLAGS if saved.get(k) != now[k]]
+    if differ:
+        raise UserError(f"--resume: {ckpt} was tuned with other flags: "
+                        + ", ".join(f"--{k} {saved.get(k)!r} there, {now[k]!r} now" for k in differ)
+                        + " (resume with the interrupted run's flags, or remove the checkpoint to start over)")
+    return record
 
 
 def base_recipe(args):
@@ -341,19 +395,30 @@ def check_model(prefix):
     return info, tok_src
 
 
-def quantize_and_judge(args, data, fp32, sites, work):
+def quantize_and_judge(args, data, fp32, sites, work, resumed=None):
     """Search (if asked), quantize with the chosen recipe, run the guard.
+    ``resumed``: the interrupted tuning's record (its choice is reused).
     Returns (INT8 prefix in ``work``, summary, reasons to refuse)."""
     feed_names = fp32.get_input_names()
-    # the search (and the sensitivity) judge the original model: a tuned model quantized one op at a time is
-    # mostly the tuned FP32 model, which differs from the original by design
-    recipe, fp32_sites, search = choose(args, data, feed_names, work, fp32, sites)
+    if resumed is not None:
+        recipe, fp32_sites, search = resumed["recipe"], resumed["fp32_sites"], resumed["search"]
+        print(f"--resume: the interrupted run's recipe {quant_search.describe(recipe)}, ops kept FP32: "
+              f"{', '.join(fp32_sites) or '-'}", flush=True)
+    else:
+        # the search (and the sensitivity) judge the original model: a tuned model quantized one op at a time is
+        # mostly the tuned FP32 model, which differs from the original by design
+        recipe, fp32_sites, search = choose(args, data, feed_names, work, fp32, sites)
     source, qat_record = args.model_prefix, None
     if args.qat_steps:   # tune the FP32 weights for that recipe and those FP32 ops; the guard compares with --model_prefix
         from utils import qat
         source = os.path.join(work, "qat", "model")
+        record = {"flags": tuning_flags(args), "recipe": recipe, "fp32_sites": fp32_sites, "search": search}
+        checkpoints = qat.Checkpoints(qat.checkpoint_dir(args.output_prefix), args.qat_save_steps,
+                                      resume=resumed is not None, exit_after=args.debug_qat_exit_after_step,
+                                      record=(RUN_FILE, record))
         qat_record = qat.tune(args.qat_model, fp32, data, recipe, fp32_sites, source, steps=args.qat_steps,
-                              learning_rate=args.qat_learning_rate, batch_size=args.qat_batch_size, seed=args.seed)
+                              learning_rate=args.qat_learning_rate, batch_size=args.qat_batch_size, seed=args.seed,
+                              checkpoints=checkpoints)
     by_name = {s["name"]: s for s in sites}
     skip = set() if args.quantize_head else set(quant_ptq.head_skip(sites))
     skip |= {by_name[n]["key"] for n in fp32_sites}
@@ -411,13 +476,20 @@ def main(argv=None):
     data = QuantData(args, info, load_tokenizer(tok_src), max_len)  # every input check before any write
     sites = quant_ptq.quant_sites(args.model_prefix)
     named_skips(args, sites)
+    resumed = check_checkpoint(args)
+    if args.resume and resumed is None:
+        logger.warning("--resume: no checkpoint of a tuning at %s.qat, starting from the beginning",
+                       os.path.abspath(args.output_prefix))
     fp32 = inference.create_predictor(args.model_prefix, threads=args.threads, mkldnn=True)
     out_dir = os.path.dirname(os.path.abspath(args.output_prefix))
     made_dirs = runs.make_dirs(out_dir)
     work = tempfile.mkdtemp(prefix=".quantize-", dir=out_dir)
     written = False
     try:
-        tmp_prefix, summary, reasons = quantize_and_judge(args, data, fp32, sites, work)
+        tmp_prefix, summary, reasons = quantize_and_judge(args, data, fp32, sites, work, resumed)
+        if args.qat_steps:   # judged: the tuning is done with, whatever the verdict
+            from utils.qat import checkpoint_dir
+            shutil.rmtree(checkpoint_dir(args.output_prefix), ignore_errors=True)
         report_guard(summary)
         if reasons and not args.force:
             print(json.dumps(summary), flush=True)

@@ -168,7 +168,7 @@ def test_int8_with_qat_tunes_each_candidate_from_its_dynamic_export(compressed, 
     assert len(runs) == 3 and "run_glue_ofa.py" not in r.stdout, r.stdout[-3000:]
     for line, name in zip(runs, ("teacher", "w0.7500", "w0.5000")):
         want = os.path.join(out, "candidates", name, "dynamic")
-        assert f"--qat_steps 3 --qat_model {want}" in line, line
+        assert f"--qat_steps 3 --qat_model {want} --resume" in line, line   # a killed tuning continues
     info = read_json(os.path.join(out, "candidates", "w0.5000_int8", "static", "model.info.json"))
     assert info["int8"] and info["quantization"]["qat"]["steps"] == 3
     assert os.path.isfile(os.path.join(out, "stages", "int8_w0.5000_int8_qat3.json"))

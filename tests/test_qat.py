@@ -164,6 +164,48 @@ def test_quantize_with_qat_tunes_then_quantizes_and_judges_against_the_original(
 
 
 @int8_line
+def test_an_interrupted_tuning_resumes_to_the_same_int8_model(exported, glue_data, tmp_path):
+    """Killed after step 5 of 12 (checkpoints every 5): a rerun without
+    --resume, or with another flag, is refused and leaves the checkpoint as
+    it was; --resume ends with the uninterrupted run's INT8 weights and
+    removes the checkpoint."""
+    root, dyn, fp32 = exported
+    base = ["--model_prefix", fp32, "--data_dir", glue_data, "--batch_num", "4", "--batch_size", "16",
+            "--qat_steps", "12", "--qat_model", dyn, "--qat_learning_rate", "1e-4", "--qat_save_steps", "5",
+            "--skip_layers", "L0.ffn2", "--force"]
+    whole = str(tmp_path / "whole" / "model")
+    run_script("quantize.py", *base, "--output_prefix", whole)
+    part = str(tmp_path / "part" / "model")
+    r = run_script("quantize.py", *base, "--output_prefix", part, "--debug_qat_exit_after_step", "5", check=False)
+    assert r.returncode == 3, r.stderr[-2000:]
+    ckpt = part + ".qat"
+    with open(os.path.join(ckpt, "checkpoints", "latest")) as f:
+        assert f.read().strip() == "step-5"
+    assert not os.path.exists(part + ".pdiparams")
+
+    def snapshot():
+        return sorted((os.path.relpath(os.path.join(d, n), ckpt), os.path.getmtime(os.path.join(d, n)))
+                      for d, _, names in os.walk(ckpt) for n in names)
+    before = snapshot()
+    for extra, msg in [([], "add --resume to continue it"),
+                       (["--resume", "--qat_learning_rate", "2e-4"], "--qat_learning_rate 0.0001 there, 0.0002 now")]:
+        r = run_script("quantize.py", *base, "--output_prefix", part, *extra, check=False)
+        err = r.stderr.strip().splitlines()
+        assert r.returncode == 2 and err[-1].startswith("error: ") and msg in err[-1], (extra, r.stderr[-1500:])
+        assert snapshot() == before and not os.path.exists(part + ".pdiparams")
+    r = run_script("quantize.py", *base, "--output_prefix", part, "--resume")
+    assert "resumed from step 5 of 12" in r.stdout + r.stderr
+    assert "--resume: the interrupted run's recipe" in r.stdout
+    with open(whole + ".pdiparams", "rb") as a, open(part + ".pdiparams", "rb") as b:
+        assert a.read() == b.read()
+    q = read_json(part + ".info.json")["quantization"]["qat"]
+    assert q["resumed_from"] == 5 and q["steps"] == 12
+    assert q["loss_first"] == read_json(whole + ".info.json")["quantization"]["qat"]["loss_first"]
+    assert not os.path.exists(ckpt) and not os.path.exists(whole + ".qat")
+    assert read_json(part + ".info.json")["quantization"]["fp32_sites"] == ["L0.ffn2"]
+
+
+@int8_line
 def test_qat_bad_input_is_one_line_and_exit_2(exported, glue_data, tmp_path):
     root, dyn, fp32 = exported
     other = write_tiny_bert(str(tmp_path / "other"), seed=7)

@@ -29,8 +29,14 @@ quantized op simulated* reproduces the unchanged FP32 model:
   path with the same recipe, and the guard compares the INT8 model with the
   *original* FP32 model (``--model_prefix``), so the tuning can only pass the
   guard by agreeing with it.
+* The tuning checkpoints itself (:class:`Checkpoints`: weights, optimizer,
+  schedule, the order of the batches, the losses) into ``OUTPUT_PREFIX.qat/``
+  every ``--qat_save_steps``; ``quantize.py --resume`` continues an
+  interrupted run from there and ends with the weights an uninterrupted run
+  ends with.
 """
 import logging
+import os
 import time
 
 import numpy as np
@@ -187,11 +193,71 @@ def measure(kind, student, teacher, sim, batches, pad_id):
     return float(np.mean(vals))
 
 
-def train(student, teacher, sim, batches, kind, pad_id, steps, learning_rate, seed=0, eval_batches=None):
+CHECKPOINT_SUFFIX = ".qat"
+
+
+def checkpoint_dir(output_prefix):
+    """Where quantize.py keeps the tuning's checkpoints and its run record."""
+    return os.path.abspath(output_prefix) + CHECKPOINT_SUFFIX
+
+
+class Checkpoints:
+    """Crash-safe checkpoints of the tuning in ``root`` (utils/checkpoint.py's
+    layout: ``checkpoints/step-N`` and ``checkpoints/latest``), every
+    ``save_steps`` steps and at the last; ``resume``: start from the latest.
+    ``exit_after``: a test hook, the process dies right after that step's
+    checkpoint."""
+
+    def __init__(self, root, save_steps, resume=False, exit_after=-1, record=None):
+        self.root, self.save_steps, self.resume, self.exit_after = root, save_steps, resume, exit_after
+        self.record = record
+
+    def begin(self):
+        """Write the run's ``record`` (quantize.py's run.json) before the
+        first step, once every input check has passed: a resume needs it even
+        before the first checkpoint."""
+        from .publish import write_json_atomic
+        if self.record is not None and not self.resume:
+            os.makedirs(self.root, exist_ok=True)
+            write_json_atomic(os.path.join(self.root, self.record[0]), self.record[1])
+
+    def load(self, model, optimizer, scheduler):
+        from .checkpoint import load_checkpoint
+        if not self.resume:
+            return None
+        state = load_checkpoint(self.root, model, optimizer, scheduler)
+        if state is None:
+            logger.warning("--resume: no checkpoint of the tuning in %s, starting from step 0", self.root)
+        return state
+
+    def after_step(self, step, steps, model, optimizer, scheduler, state):
+        from .checkpoint import save_checkpoint
+        if step % self.save_steps == 0 or step == steps:
+            save_checkpoint(self.root, step, model, optimizer, scheduler, state)
+            if step == self.exit_after:
+                import sys
+                sys.stdout.flush()
+                sys.stderr.flush()
+                os._exit(3)
+
+
+def _rng_state(rng):
+    name, keys, pos, has_gauss, cached = rng.get_state()
+    return [name, keys.tolist(), int(pos), int(has_gauss), float(cached)]
+
+
+def _set_rng_state(rng, state):
+    name, keys, pos, has_gauss, cached = state
+    rng.set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
+
+
+def train(student, teacher, sim, batches, kind, pad_id, steps, learning_rate, seed=0, eval_batches=None,
+          checkpoints=None):
     """``steps`` AdamW steps (10% warm-up, linear decay) of the simulated
     student towards the teacher, cycling over ``batches`` in a seeded order.
     Returns the record: losses and the simulated divergence before and after
-    on ``eval_batches``."""
+    on ``eval_batches``.  ``checkpoints``: a :class:`Checkpoints` to save to
+    and, if it resumes, to continue from."""
     import paddle
     from tqdm import tqdm
     from .losses import logit_loss
@@ -208,12 +274,19 @@ def train(student, teacher, sim, batches, kind, pad_id, steps, learning_rate, se
     optimizer, scheduler = build_optimizer(student, steps, learning_rate, warmup_proportion=0.1, parameters=params)
     rng = np.random.RandomState(seed)
     eval_batches = eval_batches or batches[:8]
-    before = measure(kind, student, teacher, sim, eval_batches, pad_id)
-    losses, order, targets, t0 = [], [], {}, time.time()
-    bar = tqdm(range(steps), desc="qat", dynamic_ncols=True, mininterval=5)
-    for _ in bar:
+    state = checkpoints.load(student, optimizer, scheduler) if checkpoints else None
+    if state is None:
+        step, losses, order = 0, [], []
+        before = measure(kind, student, teacher, sim, eval_batches, pad_id)
+    else:
+        step, losses, order, before = state["step"], state["losses"], state["order"], state["before"]
+        _set_rng_state(rng, state["rng"])
+        logger.info("quantization-aware distillation: resumed from step %d of %d", step, steps)
+    start, targets, t0 = step, {}, time.time()
+    bar = tqdm(total=steps, initial=step, desc="qat", dynamic_ncols=True, mininterval=5)
+    while step < steps:
         if not order:
-            order = list(rng.permutation(len(batches)))
+            order = [int(i) for i in rng.permutation(len(batches))]
         b = order.pop()
         ids, seg = batches[b]
         if b not in targets:   # the teacher is fixed and runs without dropout: once per batch
@@ -225,12 +298,18 @@ def train(student, teacher, sim, batches, kind, pad_id, steps, learning_rate, se
         scheduler.step()
         optimizer.clear_grad()
         losses.append(float(loss))
+        step += 1
+        bar.update(1)
         bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}")
+        if checkpoints:
+            checkpoints.after_step(step, steps, student, optimizer, scheduler,
+                                   {"losses": losses, "order": order, "before": before, "rng": _rng_state(rng)})
+    bar.close()
     after = measure(kind, student, teacher, sim, eval_batches, pad_id)
     logger.info("quantization-aware distillation: %d steps in %.0f s; simulated divergence from FP32 on %d "
-                "training texts %.4f -> %.4f", steps, time.time() - t0,
+                "training texts %.4f -> %.4f", steps - start, time.time() - t0,
                 sum(len(b[0]) for b in eval_batches), before, after)
-    return {"steps": steps, "learning_rate": learning_rate, "seconds": time.time() - t0,
+    return {"steps": steps, "learning_rate": learning_rate, "seconds": time.time() - t0, "resumed_from": start,
             "loss_first": float(np.mean(losses[:20])) if losses else None,
             "loss_last": float(np.mean(losses[-20:])) if losses else None,
             "simulated_divergence_before": before, "simulated_divergence_after": after,
@@ -238,7 +317,7 @@ def train(student, teacher, sim, batches, kind, pad_id, steps, learning_rate, se
 
 
 def tune(model_dir, fp32_predictor, data, recipe, fp32_sites, out_prefix, *, steps, learning_rate, batch_size,
-         seed=0):
+         seed=0, checkpoints=None):
     """Quantization-aware distillation of the dynamic-graph model in
     ``model_dir`` (the sub-model export_model.py wrote with the static
     ``fp32_predictor``'s model), written as a static model at ``out_prefix``.
@@ -274,8 +353,10 @@ def tune(model_dir, fp32_predictor, data, recipe, fp32_sites, out_prefix, *, ste
     calibrate(sim, student, calib)   # the student still equals the teacher here
     logger.info("quantization-aware distillation: %d sites simulated, %d training texts (%d batches of %d), "
                 "%d steps", len(sim.scales), len(feats), len(batches), batch_size, steps)
+    if checkpoints:
+        checkpoints.begin()
     record = train(student, teacher, sim, batches, data.kind, pad_id, steps, learning_rate, seed=seed,
-                   eval_batches=batches[::max(1, len(batches) // 16)])
+                   eval_batches=batches[::max(1, len(batches) // 16)], checkpoints=checkpoints)
     save_static(student, out_prefix)
     record.update(texts=len(feats), batch_size=batch_size, check_max_abs_diff=diff, simulated_sites=len(sim.scales),
                   scale_percentile=percent, model_dir=model_dir)
