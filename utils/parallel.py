@@ -86,14 +86,32 @@ def step_seed(seed, step):
 
 
 # --------------------------------------------------------------------------- batches
-def epoch_batches(n, batch_size, epoch, seed, shuffle=True):
+GROUP_BATCHES = 50   # --group_by_length sorts windows of this many batches
+
+
+def epoch_batches(n, batch_size, epoch, seed, shuffle=True, lengths=None):
     """Index batches of one epoch for this rank: a seeded permutation, padded
-    by wrapping to a multiple of the world size, split round-robin by rank."""
+    by wrapping to a multiple of the world size, split round-robin by rank.
+    ``lengths`` (one per example; --group_by_length): each window of
+    :data:`GROUP_BATCHES` batches of that order is sorted by length before it
+    is cut into batches, and the batches are then shuffled (seeded), so a
+    batch holds examples of like length (less padding) and the epoch's
+    batches, their number and the examples they cover stay the same."""
     rank, world = rank_and_world()
     order = np.random.RandomState((seed + 1000 * epoch) % (2 ** 32)).permutation(n) if shuffle else np.arange(n)
     if world > 1:
         total = int(math.ceil(n / world)) * world
         order = np.concatenate([order, order[: total - n]])[rank::world]
+    if lengths is not None and shuffle:
+        lengths = np.asarray(lengths)
+        window = GROUP_BATCHES * batch_size
+        chunks = [order[i:i + window] for i in range(0, len(order), window)]
+        order = np.concatenate([c[np.argsort(-lengths[c], kind="stable")] for c in chunks]) if chunks else order
+        batches = [order[i:i + batch_size].tolist() for i in range(0, len(order), batch_size)]
+        # the last (possibly short) batch stays last; the others in a seeded order
+        full = len(order) // batch_size
+        perm = np.random.RandomState((seed + 1000 * epoch + 1) % (2 ** 32)).permutation(full)
+        return [batches[i] for i in perm] + batches[full:]
     return [order[i:i + batch_size].tolist() for i in range(0, len(order), batch_size)]
 
 

@@ -40,6 +40,9 @@ def add_common_args(p: argparse.ArgumentParser, *, lr=2e-5, epochs=3.0, batch_si
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --output_dir")
     p.add_argument("--overwrite_output_dir", action="store_true",
                    help="start afresh even if --output_dir holds a checkpoint")
+    p.add_argument("--group_by_length", action="store_true",
+                   help="batch training examples of like length (seeded; each batch is padded to its longest "
+                        "example, so less padding means faster steps): for data of mixed lengths")
     p.add_argument("--num_workers", type=int, default=0, help="(accepted for compatibility; data is in memory)")
     # Test hook: simulate a crash (os._exit) right after the checkpoint of this step.
     p.add_argument("--debug_exit_after_step", type=int, default=-1, help=argparse.SUPPRESS)
@@ -111,5 +114,5 @@ def loop_settings(args):
                 logging_steps=args.logging_steps, save_steps=args.save_steps, resume=args.resume,
                 num_train_epochs=args.num_train_epochs if args.max_steps <= 0 else None,
                 warmup_steps=args.warmup_steps, warmup_proportion=args.warmup_proportion,
-                debug_exit_after_step=args.debug_exit_after_step,
+                group_by_length=args.group_by_length, debug_exit_after_step=args.debug_exit_after_step,
                 debug_exit_before_checkpoint=args.debug_exit_before_checkpoint)

@@ -104,11 +104,13 @@ def _evaluate_and_checkpoint(output_dir, step, epoch, stage, model, optimizer, s
 
 def train(stage, model, optimizer, scheduler, train_features, collate, total_steps, per_epoch, *, output_dir,
           batch_size, seed=42, logging_steps=100, save_steps=500, resume=False, num_train_epochs=None,
-          warmup_steps=0, warmup_proportion=0.0, debug_exit_after_step=-1, debug_exit_before_checkpoint=-1):
+          warmup_steps=0, warmup_proportion=0.0, group_by_length=False, debug_exit_after_step=-1,
+          debug_exit_before_checkpoint=-1):
     """Run ``total_steps`` optimizer steps: log every ``logging_steps``,
     evaluate and checkpoint every ``save_steps`` and at the end, continue
     from the latest checkpoint with ``resume``.  ``num_train_epochs`` and the
-    warm-up are only logged; ``debug_exit_*`` are test hooks (a crash right
+    warm-up are only logged; ``group_by_length``: batches of like-length
+    examples (:func:`utils.parallel.epoch_batches`); ``debug_exit_*`` are test hooks (a crash right
     after that step's checkpoint / before it).  Returns the last step."""
     from tqdm import tqdm
     stage.total_steps = total_steps
@@ -117,11 +119,12 @@ def train(stage, model, optimizer, scheduler, train_features, collate, total_ste
               warmup_of(total_steps, warmup_steps, warmup_proportion))
     bar = tqdm(total=total_steps, initial=global_step, desc="train", disable=not is_master(), dynamic_ncols=True,
                mininterval=1.0)
+    lengths = [len(f["input_ids"]) for f in train_features] if group_by_length else None
     model.train()
     t0, losses = time.time(), []
     epoch = global_step // per_epoch
     while global_step < total_steps:
-        batches = epoch_batches(len(train_features), batch_size, epoch, seed)
+        batches = epoch_batches(len(train_features), batch_size, epoch, seed, lengths=lengths)
         for b_idx in range(global_step - epoch * per_epoch, min(len(batches), total_steps - epoch * per_epoch)):
             reseed(step_seed(seed, global_step))
             losses.append(float(stage.step(collate([train_features[i] for i in batches[b_idx]]), global_step)))
