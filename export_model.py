@@ -239,6 +239,8 @@ def main(argv=None):
     static_info = {"task_type": task_type, "task_name": info.get("task_name"), "label_list": info.get("label_list"),
                    "max_seq_length": args.max_seq_length, "width": None if pruned else width.ratio,
                    "depth": depth, "pruned": pruned}
+    if info.get("data_split"):   # a NER model: how its training cut dev out of train (read by quantize.py)
+        static_info["data_split"] = info["data_split"]
     export_info = {"width": width.ratio, "width_requested": width.requested, "heads_per_layer": None,
                    "ffn_per_layer": None, "num_layers": n_layers, "task_type": task_type, "depth": depth,
                    "kept_layers": layers if layers is not None else list(range(config.num_hidden_layers)),

@@ -174,6 +174,12 @@ def parse_args(argv=None):
                         "same flags; without a checkpoint it starts from step 0)")
     t.add_argument("--debug_qat_exit_after_step", type=int, default=-1, help=argparse.SUPPRESS)
     p.add_argument("--max_seq_length", type=int, default=None, help="default: the exported model's")
+    p.add_argument("--dev_ratio", type=float, default=None,
+                   help="NER data without a dev file: the share of train that is dev (default: the slice the "
+                        "model's training held out, from its info.json data_split; else 0.1)")
+    p.add_argument("--split_long", action="store_true", default=None,
+                   help="NER: split sentences longer than --max_seq_length into windows (default: as the model's "
+                        "training did, from its info.json data_split; else truncate)")
     p.add_argument("--eval_batch_size", type=int, default=32)
     p.add_argument("--threads", type=int, default=2, help="CPU threads of the evaluation predictors")
     p.add_argument("--seed", type=int, default=0, help="which training examples calibrate")
@@ -197,6 +203,8 @@ def check_args(args):
         raise UserError(f"--hist_percent must be in (0, 1], got {args.hist_percent}")
     if args.max_seq_length is not None and args.max_seq_length < 3:
         raise UserError(f"--max_seq_length must be at least 3, got {args.max_seq_length}")
+    if args.dev_ratio is not None and not 0 < args.dev_ratio < 1:
+        raise UserError(f"--dev_ratio must be in (0, 1), got {args.dev_ratio}")
     if not np.isfinite(args.max_drop):
         raise UserError(f"--max_drop must be a number, got {args.max_drop}")
     if not 0.0 <= args.min_agreement <= 1.0:
@@ -226,7 +234,8 @@ def check_args(args):
 TUNING_FLAGS = ("model_prefix", "qat_model", "data_dir", "calibration_file", "agreement_file", "agreement_examples",
                 "search_examples", "batch_num", "batch_size", "algo", "hist_percent", "weight_quantize_type", "search",
                 "search_algos", "skip_layers", "max_skip", "sensitivity_examples", "search_budget", "min_agreement",
-                "quantize_head", "max_seq_length", "seed", "qat_steps", "qat_learning_rate", "qat_batch_size")
+                "quantize_head", "max_seq_length", "seed", "qat_steps", "qat_learning_rate", "qat_batch_size",
+                "dev_ratio", "split_long")
 RUN_FILE = "run.json"   # in OUTPUT_PREFIX.qat/: those flags and the search's choice
 PATH_FLAGS = ("model_prefix", "qat_model", "data_dir", "calibration_file", "agreement_file")
 

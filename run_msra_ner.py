@@ -41,7 +41,7 @@ from utils.evaluation import format_results
 from utils.finetune import FineTuneStage, fit, setup
 from utils.losses import token_loss
 from utils.modeling import load_model, save_model
-from utils.ner_data import TASK_NAME, load_ner, resolve_label_list
+from utils.ner_data import TASK_NAME, load_ner, resolve_label_list, split_record
 from utils.ner_encode import NerBatcher, encode_ner
 from utils.ner_metrics import evaluate_ner
 from utils.publish import write_json_atomic
@@ -78,7 +78,7 @@ def main(argv=None):
 
     # Token-level cross-entropy over the labelled positions; keeps the best model by dev entity F1.
     model_info = {"task_type": KIND, "task_name": TASK_NAME, "label_list": list(label_list),
-                  "max_seq_length": args.max_seq_length}
+                  "max_seq_length": args.max_seq_length, "data_split": split_record(args)}
     stage = FineTuneStage(model, tokenizer, token_loss, partial(evaluate_ner, label_list=label_list), model_info,
                           {"dev": feats["dev"]}, collate_fn, args.output_dir, args.batch_size, best_dir="model_best")
     model = fit(args, stage, feats["train"], total_steps, per_epoch)

@@ -89,7 +89,7 @@ def main(argv=None):
         evaluate=lambda forward, sets: ner_metrics.evaluate_ner(forward, sets, collate_fn, label_list, args.batch_size),
         dir_name=dir_name, metric_name="f1", token_mask_fn=token_mask,
         suite_info={"task_type": KIND, "task_name": ner_data.TASK_NAME, "label_list": list(label_list),
-                    "max_seq_length": args.max_seq_length})
+                    "max_seq_length": args.max_seq_length, "data_split": ner_data.split_record(args)})
     table = ofa_run.run(args, task, teacher, tokenizer, config, widths, train_feats, imp_feats,
                         {"dev": feats["dev"]}, feats.get("test"))
     if table is not None:  # master only

@@ -246,6 +246,45 @@ def test_truncation_versus_split_long():
     assert [LABELS[p["labels"][1]] for p in parts] == ["B-LOC", "B-LOC", "B-LOC"]
 
 
+def test_quantize_reads_the_dev_slice_and_windows_the_training_recorded(tmp_path):
+    """quantize.py's guard scores NER on the dev slice the model's training held
+    out, cut as the training cut it (info.json data_split), unless flags say
+    otherwise; a classification model refuses the NER-only flags."""
+    import argparse
+    from utils.errors import UserError
+    from utils.ner_data import load_ner, split_record
+    from utils.ner_encode import encode_ner
+    from utils.quant_eval import QuantData, ner_split
+    rng = np.random.RandomState(5)
+    sents = [make_sentence(rng) for _ in range(60)]
+    sents += [(c * 3, t + [x.replace("B-", "I-") for x in t] * 2) for c, t in sents[:20]]   # long ones
+    write_conll_bmes(str(tmp_path / "msra_train.txt"), sents)
+    rec = split_record(argparse.Namespace(dev_ratio=0.25, seed=7, split_long=True))
+    assert rec == {"dev_ratio": 0.25, "seed": 7, "split_long": True}
+    info = {"task_type": "token_classification", "label_list": LABELS, "data_split": rec}
+    tok = tokenizer()
+
+    def dev_of(info, **flags):
+        ns = argparse.Namespace(model_prefix="m", data_dir=str(tmp_path), **flags)
+        return QuantData(ns, info, tok, 12, pools=False).dev["dev"]
+    want = load_ner(str(tmp_path), 0.25, 7, LABELS).splits["dev"]
+    assert len(want) == 20
+    expect = encode_ner(want, tok, 12, LABELS, split_long=True)
+    got = dev_of(info)
+    assert len(got) == len(expect) > len(want)          # windows, of the recorded slice
+    assert [f["input_ids"] for f in got] == [f["input_ids"] for f in expect]
+    # flags override the record; without a record, the training scripts' defaults
+    assert len(dev_of(info, dev_ratio=0.5, split_long=None)) > len(got)
+    assert len(dev_of(info, dev_ratio=None, split_long=False)) == len(want)
+    bare = {k: v for k, v in info.items() if k != "data_split"}
+    assert ner_split(argparse.Namespace(), bare) == (0.1, 42, False)
+    with pytest.raises(UserError, match="--dev_ratio: only for NER models"):
+        ner_split(argparse.Namespace(model_prefix="m", dev_ratio=0.2, split_long=None),
+                  {"task_type": "classification"})
+    assert ner_split(argparse.Namespace(model_prefix="m", dev_ratio=None, split_long=None),
+                     {"task_type": "classification"}) is None
+
+
 # SentencePiece (XLM-R) pieces of the tests below: "张" "王" "北" are pieces, "海" only as "▁海", "Q" none
 SPM_PIECES = ["<s>", "<pad>", "</s>", "<unk>", "▁", "张", "▁张", "王", "北", "▁北", "▁海", "京", "<mask>"]
 
@@ -463,6 +502,7 @@ def test_ofa_on_the_ner_teacher(teacher_run, ner_data, tmp_path):
         assert os.path.isfile(os.path.join(out, d, "model.safetensors")), d
         cfg = read_json(os.path.join(out, d, "config.json"))["compression_suite"]
         assert cfg["task_type"] == "token_classification" and cfg["label_list"] == LABELS
+        assert cfg["data_split"] == {"dev_ratio": 0.1, "seed": 42, "split_long": False}
     table = read_json(os.path.join(out, "all_results.json"))
     rows = {row["dir"]: row for row in table["rows"]}
     assert set(rows) == {"model_1.0", "model_0.5"}
@@ -494,6 +534,7 @@ def test_ofa_on_the_ner_teacher(teacher_run, ner_data, tmp_path):
     info = read_json(os.path.join(dyn, "export_info.json"))
     assert info["task_type"] == "token_classification" and info["heads_per_layer"] == [2, 2]
     assert info["check"]["passed"] and info["check"]["examples"] == 40        # the 40 dev sentences
+    assert read_json(prefix + ".info.json")["data_split"] == cfg["data_split"]   # read by quantize.py
     lines = ["我和张伟明在北京", "他说", "海" * 50]                                 # the last is longer than 32
     inp, pred = tmp_path / "in.txt", tmp_path / "pred.jsonl"
     inp.write_text("\n".join(lines) + "\n", encoding="utf-8")

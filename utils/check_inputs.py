@@ -56,7 +56,9 @@ def load_check_texts(info, limit, check_text=None, dev_file=None, data_dir=None)
     if data_dir and task_name:
         if info.get("task_type") == "token_classification":
             from .ner_data import load_ner_dev_texts
-            return [(chars, None) for chars in load_ner_dev_texts(data_dir)[:limit]]
+            split = info.get("data_split") or {}    # the dev slice the model's training held out
+            texts = load_ner_dev_texts(data_dir, split.get("dev_ratio", 0.1), split.get("seed", 42))
+            return [(chars, None) for chars in texts[:limit]]
         from .data import load_glue
         from .tasks import GLUE_TASKS, get_task
         if task_name in GLUE_TASKS:

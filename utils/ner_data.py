@@ -343,6 +343,13 @@ def load_ner(data_dir, dev_ratio=0.1, seed=42, label_list=None):
                    dev_from_train)
 
 
+def split_record(args):
+    """How a NER run cut its data (kept in the model's config and the
+    exported info as ``data_split``): quantize.py reads its guard's dev
+    slice, and cuts long sentences, as the model's training did."""
+    return {"dev_ratio": float(args.dev_ratio), "seed": int(args.seed), "split_long": bool(args.split_long)}
+
+
 def load_ner_dev_texts(data_dir, dev_ratio=0.1, seed=42):
     """Character lists of the dev split of ``data_dir`` (the dev file, else the
     default seeded slice of train)."""

@@ -33,6 +33,29 @@ def _count_error(flag, what, have, want):
     return UserError(f"{flag}: {what} holds {have} usable examples, fewer than the {want} asked for")
 
 
+def ner_split(args, info):
+    """(dev_ratio, seed, split_long) of a NER model's data: --dev_ratio /
+    --split_long where given, else what its training recorded (info.json
+    ``data_split``), else the training scripts' defaults (0.1, 42, truncate).
+    Only the NER data has these choices: a classification model refuses them."""
+    record = info.get("data_split") or {}
+    given = {k: getattr(args, k, None) for k in ("dev_ratio", "split_long")}
+    if info.get("task_type", "classification") != "token_classification":
+        flags = [f"--{k}" for k, v in given.items() if v is not None]
+        if flags:
+            raise UserError(f"{' and '.join(flags)}: only for NER models; {args.model_prefix} is a "
+                            f"{info.get('task_type', 'classification')} model (its dev split is the task's dev file)")
+        return None
+    dev_ratio = given["dev_ratio"] if given["dev_ratio"] is not None else record.get("dev_ratio", 0.1)
+    split_long = given["split_long"] if given["split_long"] is not None else record.get("split_long", False)
+    seed = record.get("seed", 42)
+    logger.info("NER data: dev = the seeded %g slice of train (seed %d) when there is no dev file, long sentences "
+                "%s (%s)", dev_ratio, seed, "split into windows" if split_long else "truncated",
+                "as given" if any(v is not None for v in given.values()) else
+                "as the model's training recorded" if record else "the training scripts' defaults")
+    return float(dev_ratio), int(seed), bool(split_long)
+
+
 class QuantData:
     """Calibration batches, search / held-out agreement features and the dev
     features of the model's task, and how to score them (see the module
@@ -44,6 +67,7 @@ class QuantData:
         if self.kind == "token_classification":
             train, dev, read_file = self._ner(args, info, tokenizer, max_len)
         else:
+            ner_split(args, info)     # refuses the NER-only flags
             train, dev, read_file = self._glue(args, info, tokenizer, max_len)
         self.dev = dev
         if pools:
@@ -118,9 +142,10 @@ class QuantData:
         label_list = info.get("label_list")
         if not label_list:
             raise UserError(f"{args.model_prefix}.info.json: no label_list for the NER model")
-        data = load_ner(args.data_dir, label_list=label_list)
+        dev_ratio, seed, split_long = ner_split(args, info)
+        data = load_ner(args.data_dir, dev_ratio, seed, label_list=label_list)
         self._dev_examples = [data.splits["dev"]]
-        self.encode = lambda exs: encode_ner(exs, tokenizer, max_len, label_list, name="agreement")
+        self.encode = lambda exs: encode_ner(exs, tokenizer, max_len, label_list, split_long, name="agreement")
         self.collate = NerBatcher(tokenizer.pad_token_id)
         self.metric_name = "f1"
         self.results = lambda ids, labels: ner_metrics(ids, labels, label_list)
@@ -133,7 +158,7 @@ class QuantData:
             except UserError as e:
                 raise UserError(f"{flag}: {e} (expected NER sentences)") from None
         return data.splits["train"], {"dev": encode_ner(data.splits["dev"], tokenizer, max_len, label_list,
-                                                        name="dev")}, read_file
+                                                        split_long, name="dev")}, read_file
 
     def qat_features(self):
         """The calibration source's texts that neither the guard nor the search reads, encoded."""
