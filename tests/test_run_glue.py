@@ -86,6 +86,11 @@ def test_interrupted_run_resumes_to_the_same_result(glue_data, tmp_path):
     # without --resume the script refuses to clobber the checkpoint
     r = run_script("run_glue.py", *args, "--output_dir", cut, check=False)
     assert r.returncode == 2 and "--resume" in r.stderr
+    # a resume with another seed would be another run: refused, nothing touched
+    before = sorted(os.listdir(cut)), read_json(os.path.join(cut, "results.json"))
+    r = run_script("run_glue.py", *args, "--output_dir", cut, "--resume", "--seed", "7", check=False)
+    assert r.returncode == 2 and "--seed 42 there, 7 now" in r.stderr, r.stderr[-2000:]
+    assert (sorted(os.listdir(cut)), read_json(os.path.join(cut, "results.json"))) == before
     run_script("run_glue.py", *args, "--output_dir", cut, "--resume")
     a, b = read_json(os.path.join(full, "all_results.json")), read_json(os.path.join(cut, "all_results.json"))
     assert a["best_score"] == b["best_score"] and a["best_step"] == b["best_step"]

@@ -201,3 +201,23 @@ def test_supernet_of_any_bert_shape_equals_teacher_and_exports_exactly(shape):
             outs.append(sup)
     np.testing.assert_allclose(outs[0], ref, atol=1e-5)
     assert np.abs(outs[0] - outs[2]).max() > 1e-4
+
+
+def test_a_resume_must_give_the_flags_its_run_started_with(tmp_path):
+    from utils.errors import UserError
+    from utils.publish import write_json_atomic
+    from utils.runs import check_resume_args
+    data = tmp_path / "data"
+    data.mkdir()
+    start = {"data_dir": str(data), "seed": 42, "group_by_length": False, "learning_rate": 2e-4,
+             "max_steps": 1000, "save_steps": 100, "output_dir": "run"}
+    write_json_atomic(str(tmp_path / "args.json"), start)
+    # how long and how it reports may change; the same data dir spelled another way is the same
+    check_resume_args(str(tmp_path), dict(start, max_steps=500, save_steps=50, data_dir=str(data) + "/."))
+    with pytest.raises(UserError) as e:
+        check_resume_args(str(tmp_path), dict(start, seed=7, group_by_length=True))
+    assert "--group_by_length False there, True now; --seed 42 there, 7 now" in str(e.value)
+    assert str(tmp_path / "args.json") in str(e.value)
+    check_resume_args(str(tmp_path / "none"), dict(start, seed=7))     # no record: nothing to hold it to
+    # a flag the record does not know (an older run) is not held against it
+    check_resume_args(str(tmp_path), dict(start, new_flag=1))

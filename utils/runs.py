@@ -6,18 +6,54 @@ import logging
 import os
 
 from . import output_dir as outdirs
+from .errors import UserError
 from .parallel import is_master
 from .publish import write_json_atomic
 
 logger = logging.getLogger("bert_suite")
 
 
+# flags a --resume may change: how long the run goes on and how it reports,
+# not what it trains on or how (README: --resume --max_steps N shortens the decay)
+RESUMABLE_CHANGES = ("max_steps", "num_train_epochs", "save_steps", "logging_steps", "device", "n_gpu",
+                     "num_workers", "resume", "overwrite_output_dir", "output_dir", "debug_exit_after_step",
+                     "debug_exit_before_checkpoint")
+PATH_ARGS = ("model_name_or_path", "data_dir", "teacher_dir", "train_file", "dev_file", "test_file")
+
+
+def _same(key, a, b):
+    if key in PATH_ARGS and isinstance(a, str) and isinstance(b, str) and os.path.exists(a) and os.path.exists(b):
+        return os.path.realpath(a) == os.path.realpath(b)
+    return a == b
+
+
+def check_resume_args(output_dir, arguments):
+    """A --resume continues the run in ``output_dir`` with the flags it
+    started with (its args.json): every flag but those of
+    :data:`RESUMABLE_CHANGES` must be as then, else one error naming each
+    that differs (a resumed run with another seed, data or batching would be
+    a different run under the old one's name)."""
+    path = os.path.join(output_dir, "args.json")
+    if not os.path.isfile(path):
+        return
+    from .jsonfile import read_json
+    before = read_json(path, want_object=True)
+    diff = [f"--{k} {before[k]!r} there, {arguments[k]!r} now" for k in sorted(arguments)
+            if k in before and k not in RESUMABLE_CHANGES and not _same(k, before[k], arguments[k])]
+    if diff:
+        raise UserError(f"--resume: {path} records the run with other flags: {'; '.join(diff)} (give them as "
+                        f"they were, or --overwrite_output_dir to start afresh)")
+
+
 def start_run(output_dir, arguments, resume=False, overwrite=False):
     """Claim ``output_dir`` for this run (lock; ``overwrite``
     (--overwrite_output_dir) clears the previous run's records) and record
-    ``arguments`` (the parsed flags, a dict) in args.json.  Call it after
-    everything that can fail on bad input, right before training."""
+    ``arguments`` (the parsed flags, a dict) in args.json; a ``resume`` must
+    give the flags the run started with (:func:`check_resume_args`).  Call it
+    after everything that can fail on bad input, right before training."""
     if is_master():
+        if resume and not overwrite:
+            check_resume_args(output_dir, arguments)
         outdirs.claim_run_dir(output_dir, resume=resume, overwrite=overwrite)
         path = os.path.join(output_dir, "args.json")
         if not (resume and os.path.isfile(path)):     # a resumed run keeps the arguments it started with
