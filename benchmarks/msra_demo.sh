@@ -27,7 +27,7 @@
 #    plot (report.py: entity F1 against latency), and the targets of issue
 #    TARGETS (13, or 14 for the 12-layer teacher) (benchmarks/msra_figures.py).
 #
-# The budgets (steps) are environment variables; the defaults keep the
+# The budgets (steps; TEACHER_LR, OFA_LR) are environment variables; the defaults keep the
 # whole run near 25 minutes on 2 idle cores.  Every stage's wall time goes
 # to $OUT/times.txt.  Re-running starts over (--overwrite_output_dir).
 set -euo pipefail
@@ -37,6 +37,8 @@ OUT=${OUT:-out/msra_demo}
 TEACHER_STEPS=${TEACHER_STEPS:-500}
 TEACHER_LR=${TEACHER_LR:-2e-4}
 OFA_STEPS=${OFA_STEPS:-100}
+OFA_LR=${OFA_LR:-1e-4}
+OFA_SAVE_STEPS=${OFA_SAVE_STEPS:-$(( OFA_STEPS / 2 > 0 ? OFA_STEPS / 2 : 1 ))}   # checkpoint + dev F1 of every sub-network
 SEQ=${SEQ:-64}
 ROUNDS=${ROUNDS:-3}
 TEST_SENTENCES=${TEST_SENTENCES:-0}   # 0 = the whole 5,000-sentence test split
@@ -78,8 +80,8 @@ stage teacher $PY run_msra_ner.py --model_name_or_path "$MODEL" --data_dir "$OUT
 fi
 
 stage ofa $PY run_msra_ner_ofa.py --model_name_or_path "$OUT/teacher/model_best" --data_dir "$OUT/data" \
-  --output_dir "$OUT/ofa" --learning_rate 1e-4 --max_steps "$OFA_STEPS" \
-  --save_steps $(( OFA_STEPS / 2 > 0 ? OFA_STEPS / 2 : 1 )) --width_mult_list $WIDTHS --depth_mult_list $DEPTHS \
+  --output_dir "$OUT/ofa" --learning_rate "$OFA_LR" --max_steps "$OFA_STEPS" \
+  --save_steps "$OFA_SAVE_STEPS" --width_mult_list $WIDTHS --depth_mult_list $DEPTHS \
   --importance_max_examples 512 --overwrite_output_dir "${COMMON[@]}"
 
 # the teacher, then every width x depth but the full one: NAME, OFA directory, width, depth

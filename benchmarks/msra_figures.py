@@ -20,8 +20,8 @@ with Paddle Inference as deployed:
 
 The test F1 of each exported sub-network is the OFA run's (matched by the
 width and depth its info file records).  The teacher's learning curve (dev
-entity F1 against steps, from teacher/results.json) and its training budget
-come first.  Writes RUN_DIR/figures.json.  Targets are printed with "met" /
+entity F1 against steps, from teacher/results.json), its training budget and
+each OFA sub-network's dev F1 against steps (ofa/results.json) come first.  Writes RUN_DIR/figures.json.  Targets are printed with "met" /
 "NOT met"; this is a report, not a test.
 """
 import os
@@ -57,6 +57,18 @@ def learning_curve(teacher_dir):
     path = os.path.join(teacher_dir, "results.json")
     rows = read_json(path, "teacher results.json") if os.path.isfile(path) else []
     return [(r["step"], r["score"]) for r in rows if "score" in r]
+
+
+def ofa_curves(ofa_dir):
+    """{sub-network key (width or width_ddepth): [(step, dev F1), ...]} from the OFA run's results.json."""
+    path = os.path.join(ofa_dir, "results.json")
+    rows = read_json(path, "ofa results.json") if os.path.isfile(path) else []
+    curves = {}
+    for r in rows:
+        for key, res in (r.get("widths") or {}).items():
+            if "score" in res:
+                curves.setdefault(key, []).append((r["step"], res["score"]))
+    return curves
 
 
 def load_static(prefix, threads):
@@ -220,6 +232,9 @@ def main(argv=None):
 
     print("teacher learning curve (dev entity F1 by step): "
           + ", ".join(f"{s}: {f:.4f}" for s, f in curve))
+    curves = ofa_curves(os.path.join(run, "ofa"))
+    for key, pts in curves.items():
+        print(f"OFA sub-network {key} (dev entity F1 by step): " + ", ".join(f"{s}: {f:.4f}" for s, f in pts))
     if teacher:
         print(f"teacher budget: {teacher['steps']} steps x batch {targs['batch_size']} = "
               f"{teacher['steps'] * targs['batch_size']:,} sequences of <= {targs['max_seq_length']} tokens "
@@ -243,7 +258,8 @@ def main(argv=None):
         print(f"benchmark.py, batch {goal.get('bench_batch', 16)} x length {seq}: "
               + ", ".join(f"{n} x{v:.2f}" for n, v in bench.items()))
     print_targets(goal, n_test, t_f1, subs, speed, bench, seq, comp, f1_int8, f1_fp32)
-    out = {"targets": a.targets, "teacher_test_f1": t_f1, "learning_curve": curve, "sub_network_test_f1": subs,
+    out = {"targets": a.targets, "teacher_test_f1": t_f1, "learning_curve": curve, "ofa_curves": curves,
+           "sub_network_test_f1": subs,
            "compressed": comp, "static_test_f1": {"fp32": f1_fp32, "int8": f1_int8},
            "tag_10k": {"characters": chars, **times}, "tag_speed_vs_teacher": speed,
            "benchmark_speed_vs_teacher": bench, "benchmark_seq_len": seq, "teacher_args": targs}
