@@ -100,6 +100,34 @@ def test_grouped_batches_cover_the_same_examples_with_less_padding():
     assert firsts != sorted(firsts) and firsts != sorted(firsts, reverse=True)
 
 
+def test_evaluation_batches_by_length_and_returns_outputs_in_feature_order():
+    from utils.evaluation import predict
+    from utils.ner_encode import collate_ner
+    rng = np.random.RandomState(0)
+    feats = []
+    for n in rng.randint(3, 40, size=101):
+        ids = rng.randint(5, 100, size=n).tolist()
+        feats.append({"input_ids": ids, "token_type_ids": [0] * n, "labels": [i % 7 for i in ids]})
+    widths = []
+
+    def forward(ids, seg):   # a row's logits depend on its own tokens only; padding positions are zeros
+        x = ids.numpy()
+        widths.append(x.shape[1])
+        import paddle
+        return paddle.to_tensor(np.eye(7, dtype="float32")[x % 7] * (x != 0)[..., None])
+
+    logits, labels = predict(forward, feats, lambda fs: collate_ner(fs, 0), 8)
+    assert logits.shape == (101, 39, 7) and labels.shape == (101, 39)
+    for i, f in enumerate(feats):   # in feature order: each row is its own feature's
+        n = len(f["input_ids"])
+        assert logits[i, :n].argmax(-1).tolist() == [t % 7 for t in f["input_ids"]]
+        assert not logits[i, n:].any() and labels[i, :n].tolist() == f["labels"] and (labels[i, n:] == -100).all()
+    lengths = np.array([len(f["input_ids"]) for f in feats])
+    plain = sum(lengths[i:i + 8].max() * len(lengths[i:i + 8]) for i in range(0, 101, 8))
+    computed = sum(w * 8 for w in widths[:-1]) + widths[-1] * (101 % 8 or 8)
+    assert widths == sorted(widths) and computed < 0.75 * plain, (computed, plain)
+
+
 def test_the_training_loop_batches_by_length_when_asked(tmp_path):
     """training.train with group_by_length hands the stage like-length
     batches; without it, the plain seeded batches."""

@@ -13,24 +13,31 @@ def to_tensors(arrays):
 
 def predict(forward, features, collate, batch_size):
     """Run ``forward(input_ids, token_type_ids) -> logits`` over ``features``
-    in eval batches; returns (logits, labels) as numpy arrays, concatenated
-    (token tasks: padded to the longest batch with label -100); labels is None
+    in eval batches of similar lengths (less padding to compute); returns
+    (logits, labels) as numpy arrays in feature order, concatenated (token
+    tasks: padded to the longest feature with label -100); labels is None
     for unlabelled features."""
     import paddle
+    batches = eval_batches(len(features), batch_size, [len(f["input_ids"]) for f in features])
     outs, labels = [], []
     with paddle.no_grad():
-        for idx in eval_batches(len(features), batch_size):
+        for idx in batches:
             arrays = collate([features[i] for i in idx])
             ids, seg = to_tensors(arrays[:2])
             outs.append(forward(ids, seg).numpy())
             labels.append(arrays[2])
-    if any(l is None for l in labels):
-        return np.concatenate(outs), None
-    if outs and outs[0].ndim == 3:  # token classification: pad the time axis
+    if not batches:
+        raise ValueError("predict: no features")
+    back = np.argsort(np.concatenate([np.asarray(b) for b in batches]), kind="stable")   # sorted -> feature order
+    if outs[0].ndim == 3:  # token classification: pad the time axis
         t = max(o.shape[1] for o in outs)
         outs = [np.pad(o, ((0, 0), (0, t - o.shape[1]), (0, 0))) for o in outs]
-        labels = [np.pad(l, ((0, 0), (0, t - l.shape[1])), constant_values=-100) for l in labels]
-    return np.concatenate(outs), np.concatenate(labels)
+        if all(l is not None for l in labels):
+            labels = [np.pad(l, ((0, 0), (0, t - l.shape[1])), constant_values=-100) for l in labels]
+    logits = np.concatenate(outs)[back]
+    if any(l is None for l in labels):
+        return logits, None
+    return logits, np.concatenate(labels)[back]
 
 
 def evaluate_task(forward, dev_sets, collate, task, batch_size):

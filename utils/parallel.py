@@ -115,8 +115,13 @@ def epoch_batches(n, batch_size, epoch, seed, shuffle=True, lengths=None):
     return [order[i:i + batch_size].tolist() for i in range(0, len(order), batch_size)]
 
 
-def eval_batches(n, batch_size):
-    return [list(range(i, min(n, i + batch_size))) for i in range(0, n, batch_size)]
+def eval_batches(n, batch_size, lengths=None):
+    """Index batches over ``n`` examples in order, or, given their
+    ``lengths``, over the examples sorted by length (stable), so that each
+    padded batch computes few padding positions; the caller puts the
+    outputs back in example order."""
+    order = np.argsort(np.asarray(lengths), kind="stable") if lengths is not None else np.arange(n)
+    return [order[i:i + batch_size].tolist() for i in range(0, n, batch_size)]
 
 
 def num_steps(n_train, batch_size, max_steps=-1, num_train_epochs=1.0):

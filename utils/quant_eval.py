@@ -21,6 +21,7 @@ from dataclasses import replace
 import numpy as np
 
 from .errors import UserError
+from .parallel import eval_batches
 
 logger = logging.getLogger("bert_suite")
 
@@ -178,10 +179,8 @@ class QuantData:
         in the predictor).  Outputs: logit rows; regression scores; NER: tag
         ids of each character's first piece."""
         from .inference import run_predictor
-        order = np.argsort([len(f["input_ids"]) for f in feats], kind="stable")
         out, seconds = [None] * len(feats), 0.0
-        for i in range(0, len(order), batch_size):
-            idx = order[i:i + batch_size]
+        for idx in eval_batches(len(feats), batch_size, [len(f["input_ids"]) for f in feats]):
             ids, seg, _ = self.collate([feats[j] for j in idx])
             t = time.perf_counter()
             logits = run_predictor(predictor, ids, seg)
