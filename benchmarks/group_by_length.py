@@ -31,6 +31,11 @@ from utils.errors import UserError, run_main  # noqa: E402
 KIND = "token_classification"
 
 
+def padded_positions(batches, lengths):
+    """Positions computed when every batch is padded to its longest example."""
+    return int(sum(len(b) * max(lengths[i] for i in b) for b in batches))
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model_dir", required=True, help="a NER model directory (or any BERT to start one from)")
@@ -57,7 +62,7 @@ def main(argv=None):
     from utils.modeling import load_model
     from utils.ner_data import load_ner
     from utils.ner_encode import NerBatcher, encode_ner
-    from utils.parallel import epoch_batches, eval_batches
+    from utils.parallel import epoch_batches
     paddle.set_device("cpu")
     data = load_ner(args.data_dir, args.dev_ratio, args.seed)
     model, tok, _ = load_model(args.model_dir, KIND, len(data.label_list))
@@ -66,10 +71,8 @@ def main(argv=None):
     plain = epoch_batches(len(feats), args.batch_size, 0, args.seed)
     grouped = epoch_batches(len(feats), args.batch_size, 0, args.seed, lengths=lengths)
 
-    def positions(batches):   # what the epoch computes: every batch padded to its longest example
-        return int(sum(len(b) * max(lengths[i] for i in b) for b in batches))
-    epoch = {"real_tokens": int(sum(lengths)), "plain_positions": positions(plain),
-             "grouped_positions": positions(grouped)}
+    epoch = {"real_tokens": int(sum(lengths)), "plain_positions": padded_positions(plain, lengths),
+             "grouped_positions": padded_positions(grouped, lengths)}
 
     collate = NerBatcher(tok.pad_token_id)
     opt = paddle.optimizer.AdamW(learning_rate=1e-5, parameters=model.parameters())
@@ -106,15 +109,17 @@ def main(argv=None):
           f"{out['plain_mean_padded_length']:.1f}), grouped {out['grouped_seconds']:.1f} s "
           f"({out['grouped_mean_padded_length']:.1f}): grouped steps x{out['speed_up']:.2f} faster")
     if args.eval_rounds:
-        out["eval"] = time_eval(args, model, tok, data, collate, eval_batches, paddle)
+        out["eval"] = time_eval(args, model, tok, data, collate)
     if args.output:
         from utils.publish import write_json_atomic
         write_json_atomic(args.output, out)
 
 
-def time_eval(args, model, tok, data, collate, eval_batches, paddle):
+def time_eval(args, model, tok, data, collate):
     """Paired passes over the test windows: batches in file order, then sorted by length."""
+    import paddle
     from utils.ner_encode import encode_ner
+    from utils.parallel import eval_batches
     test = data.splits.get("test")
     if not test:
         raise UserError(f"--data_dir {args.data_dir}: no test split to time evaluation on")
@@ -125,7 +130,7 @@ def time_eval(args, model, tok, data, collate, eval_batches, paddle):
     plans = {"file_order": eval_batches(len(feats), 32), "sorted": eval_batches(len(feats), 32, lengths)}
     model.eval()
     seconds = {k: 0.0 for k in plans}
-    positions = {k: int(sum(len(b) * max(lengths[i] for i in b) for b in v)) for k, v in plans.items()}
+    positions = {k: padded_positions(v, lengths) for k, v in plans.items()}
     with paddle.no_grad():
         for _ in range(args.eval_rounds):
             for name, batches in plans.items():

@@ -21,8 +21,9 @@ with Paddle Inference as deployed:
 The test F1 of each exported sub-network is the OFA run's (matched by the
 width and depth its info file records).  The teacher's learning curve (dev
 entity F1 against steps, from teacher/results.json), its training budget and
-each OFA sub-network's dev F1 against steps (ofa/results.json) come first.  Writes RUN_DIR/figures.json.  Targets are printed with "met" /
-"NOT met"; this is a report, not a test.
+each OFA sub-network's dev F1 against steps (ofa/results.json) come first.
+Writes RUN_DIR/figures.json.  Targets are printed with "met" / "NOT met";
+this is a report, not a test.
 """
 import os
 import sys

@@ -19,6 +19,8 @@ def predict(forward, features, collate, batch_size):
     for unlabelled features."""
     import paddle
     batches = eval_batches(len(features), batch_size, [len(f["input_ids"]) for f in features])
+    if not batches:
+        raise ValueError("predict: no features")
     outs, labels = [], []
     with paddle.no_grad():
         for idx in batches:
@@ -26,18 +28,14 @@ def predict(forward, features, collate, batch_size):
             ids, seg = to_tensors(arrays[:2])
             outs.append(forward(ids, seg).numpy())
             labels.append(arrays[2])
-    if not batches:
-        raise ValueError("predict: no features")
-    back = np.argsort(np.concatenate([np.asarray(b) for b in batches]), kind="stable")   # sorted -> feature order
+    labelled = all(l is not None for l in labels)
     if outs[0].ndim == 3:  # token classification: pad the time axis
         t = max(o.shape[1] for o in outs)
         outs = [np.pad(o, ((0, 0), (0, t - o.shape[1]), (0, 0))) for o in outs]
-        if all(l is not None for l in labels):
+        if labelled:
             labels = [np.pad(l, ((0, 0), (0, t - l.shape[1])), constant_values=-100) for l in labels]
-    logits = np.concatenate(outs)[back]
-    if any(l is None for l in labels):
-        return logits, None
-    return logits, np.concatenate(labels)[back]
+    back = np.argsort(np.concatenate(batches), kind="stable")   # sorted order -> feature order
+    return np.concatenate(outs)[back], (np.concatenate(labels)[back] if labelled else None)
 
 
 def evaluate_task(forward, dev_sets, collate, task, batch_size):
