@@ -26,6 +26,7 @@ from functools import partial
 from utils.errors import run_main
 from utils import parallel, runs, train_args
 from utils.data import Batcher, encode, load_glue, resolve_task
+from utils.elastic_forward import model_forward
 from utils.evaluation import evaluate_task, format_results, predict, write_predictions
 from utils.finetune import FineTuneStage, fit, setup
 from utils.losses import task_loss
@@ -87,7 +88,7 @@ def run_test(output_dir, task, examples, feats, collate_fn, batch_size):
     test_predictions.tsv; the scores if the file has labels (else None)."""
     best, _, _ = load_model(os.path.join(output_dir, "best"), task.task_type, task.num_labels)
     best.eval()
-    logits, labels = predict(lambda i, s: best(i, token_type_ids=s), feats, collate_fn, batch_size)
+    logits, labels = predict(model_forward(best), feats, collate_fn, batch_size)
     path = write_predictions(os.path.join(output_dir, "test_predictions.tsv"), examples, logits, task)
     logger.info("test predictions of the best model: %s", path)
     if labels is None:

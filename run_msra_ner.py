@@ -36,6 +36,7 @@ import os
 from functools import partial
 
 from utils import parallel, runs, train_args
+from utils.elastic_forward import model_forward
 from utils.errors import run_main
 from utils.evaluation import format_results
 from utils.finetune import FineTuneStage, fit, setup
@@ -43,7 +44,7 @@ from utils.losses import token_loss
 from utils.modeling import load_model, save_model
 from utils.ner_data import TASK_NAME, load_ner, resolve_label_list, split_record
 from utils.ner_encode import NerBatcher, encode_ner
-from utils.ner_metrics import evaluate_ner
+from utils.ner_metrics import evaluate_ner, record_test
 from utils.publish import write_json_atomic
 from utils.tasks import add_ner_args, check_ner_args
 
@@ -92,10 +93,12 @@ def main(argv=None):
         best, _, _ = load_model(os.path.join(args.output_dir, "model_best"), KIND, len(label_list),
                                 expect_task_type=KIND)
         best.eval()
-        test, _ = evaluate_ner(lambda i, s: best(i, token_type_ids=s), {"test": feats["test"]}, collate_fn,
+        test, _ = evaluate_ner(model_forward(best), {"test": feats["test"]}, collate_fn,
                                label_list, args.batch_size)
         test = test["test"]
         logger.info("test (model_best, step %d): %s", stage.best["step"], format_results({"test": test}))
+        # for the OFA stage, which reports the teacher beside its widths and need not score it again
+        record_test(os.path.join(args.output_dir, "model_best"), feats["test"], label_list, test)
     summary = {"task": TASK_NAME, "label_list": label_list, "best_step": stage.best["step"],
                "best_score": stage.best["score"], "best": stage.best["results"], "test": test,
                "test_model": "model_best" if test is not None else None,

@@ -16,7 +16,9 @@ Selection uses DEV only: the best checkpoint of each width goes to
 ``output_dir/model_{width}`` (upstream names, e.g. ``model_0.5``; full-size
 reordered weights, cut a width out with export_model.py) and a last one to
 ``output_dir/final``.  At the end the TEST split is evaluated once per width
-(its best checkpoint, cut to that width) and reported separately.
+(its best checkpoint, cut to that width) and reported separately, beside the
+teacher's (taken from the teacher's ``test_results.json`` when run_msra_ner.py
+recorded it for these weights and these test windows, else scored here).
 Evaluations go to ``results.json``, the per-width table to ``all_results.json``.
 The labels are the teacher's (its classifier order).
 """
@@ -90,8 +92,11 @@ def main(argv=None):
         dir_name=dir_name, metric_name="f1", token_mask_fn=token_mask,
         suite_info={"task_type": KIND, "task_name": ner_data.TASK_NAME, "label_list": list(label_list),
                     "max_seq_length": args.max_seq_length, "data_split": ner_data.split_record(args)})
+    teacher_test = None
+    if "test" in feats and os.path.isdir(args.model_name_or_path):   # scored by run_msra_ner.py already?
+        teacher_test = ner_metrics.recorded_test(args.model_name_or_path, feats["test"], label_list)
     table = ofa_run.run(args, task, teacher, tokenizer, config, widths, train_feats, imp_feats,
-                        {"dev": feats["dev"]}, feats.get("test"))
+                        {"dev": feats["dev"]}, feats.get("test"), teacher_test=teacher_test)
     if table is not None:  # master only
         table.setdefault("test", None)
         if table["test"] is not None:

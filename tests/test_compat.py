@@ -155,3 +155,33 @@ def test_ptq_fixes_are_in_force_during_run_ptq_and_only_there(tmp_path, monkeypa
     assert avg["avg"] == {"pad_id": [0.5]} and avg["observers"] == 0
     assert hist["hist_from"] == 0.0 and hist["observers"] == 0
     assert _observe_ptq_fixes() == stock            # scoped: the stock quantizer is back afterwards
+
+
+AMD = "processor\t: 0\nvendor_id\t: AuthenticAMD\nflags\t\t: fpu sse sse2 avx fma avx2\n\nprocessor\t: 1\n"
+INTEL = "processor\t: 0\nvendor_id\t: GenuineIntel\nflags\t\t: fpu sse sse2 avx fma avx2 avx512f\n"
+
+
+@pytest.mark.parametrize("cpuinfo, want", [(AMD, "5"), (AMD.replace(" avx2", ""), None), (INTEL, None), ("", None)])
+def test_mkl_takes_its_avx2_path_on_amd_cpus_only(cpuinfo, want):
+    """Fix 11: MKL_DEBUG_CPU_TYPE=5 for an AMD CPU with AVX2 and FMA (MKLML's
+    vendor dispatch gives it a path without either: GEMMs 1.7-1.9x slower,
+    benchmarks/mkl_dispatch.py); an Intel CPU keeps MKL's own choice."""
+    from utils.compat import mkl_cpu_type
+    assert mkl_cpu_type(cpuinfo) == want
+
+
+@pytest.mark.parametrize("user", [None, "", "4"])
+def test_mkl_cpu_type_is_set_at_import_for_this_cpu_unless_the_user_set_it(user):
+    from utils.compat import mkl_cpu_type
+    env = {k: v for k, v in os.environ.items() if k != "MKL_DEBUG_CPU_TYPE"}
+    if user is not None:
+        env["MKL_DEBUG_CPU_TYPE"] = user
+    import subprocess
+    import sys
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    r = subprocess.run([sys.executable, "-c", "import os, utils; print(repr(os.environ.get('MKL_DEBUG_CPU_TYPE')))"],
+                       cwd=root, env=env, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+        this_cpu = mkl_cpu_type(f.read())
+    assert r.stdout.strip() == repr(user if user is not None else this_cpu)

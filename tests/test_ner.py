@@ -397,6 +397,29 @@ def test_seqeval_metrics_equal_chunk_evaluator():
     assert ner_metrics(logits, labels, LABELS) == ours
 
 
+def test_a_recorded_test_score_holds_for_its_weights_and_windows_only(tmp_path):
+    """run_msra_ner.py records its best model's test metrics; the OFA stage
+    takes them only for the same weights and the very same test windows."""
+    from utils.ner_metrics import record_test, recorded_test
+    d = tmp_path / "model_best"
+    d.mkdir()
+    (d / "model.safetensors").write_bytes(b"weights")
+    feats = [{"input_ids": [1, 5, 2], "labels": [-100, 0, -100], "sentence": 0, "char_start": 0, "first_token": [1]},
+             {"input_ids": [1, 6, 7, 2], "labels": [-100, 1, 2, -100], "sentence": 1, "char_start": 0,
+              "first_token": [1, 2]}]
+    metrics = {"precision": 0.5, "recall": 1.0, "f1": 0.6667}
+    assert recorded_test(str(d), feats, LABELS) is None           # nothing recorded yet
+    record_test(str(d), feats, LABELS, metrics)
+    assert recorded_test(str(d), feats, LABELS) == metrics
+    other = [dict(feats[0]), feats[1]]
+    other[0]["labels"] = [-100, 1, -100]
+    assert recorded_test(str(d), other, LABELS) is None           # other gold tags
+    assert recorded_test(str(d), feats[:1], LABELS) is None       # fewer windows
+    assert recorded_test(str(d), feats, LABELS[::-1]) is None     # labels in another order
+    (d / "model.safetensors").write_bytes(b"other weights")
+    assert recorded_test(str(d), feats, LABELS) is None           # another model under the same name
+
+
 def test_tags_to_spans():
     from utils.ner_metrics import tags_to_spans
     chars = list("张伟在北京和上海")
@@ -424,6 +447,9 @@ def test_teacher_learns_and_reports_test_separately(teacher_run, ner_data):
               "args.json", "checkpoints/latest"):
         assert os.path.exists(os.path.join(out, f)), f
     assert "RANDOM initialisation" in r.stdout + r.stderr
+    # the test score is recorded with the model for the OFA stage (digests of its weights and the test windows)
+    rec = read_json(os.path.join(out, "model_best", "test_results.json"))
+    assert rec["test"] == summary["test"] and rec["windows"] == 40 and len(rec["weights_sha256"]) == 64
 
 
 def test_best_model_reloads_reproduces_dev_f1_and_predicts_spans(teacher_run, ner_data):
@@ -511,6 +537,9 @@ def test_ofa_on_the_ner_teacher(teacher_run, ner_data, tmp_path):
     assert rows["model_1.0"]["score"] >= 0.8 and rows["model_0.5"]["score"] >= 0.5, rows
     # test reported separately, per width and for the teacher
     assert set(table["test"]["widths"]) == {"1.0000", "0.5000"} and "f1" in table["test"]["teacher"]
+    # the teacher's test score is its fine-tuning run's record (same weights, same windows), not scored again
+    assert table["test"]["teacher"] == read_json(os.path.join(teacher_run[0], "all_results.json"))["test"]
+    assert "teacher test (recorded by its fine-tuning run" in r.stdout + r.stderr
     assert all("f1" in rows[d]["test"] for d in rows)
     evals = read_json(os.path.join(out, "results.json"))
     assert [e["step"] for e in evals] == [15, 30] and all("test" not in e["teacher"]["results"] for e in evals)

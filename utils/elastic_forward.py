@@ -341,3 +341,21 @@ def forward(model, input_ids, token_type_ids=None, head_mask=None, output_hidden
         logits = net.classifier(_drop(net.dropout, bert.pooler(hidden)))
     return (logits, all_hidden) if output_hidden_states else logits
 
+
+
+def model_forward(model):
+    """``(input_ids, token_type_ids) -> logits`` for fine-tuning or scoring a
+    plain model: :func:`forward` (the CPU fast paths above) when it can run
+    ``model``, else the model's own forward (a ``paddle.DataParallel``
+    wrapper, whose forward synchronises gradients, or a class it does not
+    know).  In eval mode both compute the same logits; in training the
+    dropout masks differ (numpy's generator against paddle's)."""
+    import paddle
+    if not isinstance(model, paddle.DataParallel):
+        try:
+            _is_token_model(network(model))
+        except TypeError:
+            pass
+        else:
+            return lambda input_ids, token_type_ids=None: forward(model, input_ids, token_type_ids)
+    return lambda input_ids, token_type_ids=None: model(input_ids, token_type_ids=token_type_ids)

@@ -7,6 +7,7 @@ import logging
 import os
 
 from . import parallel, runs, train_args, training
+from .elastic_forward import model_forward
 from .evaluation import format_results, to_tensors
 from .modeling import save_model
 
@@ -34,13 +35,13 @@ class FineTuneStage(training.Stage):
 
     def step(self, batch, step):
         ids, seg, labels = to_tensors(batch)
-        loss = self.loss(self.model(ids, token_type_ids=seg), labels)
+        loss = self.loss(model_forward(self.model)(ids, token_type_ids=seg), labels)
         loss.backward()
         return loss
 
     def evaluate(self, step, epoch):
         self.model.eval()
-        results, score = self.score(lambda i, s: self.model(i, token_type_ids=s), self.dev_sets, self.collate,
+        results, score = self.score(model_forward(self.model), self.dev_sets, self.collate,
                                     batch_size=self.batch_size)
         improved = self.best is None or score > self.best["score"]
         logger.info("eval step %d: %s%s", step, format_results(results), "  (best so far)" if improved else "")

@@ -8,7 +8,10 @@ Public API::
     ner_metrics(preds, labels, label_list) / evaluate_ner(forward, dev_sets, collate, label_list, batch_size)
     tags_to_spans(chars, tags) -> [{"text", "type", "start", "end"}]
     predict_tags(run, tokenizer, sentences, label_list, max_seq_length) / predict_lines_batch(...)
+    record_test(model_dir, feats, label_list, metrics) / recorded_test(model_dir, feats, label_list)
 """
+import json
+import os
 import warnings
 
 import numpy as np
@@ -110,3 +113,62 @@ def predict_lines_batch(predictor, tokenizer, lines, label_list, max_seq_length)
     tags = predict_tags(lambda ids, seg: run_predictor(predictor, ids, seg), tokenizer, [list(t) for t in lines],
                         label_list, max_seq_length, batch_size=max(1, len(lines)))
     return [{"text": line, "entities": tags_to_spans(list(line), t)} for line, t in zip(lines, tags)]
+
+
+# --------------------------------------------------------------------------- a model's recorded test score
+TEST_RECORD = "test_results.json"
+
+
+def _digest_features(feats, label_list):
+    """sha256 of everything an entity-F1 evaluation of ``feats`` depends on:
+    the label names and each window's pieces, labels and place in its sentence."""
+    import hashlib
+    h = hashlib.sha256(json.dumps(list(label_list)).encode())
+    for f in feats:
+        h.update(json.dumps([f["input_ids"], f["labels"], f["sentence"], f["char_start"],
+                             f["first_token"]]).encode())
+    return h.hexdigest()
+
+
+def _digest_weights(model_dir):
+    import hashlib
+    from .modeling import WEIGHT_FILES, find_file
+    path = find_file(model_dir, WEIGHT_FILES)
+    if path is None:
+        return None
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def record_test(model_dir, feats, label_list, metrics):
+    """Write ``model_dir/test_results.json``: the test ``metrics`` of the
+    model in ``model_dir`` with digests of its weights and of the test
+    windows, so a later stage scoring the same model on the same windows can
+    take them instead of scoring again (:func:`recorded_test`)."""
+    from .publish import write_json_atomic
+    write_json_atomic(os.path.join(model_dir, TEST_RECORD),
+                      {"test": metrics, "windows": len(feats), "features_sha256": _digest_features(feats, label_list),
+                       "weights_sha256": _digest_weights(model_dir)})
+
+
+def recorded_test(model_dir, feats, label_list):
+    """The test metrics :func:`record_test` wrote for this model's weights
+    and exactly these windows (same pieces, labels and label names), else
+    None (no record, another model or other test data: score it)."""
+    path = os.path.join(model_dir, TEST_RECORD)
+    if not os.path.isfile(path):
+        return None
+    try:
+        with open(path, encoding="utf-8") as f:
+            rec = json.load(f)
+    except (OSError, ValueError):
+        return None
+    if not isinstance(rec, dict) or not isinstance(rec.get("test"), dict) or rec.get("windows") != len(feats):
+        return None
+    if rec.get("weights_sha256") != _digest_weights(model_dir) or \
+            rec.get("features_sha256") != _digest_features(feats, label_list):
+        return None
+    return rec["test"]

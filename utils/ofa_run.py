@@ -160,29 +160,38 @@ def write_table(stage, config, dir_name, metric_name, output_dir, teacher_dir):
     return table
 
 
-def evaluate_test(stage, task, feats, output_dir):
+def evaluate_test(stage, task, feats, output_dir, teacher_result=None):
     """The labelled test split, once for the teacher and once per trained
-    sub-network (its best checkpoint cut to its width and depth)."""
+    sub-network (its best checkpoint cut to its width and depth).
+    ``teacher_result``: the teacher's test metrics recorded for these very
+    windows by its own run (not scored again)."""
     test = {"test": feats}
-    stage.teacher.eval()
-    res, _ = task.evaluate(lambda i, s: elastic_forward.forward(stage.teacher, i, s), test)
-    out = {"teacher": res["test"], "widths": {}}
-    logger.info("teacher test: %s", format_results(res))
+    if teacher_result is None:
+        stage.teacher.eval()
+        res, _ = task.evaluate(lambda i, s: elastic_forward.forward(stage.teacher, i, s), test)
+        teacher_result = res["test"]
+        logger.info("teacher test: %s", format_results(res))
+    else:
+        logger.info("teacher test (recorded by its fine-tuning run for these weights and test windows): %s",
+                    format_results({"test": teacher_result}))
+    out = {"teacher": teacher_result, "widths": {}}
     for sub in stage.subnets:
         full, _, cfg = load_model(os.path.join(output_dir, sub.dir_name(task.dir_name)), task.kind,
                                   task.num_labels, expect_task_type=task.kind)
         net = extract.extract_subnet(full, sub.width, cfg, task.kind, layers=sub.layers)
         net.eval()
-        res, _ = task.evaluate(lambda i, s: net(i, token_type_ids=s), test)
+        res, _ = task.evaluate(elastic_forward.model_forward(net), test)
         out["widths"][sub.tag()] = res["test"]
         logger.info("%s test: %s", sub.describe(), format_results(res))
     return out
 
 
 # --------------------------------------------------------------------------- the run
-def run(args, task, teacher, tokenizer, config, widths, train_feats, imp_feats, dev_sets, test_feats=None):
+def run(args, task, teacher, tokenizer, config, widths, train_feats, imp_feats, dev_sets, test_feats=None,
+        teacher_test=None):
     """Distil, then save and report (see the module docstring).  Returns the
-    table (with ``test`` when ``test_feats`` is given) on the master process,
+    table (with ``test`` when ``test_feats`` is given; ``teacher_test``: the
+    teacher's test metrics on them, recorded earlier) on the master process,
     None elsewhere; the caller writes all_results.json and ends the run."""
     per_epoch, total_steps = parallel.num_steps(**train_args.step_settings(args), n_train=len(train_feats))
     runs.start_run(args.output_dir, vars(args), args.resume, args.overwrite_output_dir)   # lock --output_dir; --overwrite_output_dir clears the old records
@@ -206,7 +215,7 @@ def run(args, task, teacher, tokenizer, config, widths, train_feats, imp_feats, 
     teacher_dir = args.model_name_or_path if os.path.isdir(args.model_name_or_path) else None
     table = write_table(stage, config, task.dir_name, task.metric_name, args.output_dir, teacher_dir)
     if test_feats is not None:
-        table["test"] = evaluate_test(stage, task, test_feats, args.output_dir)
+        table["test"] = evaluate_test(stage, task, test_feats, args.output_dir, teacher_test)
         for row, sub in zip(table["rows"], stage.subnets):   # the table has a row per sub-network, in order
             row["test"] = table["test"]["widths"][sub.tag()]
     return table
