@@ -95,7 +95,6 @@ import time
 import numpy as np
 
 from utils import inference, parallel, quant_guard, quant_ptq, quant_search, runs
-from utils.bench_report import NO_INT8_NOTE, int8_instructions
 from utils.errors import UserError, run_main
 from utils.publish import publish_prefix
 from utils.quant_eval import QuantData
@@ -293,103 +292,6 @@ def named_skips(args, sites):
     return resolve_names(args.skip_layers, sites)
 
 
-def choose(args, data, feed_names, work, fp32, sites):
-    """The recipe, the sites kept FP32 and the search's record."""
-    recipe, fp32_sites = base_recipe(args), named_skips(args, sites)
-    if not args.use_search_texts:
-        return recipe, fp32_sites, None
-    start = time.time()
-    searcher = quant_search.Searcher(args, data, feed_names, work, sites, fp32, start + args.search_budget)
-    searcher.start = start
-    record = {"budget_seconds": args.search_budget, "search_texts": len(data.search)}
-    best = None
-    if args.search:
-        max_batches = len(data.calibration_pool) // args.batch_size
-        if args.sensitivity:   # leave half of the budget to the sensitivity
-            searcher.deadline = time.time() + args.search_budget / 2
-        best = quant_search.search_recipes(searcher, recipe, args.search_algos, max_batches)
-        searcher.deadline = searcher.start + args.search_budget
-        recipe = best["recipe"]
-        print(f"search: best recipe {quant_search.describe(recipe)} (agreement {best['agreement']:.4f} on the "
-              f"search texts)", flush=True)
-    elif args.skip_layers == "auto":
-        best = searcher.trial(recipe)
-    met = best is not None and best["agreement"] >= args.min_agreement
-    if args.skip_layers == "auto" and met:
-        print(f"search: agreement on the search texts already >= --min_agreement {args.min_agreement:g}: no op "
-              f"needs to stay FP32 (--skip_layers N runs the sensitivity anyway)", flush=True)
-    elif args.sensitivity:
-        ranked = quant_search.sensitivity(searcher, recipe)
-        record["sensitivity"] = [{"site": n, "agreement": r and r["agreement"], "divergence": r and r["divergence"]}
-                                 for n, r in ranked]
-        fp32_sites, rec = quant_search.choose_skips(searcher, recipe, ranked, args.skip_layers, args.min_agreement,
-                                                    args.max_skip)
-        print(f"search: keeping {len(fp32_sites)} op(s) FP32: {', '.join(fp32_sites) or '-'}"
-              + (f" (agreement {rec['agreement']:.4f} on the search texts)" if rec else ""), flush=True)
-    if searcher.not_tried:
-        print(f"search: budget {args.search_budget:g} s spent; not tried: {'; '.join(searcher.not_tried)}",
-              flush=True)
-    record.update(tried=searcher.trials, not_tried=searcher.not_tried)
-    return recipe, fp32_sites, record
-
-
-def judge(args, data, fp32, int8_prefix):
-    """The guard's measurements (dev metric, agreement over dev + held-out
-    texts, latency) and the reasons to refuse."""
-    int8 = inference.create_predictor(int8_prefix, threads=args.threads, mkldnn=True, int8=True)
-    fp_res, fp_score, fp_dev, fp_s = data.evaluate_dev(fp32, args.eval_batch_size)
-    q_res, q_score, q_dev, q_s = data.evaluate_dev(int8, args.eval_batch_size)
-    fp_held, _ = data.outputs(fp32, data.held_out, args.eval_batch_size)
-    q_held, _ = data.outputs(int8, data.held_out, args.eval_batch_size)
-    first = next(iter(data.dev))
-    fp_pred, labels = data.scorable(fp_dev[first], data.dev[first])
-    q_pred, _ = data.scorable(q_dev[first], data.dev[first])
-    drop = quant_guard.metric_drop(data.score, fp_pred, q_pred, labels, seed=args.seed)
-    ref = [o for s in data.dev for o in fp_dev[s]] + list(fp_held)
-    new = [o for s in data.dev for o in q_dev[s]] + list(q_held)
-    agree = quant_guard.agreement(data.kind, ref, new, data.label_list, seed=args.seed)
-    agree["by_source"] = {
-        "dev": quant_guard.agreement(data.kind, [o for s in data.dev for o in fp_dev[s]],
-                                     [o for s in data.dev for o in q_dev[s]], data.label_list)["value"],
-        "held_out": quant_guard.agreement(data.kind, fp_held, q_held, data.label_list)["value"]}
-    lat_ids = quant_search.latency_batch(data.held_out, args.latency_batch, data.max_seq_length)
-    latency = dict(quant_search.paired_latency(fp32, int8, lat_ids), batch_size=args.latency_batch,
-                   seq_len=data.max_seq_length)
-    summary = {"metric": data.metric_name, "fp32": fp_score, "int8": q_score, "drop": drop["drop"],
-               "drop_se": drop["se"], "drop_ci95": drop["ci95"], "max_drop": args.max_drop,
-               "fp32_results": fp_res, "int8_results": q_res, "agreement": agree, "min_agreement": args.min_agreement,
-               "texts": data.pool_sizes, "latency_ms": latency, "dev_seconds": {"fp32": fp_s, "int8": q_s},
-               "cpu_int8_instructions": int8_instructions()}
-    if data.kind == "regression":
-        summary["max_abs_diff_of_predictions"] = agree["max_abs_diff"]
-    elif data.kind != "token_classification":
-        summary["prediction_agreement"] = agree["value"]
-    return summary, quant_guard.verdict(agree, drop, args.min_agreement, args.max_drop)
-
-
-def report_guard(s):
-    a, lat, q = s["agreement"], s["latency_ms"], s.get("qat")
-    if q:
-        print(f"quantization-aware distillation: {q['steps']} steps on {q['texts']} training texts, loss "
-              f"{q['loss_first']:.4f} -> {q['loss_last']:.4f}; simulated divergence from FP32 "
-              f"{q['simulated_divergence_before']:.4f} -> {q['simulated_divergence_after']:.4f}", flush=True)
-    print(f"dev {s['metric']}: FP32 {s['fp32']:.4f}  INT8 {s['int8']:.4f}  drop {s['drop']:+.4f} (95% interval "
-          f"{s['drop_ci95'][0]:+.4f} .. {s['drop_ci95'][1]:+.4f}; --max_drop {s['max_drop']:g})", flush=True)
-    print(f"agreement with FP32 ({a['measure']}): {a['value']:.4f} (95% interval {a['ci95'][0]:.4f} .. "
-          f"{a['ci95'][1]:.4f}) on {a['examples']} examples: dev {a['by_source']['dev']:.4f}, held-out "
-          f"{a['by_source']['held_out']:.4f} ({s['texts']['held_out']} texts); --min_agreement "
-          f"{s['min_agreement']:g}", flush=True)
-    o = s.get("onednn")
-    if o:
-        print(f"oneDNN runs {o['int8_sites']} of the {o['quantized_sites']} quantized encoder ops in INT8"
-              + (f"; in FP32 (their quantization dropped by its passes): {', '.join(o['fp32_sites'])}"
-                 if o["fp32_sites"] else ""), flush=True)
-    print(f"latency at batch {lat['batch_size']} x {lat['seq_len']}: FP32 {lat['fp32']:.1f} ms, INT8 "
-          f"{lat['int8']:.1f} ms ({lat['speedup']:.2f}x)", flush=True)
-    if s.get("cpu_int8_instructions") == []:
-        print(f"note: {NO_INT8_NOTE}", flush=True)
-
-
 def check_model(prefix):
     """The FP32 static model's info and tokenizer directory, or a UserError."""
     if inference.model_file(prefix) is None or not os.path.isfile(prefix + ".pdiparams"):
@@ -416,7 +318,8 @@ def quantize_and_judge(args, data, fp32, sites, work, resumed=None):
     else:
         # the search (and the sensitivity) judge the original model: a tuned model quantized one op at a time is
         # mostly the tuned FP32 model, which differs from the original by design
-        recipe, fp32_sites, search = choose(args, data, feed_names, work, fp32, sites)
+        recipe, fp32_sites, search = quant_search.choose(args, data, feed_names, work, fp32, sites,
+                                                          base_recipe(args), named_skips(args, sites))
     source, qat_record = args.model_prefix, None
     if args.qat_steps:   # tune the FP32 weights for that recipe and those FP32 ops; the guard compares with --model_prefix
         from utils import qat
@@ -442,7 +345,7 @@ def quantize_and_judge(args, data, fp32, sites, work, resumed=None):
                          "nothing (no matmul/mul op in the model?); nothing written")
     logger.info("evaluating FP32 (oneDNN) and INT8 (oneDNN int8) on %s and %d held-out texts",
                 ", ".join(f"{s} ({len(f)})" for s, f in data.dev.items()), len(data.held_out))
-    summary, reasons = judge(args, data, fp32, prefix)
+    summary, reasons = quant_guard.measure(args, data, fp32, prefix)
     # what the predictor really runs in INT8: oneDNN's passes keep some quantized ops FP32
     run = quant_ptq.executed_int8(prefix, sites)
     body = {s["name"] for s in sites if not s["head"]} - set(fp32_sites)
@@ -499,7 +402,7 @@ def main(argv=None):
         if args.qat_steps:   # judged: the tuning is done with, whatever the verdict
             from utils.qat import checkpoint_dir
             shutil.rmtree(checkpoint_dir(args.output_prefix), ignore_errors=True)
-        report_guard(summary)
+        quant_guard.report(summary)
         if reasons and not args.force:
             print(json.dumps(summary), flush=True)
             raise SystemExit(f"error: guard refused the INT8 model: {'; '.join(reasons)}; nothing written (try "

@@ -42,6 +42,7 @@ OFA_SAVE_STEPS=${OFA_SAVE_STEPS:-$(( OFA_STEPS / 2 > 0 ? OFA_STEPS / 2 : 1 ))}  
 SEQ=${SEQ:-64}
 ROUNDS=${ROUNDS:-3}
 TEST_SENTENCES=${TEST_SENTENCES:-0}   # 0 = the whole 5,000-sentence test split
+TRAIN_SENTENCES=${TRAIN_SENTENCES:-0} # 0 = all 50,289 training sentences (fewer: a smoke run)
 TEACHER_FROM=${TEACHER_FROM:-}        # skip stage 2: copy this teacher run directory instead
 MODEL=${MODEL:-}                      # the model to fine-tune (default: the converted Chinese RoBERTa)
 WIDTHS=${WIDTHS:-"1.0 3/4 1/2"}
@@ -64,7 +65,7 @@ stage() {  # NAME COMMAND...: run, print and record its wall time
   return $rc
 }
 
-stage setup $PY benchmarks/msra_setup.py --output_dir "$OUT" --pretrained --train_sentences 0 \
+stage setup $PY benchmarks/msra_setup.py --output_dir "$OUT" --pretrained --train_sentences "$TRAIN_SENTENCES" \
   --test_sentences "$TEST_SENTENCES"
 [ -n "$MODEL" ] || MODEL=$(cat "$OUT/model_path.txt")
 

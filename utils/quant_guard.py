@@ -21,6 +21,10 @@ The agreement measure follows the task:
 
 The metric drop (FP32 minus INT8, on labelled data) gets a paired bootstrap
 interval over examples: both models are scored on the same resample.
+
+:func:`measure` runs quantize.py's guard on both predictors (dev metric,
+agreement, latency) and :func:`report` prints it; the statistics above need
+no paddle, the guard imports it when it runs.
 """
 import math
 
@@ -153,3 +157,67 @@ def divergence(kind, ref, new):
     pa = np.exp(a - a.max(-1, keepdims=True))
     pb = np.exp(b - b.max(-1, keepdims=True))
     return float(np.mean(np.abs(pa / pa.sum(-1, keepdims=True) - pb / pb.sum(-1, keepdims=True)).sum(-1)))
+
+
+# --------------------------------------------------------------------------- quantize.py's guard
+def measure(args, data, fp32, int8_prefix):
+    """quantize.py's guard: both predictors on dev and the held-out texts
+    (``data``: a utils.quant_eval.QuantData), the dev metric drop and the
+    agreement over dev + held-out texts with their intervals, the paired
+    latency; returns (summary, the reasons to refuse)."""
+    from . import inference, quant_search
+    from .bench_report import int8_instructions
+    int8 = inference.create_predictor(int8_prefix, threads=args.threads, mkldnn=True, int8=True)
+    fp_res, fp_score, fp_dev, fp_s = data.evaluate_dev(fp32, args.eval_batch_size)
+    q_res, q_score, q_dev, q_s = data.evaluate_dev(int8, args.eval_batch_size)
+    fp_held, _ = data.outputs(fp32, data.held_out, args.eval_batch_size)
+    q_held, _ = data.outputs(int8, data.held_out, args.eval_batch_size)
+    first = next(iter(data.dev))
+    fp_pred, labels = data.scorable(fp_dev[first], data.dev[first])
+    q_pred, _ = data.scorable(q_dev[first], data.dev[first])
+    drop = metric_drop(data.score, fp_pred, q_pred, labels, seed=args.seed)
+    ref = [o for s in data.dev for o in fp_dev[s]] + list(fp_held)
+    new = [o for s in data.dev for o in q_dev[s]] + list(q_held)
+    agree = agreement(data.kind, ref, new, data.label_list, seed=args.seed)
+    agree["by_source"] = {
+        "dev": agreement(data.kind, [o for s in data.dev for o in fp_dev[s]],
+                         [o for s in data.dev for o in q_dev[s]], data.label_list)["value"],
+        "held_out": agreement(data.kind, fp_held, q_held, data.label_list)["value"]}
+    lat_ids = quant_search.latency_batch(data.held_out, args.latency_batch, data.max_seq_length)
+    latency = dict(quant_search.paired_latency(fp32, int8, lat_ids), batch_size=args.latency_batch,
+                   seq_len=data.max_seq_length)
+    summary = {"metric": data.metric_name, "fp32": fp_score, "int8": q_score, "drop": drop["drop"],
+               "drop_se": drop["se"], "drop_ci95": drop["ci95"], "max_drop": args.max_drop,
+               "fp32_results": fp_res, "int8_results": q_res, "agreement": agree, "min_agreement": args.min_agreement,
+               "texts": data.pool_sizes, "latency_ms": latency, "dev_seconds": {"fp32": fp_s, "int8": q_s},
+               "cpu_int8_instructions": int8_instructions()}
+    if data.kind == "regression":
+        summary["max_abs_diff_of_predictions"] = agree["max_abs_diff"]
+    elif data.kind != "token_classification":
+        summary["prediction_agreement"] = agree["value"]
+    return summary, verdict(agree, drop, args.min_agreement, args.max_drop)
+
+
+def report(s):
+    """Print the guard's summary (:func:`measure`), a line per measure."""
+    from .bench_report import NO_INT8_NOTE
+    a, lat, q = s["agreement"], s["latency_ms"], s.get("qat")
+    if q:
+        print(f"quantization-aware distillation: {q['steps']} steps on {q['texts']} training texts, loss "
+              f"{q['loss_first']:.4f} -> {q['loss_last']:.4f}; simulated divergence from FP32 "
+              f"{q['simulated_divergence_before']:.4f} -> {q['simulated_divergence_after']:.4f}", flush=True)
+    print(f"dev {s['metric']}: FP32 {s['fp32']:.4f}  INT8 {s['int8']:.4f}  drop {s['drop']:+.4f} (95% interval "
+          f"{s['drop_ci95'][0]:+.4f} .. {s['drop_ci95'][1]:+.4f}; --max_drop {s['max_drop']:g})", flush=True)
+    print(f"agreement with FP32 ({a['measure']}): {a['value']:.4f} (95% interval {a['ci95'][0]:.4f} .. "
+          f"{a['ci95'][1]:.4f}) on {a['examples']} examples: dev {a['by_source']['dev']:.4f}, held-out "
+          f"{a['by_source']['held_out']:.4f} ({s['texts']['held_out']} texts); --min_agreement "
+          f"{s['min_agreement']:g}", flush=True)
+    o = s.get("onednn")
+    if o:
+        print(f"oneDNN runs {o['int8_sites']} of the {o['quantized_sites']} quantized encoder ops in INT8"
+              + (f"; in FP32 (their quantization dropped by its passes): {', '.join(o['fp32_sites'])}"
+                 if o["fp32_sites"] else ""), flush=True)
+    print(f"latency at batch {lat['batch_size']} x {lat['seq_len']}: FP32 {lat['fp32']:.1f} ms, INT8 "
+          f"{lat['int8']:.1f} ms ({lat['speedup']:.2f}x)", flush=True)
+    if s.get("cpu_int8_instructions") == []:
+        print(f"note: {NO_INT8_NOTE}", flush=True)

@@ -21,6 +21,8 @@ compared with what is left of the budget; what is not tried is listed too.
   with one int8 op says nothing).
 * ``choose_skips``: ``N`` keeps the N most sensitive sites FP32; ``auto``
   adds them one at a time until the search agreement reaches the target.
+* ``choose``: what quantize.py runs -- the search, then the sensitivity,
+  as its flags ask, with what was tried and what the budget left out.
 """
 import logging
 import os
@@ -191,3 +193,45 @@ def choose_skips(searcher, recipe, ranked, mode, target, max_skip):
         if rec["agreement"] >= target:
             break
     return chosen, best
+
+
+def choose(args, data, feed_names, work, fp32, sites, recipe, fp32_sites):
+    """quantize.py's choice: the recipe, the sites kept FP32 and the
+    search's record.  ``recipe`` (the flags' recipe) and ``fp32_sites`` (the
+    ops --skip_layers names) stand unless --search / --skip_layers auto|N
+    ask for the search (on the search texts only, within --search_budget)."""
+    if not args.use_search_texts:
+        return recipe, fp32_sites, None
+    start = time.time()
+    searcher = Searcher(args, data, feed_names, work, sites, fp32, start + args.search_budget)
+    searcher.start = start
+    record = {"budget_seconds": args.search_budget, "search_texts": len(data.search)}
+    best = None
+    if args.search:
+        max_batches = len(data.calibration_pool) // args.batch_size
+        if args.sensitivity:   # leave half of the budget to the sensitivity
+            searcher.deadline = time.time() + args.search_budget / 2
+        best = search_recipes(searcher, recipe, args.search_algos, max_batches)
+        searcher.deadline = searcher.start + args.search_budget
+        recipe = best["recipe"]
+        print(f"search: best recipe {describe(recipe)} (agreement {best['agreement']:.4f} on the "
+              f"search texts)", flush=True)
+    elif args.skip_layers == "auto":
+        best = searcher.trial(recipe)
+    met = best is not None and best["agreement"] >= args.min_agreement
+    if args.skip_layers == "auto" and met:
+        print(f"search: agreement on the search texts already >= --min_agreement {args.min_agreement:g}: no op "
+              f"needs to stay FP32 (--skip_layers N runs the sensitivity anyway)", flush=True)
+    elif args.sensitivity:
+        ranked = sensitivity(searcher, recipe)
+        record["sensitivity"] = [{"site": n, "agreement": r and r["agreement"], "divergence": r and r["divergence"]}
+                                 for n, r in ranked]
+        fp32_sites, rec = choose_skips(searcher, recipe, ranked, args.skip_layers, args.min_agreement,
+                                                    args.max_skip)
+        print(f"search: keeping {len(fp32_sites)} op(s) FP32: {', '.join(fp32_sites) or '-'}"
+              + (f" (agreement {rec['agreement']:.4f} on the search texts)" if rec else ""), flush=True)
+    if searcher.not_tried:
+        print(f"search: budget {args.search_budget:g} s spent; not tried: {'; '.join(searcher.not_tried)}",
+              flush=True)
+    record.update(tried=searcher.trials, not_tried=searcher.not_tried)
+    return recipe, fp32_sites, record
