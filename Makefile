@@ -7,7 +7,7 @@
 #   make test        every test (CI: .ci/run)
 #   make test-fast   the tests that run no script of the suite and no fresh Python (no training, export
 #                    or quantization; tests/conftest.py marks the others `slow`) and no real_assets test:
-#                    193 of 312 tests, about 50 s on the 2 cores while a training shared them
+#                    193 of 313 tests, about 50 s on the 2 cores while a training shared them
 # TESTS selects test files (default: all), e.g. `make PADDLE=3 test TESTS="tests/test_export.py"`.
 PYTHON ?= python3
 PADDLE ?= 2

@@ -14,6 +14,21 @@ ARGS = ["--task_name", "SST-2", "--max_steps", "30", "--save_steps", "15", "--ma
         "--learning_rate", "2e-3", "--logging_steps", "10", "--device", "cpu"]
 
 
+def assert_same_training(a, b):
+    """The weights of two runs that trained on the same global batches:
+    equal but for rounding.  Two processes sum half-batch gradients in
+    another order (and run their GEMMs on one thread each), and AdamW divides
+    each element's step by its own gradient scale, so an element whose
+    gradient is near zero can move by a small part of one step (learning rate
+    1e-3 here) differently; a run that trained on other batches or averaged
+    the gradients wrongly moves most elements by about a step."""
+    assert set(a) == set(b)
+    diffs = np.concatenate([np.abs(np.asarray(a[k], dtype=np.float64) - b[k]).ravel() for k in sorted(a)])
+    worst = {k: float(np.abs(np.asarray(a[k]) - b[k]).max()) for k in a}
+    assert diffs.max() < 1e-4 and diffs.mean() < 1e-7, (diffs.max(), diffs.mean(),
+                                                       sorted(worst.items(), key=lambda kv: -kv[1])[:3])
+
+
 def test_two_processes_equal_one_process_with_the_same_global_batch(tmp_path):
     from utils.modeling import read_state_dict
     model = write_tiny_bert(str(tmp_path / "bert"))
@@ -31,9 +46,7 @@ def test_two_processes_equal_one_process_with_the_same_global_batch(tmp_path):
     assert "devices = 2" in r.stdout + r.stderr
     a = read_state_dict(os.path.join(single, "last", "model.safetensors"))
     b = read_state_dict(os.path.join(dist, "last", "model.safetensors"))
-    assert set(a) == set(b)
-    for k in a:
-        np.testing.assert_allclose(a[k], b[k], atol=1e-5, err_msg=k)
+    assert_same_training(a, b)
     assert [rec["step"] for rec in read_json(os.path.join(dist, "results.json"))] == [15, 30]
 
 
@@ -55,8 +68,6 @@ def test_ofa_two_processes_equal_one_process(tmp_path, sst2_teacher, glue_data):
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     a = read_state_dict(os.path.join(single, "final", "model.safetensors"))
     b = read_state_dict(os.path.join(dist, "final", "model.safetensors"))
-    assert set(a) == set(b)
-    for k in a:
-        np.testing.assert_allclose(a[k], b[k], atol=1e-5, err_msg=k)
+    assert_same_training(a, b)
     ta, tb = read_json(os.path.join(single, "all_results.json")), read_json(os.path.join(dist, "all_results.json"))
     assert [row["score"] for row in ta["rows"]] == [row["score"] for row in tb["rows"]]

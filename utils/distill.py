@@ -29,18 +29,8 @@ logger = logging.getLogger("bert_suite")
 # --------------------------------------------------------------------------- the trainable wrapper
 def elastic_layer(ofa):
     """A paddle Layer whose forward is the suite's elastic forward over the
-    supernet (so paddle.DataParallel can wrap it)."""
-    import paddle
-
-    class ElasticNet(paddle.nn.Layer):
-        def __init__(self, net):
-            super().__init__()
-            self.net = net
-
-        def forward(self, input_ids, token_type_ids=None):
-            return elastic_forward.forward(self.net, input_ids, token_type_ids, output_hidden_states=True)
-
-    return ElasticNet(ofa.model)
+    supernet, hidden states included (so paddle.DataParallel can wrap it)."""
+    return elastic_forward.as_layer(ofa.model, output_hidden_states=True)
 
 
 class SubNet:

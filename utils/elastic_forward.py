@@ -343,12 +343,30 @@ def forward(model, input_ids, token_type_ids=None, head_mask=None, output_hidden
 
 
 
+def as_layer(model, **kwargs):
+    """A paddle Layer whose forward is :func:`forward` over ``model`` (with
+    ``kwargs``), so that ``paddle.DataParallel`` can wrap it: DataParallel
+    synchronises the gradients of what its own forward ran."""
+    import paddle
+    run = forward
+
+    class Forward(paddle.nn.Layer):
+        def __init__(self, net):
+            super().__init__()
+            self.net = net
+
+        def forward(self, input_ids, token_type_ids=None):
+            return run(self.net, input_ids, token_type_ids, **kwargs)
+
+    return Forward(model)
+
+
 def model_forward(model):
     """``(input_ids, token_type_ids) -> logits`` for fine-tuning or scoring a
     plain model: :func:`forward` (the CPU fast paths above) when it can run
     ``model``, else the model's own forward (a ``paddle.DataParallel``
-    wrapper, whose forward synchronises gradients, or a class it does not
-    know).  In eval mode both compute the same logits; in training the
+    wrapper, whose forward synchronises gradients: wrap :func:`as_layer`
+    instead, or a class it does not know).  In eval mode both compute the same logits; in training the
     dropout masks differ (numpy's generator against paddle's)."""
     import paddle
     if not isinstance(model, paddle.DataParallel):

@@ -7,7 +7,7 @@ import logging
 import os
 
 from . import parallel, runs, train_args, training
-from .elastic_forward import model_forward
+from .elastic_forward import as_layer, model_forward
 from .evaluation import format_results, to_tensors
 from .modeling import save_model
 
@@ -32,10 +32,12 @@ class FineTuneStage(training.Stage):
         self.model_info, self.dev_sets, self.collate = dict(model_info), dev_sets, collate
         self.output_dir, self.batch_size, self.best_dir = output_dir, batch_size, best_dir
         self.best = None
+        self.train_forward = None     # fit() sets a DataParallel one when there are several ranks
 
     def step(self, batch, step):
         ids, seg, labels = to_tensors(batch)
-        loss = self.loss(model_forward(self.model)(ids, token_type_ids=seg), labels)
+        forward = self.train_forward or model_forward(self.model)
+        loss = self.loss(forward(ids, token_type_ids=seg), labels)
         loss.backward()
         return loss
 
@@ -69,9 +71,9 @@ def fit(args, stage, train_features, total_steps, per_epoch):
     runs.start_run(args.output_dir, vars(args), args.resume, args.overwrite_output_dir)   # --overwrite_output_dir clears the old records
     model = stage.model
     optimizer, scheduler = training.build_optimizer(model, total_steps, **train_args.optimizer_settings(args))
-    if parallel.rank_and_world()[1] > 1:
+    if parallel.rank_and_world()[1] > 1:   # DataParallel over the suite's forward; the stage keeps the model
         import paddle
-        stage.model = model = paddle.DataParallel(model)
+        stage.train_forward = paddle.DataParallel(as_layer(model))
     training.train(stage, model, optimizer, scheduler, train_features, stage.collate, total_steps, per_epoch,
                    **train_args.loop_settings(args))
     return model
