@@ -348,7 +348,6 @@ def as_layer(model, **kwargs):
     ``kwargs``), so that ``paddle.DataParallel`` can wrap it: DataParallel
     synchronises the gradients of what its own forward ran."""
     import paddle
-    run = forward
 
     class Forward(paddle.nn.Layer):
         def __init__(self, net):
@@ -356,7 +355,8 @@ def as_layer(model, **kwargs):
             self.net = net
 
         def forward(self, input_ids, token_type_ids=None):
-            return run(self.net, input_ids, token_type_ids, **kwargs)
+            # the module's forward, looked up at every call (a class body is no enclosing scope)
+            return forward(self.net, input_ids, token_type_ids, **kwargs)
 
     return Forward(model)
 
