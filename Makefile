@@ -30,7 +30,7 @@ endif
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 TSTAMP := $(VENV)/.installed-test
-PYTEST := $(BIN)/python -m pytest $(TESTS) -q -p no:cacheprovider
+PYTEST := $(BIN)/python -m pytest $(TESTS) -q -p no:cacheprovider --durations=15
 
 .PHONY: venv demo test test-fast clean
 
