@@ -4,7 +4,8 @@
 # (paddle 3.3.1; INT8 stays on the 2.6.2 line, see README "Paddle 3").  The test targets add the test
 # extras (pytest, onnxruntime, paddle2onnx: requirements-test.txt / requirements-paddle3-test.txt);
 # `make demo` needs none of them.
-#   make test        every test (CI: .ci/run)
+#   make test        every test but the pipeline smoke test (CI: .ci/run)
+#   make test-pipeline  benchmarks/msra_demo.sh end to end at a smoke budget (tests/test_msra_demo.py)
 #   make test-fast   the tests that run no script of the suite and no fresh Python (no training, export
 #                    or quantization; tests/conftest.py marks the others `slow`) and no real_assets test:
 #                    193 of 313 tests, about 50 s on the 2 cores while a training shared them
@@ -32,7 +33,7 @@ STAMP  := $(VENV)/.installed
 TSTAMP := $(VENV)/.installed-test
 PYTEST := $(BIN)/python -m pytest $(TESTS) -q -p no:cacheprovider --durations=15
 
-.PHONY: venv demo test test-fast clean
+.PHONY: venv demo test test-fast test-pipeline clean
 
 $(STAMP): $(REQS) $(CONS)
 	$(PYTHON) -m venv $(VENV)
@@ -51,7 +52,11 @@ demo: $(STAMP)
 	$(BIN)/python demo.py
 
 test: $(TSTAMP)
-	$(PYTEST)
+	$(PYTEST) -m "not pipeline"
+
+# the whole NER pipeline (benchmarks/msra_demo.sh) on the real assets at a smoke budget: 3-4 min
+test-pipeline: $(TSTAMP)
+	$(PYTEST) -m pipeline
 
 test-fast: $(TSTAMP)
 	$(PYTEST) -m "not slow and not real_assets"

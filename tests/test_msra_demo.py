@@ -4,7 +4,8 @@ PyPI into $BERT_SUITE_CACHE) with a smoke budget: 400 training and 60 test
 sentences, 4 teacher and 2 OFA steps, widths 1 and 1/2, 3 timed benchmark
 runs.  The figures are meaningless at that
 budget; what is checked is that every stage runs and hands the next what it
-needs, and that benchmarks/msra_figures.py reads it all."""
+needs, and that benchmarks/msra_figures.py reads it all.  About 3-4 minutes
+on 2 cores, so it is not part of ``make test`` (CI): ``make test-pipeline``."""
 import json
 import os
 import subprocess
@@ -15,6 +16,7 @@ import pytest
 from helpers import REPO
 
 
+@pytest.mark.pipeline
 @pytest.mark.real_assets
 def test_msra_demo_runs_every_stage_and_writes_the_figures(tmp_path):
     out = tmp_path / "demo"
