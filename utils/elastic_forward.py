@@ -366,8 +366,9 @@ def model_forward(model):
     plain model: :func:`forward` (the CPU fast paths above) when it can run
     ``model``, else the model's own forward (a ``paddle.DataParallel``
     wrapper, whose forward synchronises gradients: wrap :func:`as_layer`
-    instead, or a class it does not know).  In eval mode both compute the same logits; in training the
-    dropout masks differ (numpy's generator against paddle's)."""
+    instead, or a class it does not know).  In eval mode both compute the
+    same logits; in training the dropout masks differ (numpy's generator
+    against paddle's)."""
     import paddle
     if not isinstance(model, paddle.DataParallel):
         try:

@@ -32,18 +32,18 @@ class FineTuneStage(training.Stage):
         self.model_info, self.dev_sets, self.collate = dict(model_info), dev_sets, collate
         self.output_dir, self.batch_size, self.best_dir = output_dir, batch_size, best_dir
         self.best = None
-        self.train_forward = None     # fit() sets a DataParallel one when there are several ranks
+        self.forward = model_forward(model)     # decided once: the suite's forward when it can run the model
+        self.train_forward = self.forward       # fit() wraps it in DataParallel when there are several ranks
 
     def step(self, batch, step):
         ids, seg, labels = to_tensors(batch)
-        forward = self.train_forward or model_forward(self.model)
-        loss = self.loss(forward(ids, token_type_ids=seg), labels)
+        loss = self.loss(self.train_forward(ids, token_type_ids=seg), labels)
         loss.backward()
         return loss
 
     def evaluate(self, step, epoch):
         self.model.eval()
-        results, score = self.score(model_forward(self.model), self.dev_sets, self.collate,
+        results, score = self.score(self.forward, self.dev_sets, self.collate,
                                     batch_size=self.batch_size)
         improved = self.best is None or score > self.best["score"]
         logger.info("eval step %d: %s%s", step, format_results(results), "  (best so far)" if improved else "")
