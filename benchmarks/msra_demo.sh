@@ -21,7 +21,11 @@
 #    DEPTHS (default 1.0; 1/2 = DynaBERT's every other layer) (run_msra_ner_ofa.py);
 # 4. exports the teacher and every other width x depth as static models
 #    (export_model.py; names w0.75, w0.5, d0.5, w0.5_d0.5, ...);
-# 5. INT8 of COMPRESSED (default w0.5) with the accuracy guard (quantize.py);
+#    SUB_FT_STEPS > 0 (default 0): fine-tunes the exported COMPRESSED model on the
+#    labels for that many steps (run_msra_ner.py, lr SUB_FT_LR, default 5e-5) and
+#    exports the result as COMPRESSED_ft, which the stages below then use;
+# 5. INT8 of COMPRESSED (default w0.5; COMPRESSED_ft after fine-tuning) with the
+#    accuracy guard (quantize.py);
 # 6. tags tag_10k.txt with predict.py (teacher, COMPRESSED, its INT8);
 # 7. latency (benchmark.py at length BENCH_SEQ, default SEQ), the report and
 #    plot (report.py: entity F1 against latency), and the targets of issue
@@ -48,11 +52,14 @@ MODEL=${MODEL:-}                      # the model to fine-tune (default: the con
 WIDTHS=${WIDTHS:-"1.0 3/4 1/2"}
 DEPTHS=${DEPTHS:-"1.0"}
 COMPRESSED=${COMPRESSED:-w0.5}        # the export that is quantized, tagged and held to the targets
+SUB_FT_STEPS=${SUB_FT_STEPS:-0}       # > 0: label fine-tuning of the COMPRESSED export (one epoch of MSRA: 3670)
+SUB_FT_LR=${SUB_FT_LR:-5e-5}
 TARGETS=${TARGETS:-13}
 BENCH_SEQ=${BENCH_SEQ:-$SEQ}
 BENCH_REPEATS=${BENCH_REPEATS:-30}    # benchmark.py's timed runs per model and batch size
 COMMON=(--max_seq_length "$SEQ" --batch_size 16 --device cpu --logging_steps 25 --split_long --dev_ratio 0.01
         --group_by_length)
+[[ "$SUB_FT_STEPS" =~ ^[0-9]+$ ]] || { echo "SUB_FT_STEPS=$SUB_FT_STEPS: a whole number of steps (0 = no fine-tuning)" >&2; exit 2; }
 mkdir -p "$OUT"
 : > "$OUT/times.txt"
 T0=$(date +%s)
@@ -104,6 +111,19 @@ for spec in "${exports[@]}"; do
     --static_sub_model "$OUT/export/$1/static/model" --max_seq_length "$SEQ"
 done
 [ -e "$OUT/export/$COMPRESSED/static/model.pdiparams" ] || { echo "COMPRESSED=$COMPRESSED: no such export" >&2; exit 2; }
+
+# label fine-tuning of the exported sub-network (an ordinary model directory), exported again as-is
+if [ "$SUB_FT_STEPS" -gt 0 ]; then
+  stage finetune $PY run_msra_ner.py --model_name_or_path "$OUT/export/$COMPRESSED/dynamic" --data_dir "$OUT/data" \
+    --output_dir "$OUT/finetune/$COMPRESSED" --learning_rate "$SUB_FT_LR" --warmup_proportion 0.05 \
+    --max_steps "$SUB_FT_STEPS" --save_steps $(( SUB_FT_STEPS / 4 > 0 ? SUB_FT_STEPS / 4 : 1 )) \
+    --overwrite_output_dir "${COMMON[@]}"
+  COMPRESSED=${COMPRESSED}_ft
+  exports+=("$COMPRESSED")
+  stage "export_$COMPRESSED" $PY export_model.py --model_name_or_path "$OUT/finetune/${COMPRESSED%_ft}/model_best" \
+    --data_dir "$OUT/data" --sub_model_output_dir "$OUT/export/$COMPRESSED/dynamic" \
+    --static_sub_model "$OUT/export/$COMPRESSED/static/model" --max_seq_length "$SEQ"
+fi
 
 # exit 1 = the INT8 model lost more than --max_drop on dev and was not written
 stage int8 $PY quantize.py --model_prefix "$OUT/export/$COMPRESSED/static/model" --data_dir "$OUT/data" \

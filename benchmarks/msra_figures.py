@@ -20,7 +20,9 @@ with Paddle Inference as deployed:
   median of --rounds rounds that visit the models in rotating order.
 
 The test F1 of each exported sub-network is the OFA run's (matched by the
-width and depth its info file records).  The teacher's learning curve (dev
+width and depth its info file records); that of NAME_ft, an export fine-tuned
+on the labels after export (msra_demo.sh SUB_FT_STEPS), is its fine-tuning
+run's (RUN_DIR/finetune/NAME), and it is held to NAME's targets too.  The teacher's learning curve (dev
 entity F1 against steps, from teacher/results.json), its training budget and
 each OFA sub-network's dev F1 against steps (ofa/results.json) come first.
 Writes RUN_DIR/figures.json.  Targets are printed with "met" / "NOT met";
@@ -133,10 +135,23 @@ def export_names(run_dir):
     return (["teacher"] if "teacher" in names else []) + [n for n in names if n != "teacher"]
 
 
-def sub_network_f1(run_dir, names, ofa):
+def finetune_runs(run_dir, names):
+    """{NAME_ft: all_results.json of RUN_DIR/finetune/NAME} for every
+    exported NAME_ft (an export fine-tuned on the labels after export)."""
+    out = {}
+    for n in names:
+        if n.endswith("_ft"):
+            path = os.path.join(run_dir, "finetune", n[:-len("_ft")], "all_results.json")
+            if not os.path.isfile(path):
+                raise UserError(f"{path}: missing (the fine-tuning run of the export {n})")
+            out[n] = read_json(path, "fine-tuning all_results.json")
+    return out
+
+
+def sub_network_f1(run_dir, names, ofa, finetuned=None):
     """Test F1 of each exported FP32 sub-network: the OFA run's test
     evaluation of the sub-network with the width and depth the export's
-    info file records."""
+    info file records, or for NAME_ft its fine-tuning run's."""
     test = ofa.get("test") or {}
     by_shape = {(round(r["width"], 4), round(r.get("depth", 1.0), 4)): m["f1"]
                 for r, m in zip(ofa["rows"], (test.get("widths") or {}).values())}
@@ -144,6 +159,9 @@ def sub_network_f1(run_dir, names, ofa):
     for n in names:
         info = inference.read_info(prefix_of(run_dir, n))
         if n == "teacher" or info.get("int8"):
+            continue
+        if n in (finetuned or {}):
+            out[n] = finetuned[n]["test"]["f1"]
             continue
         key = (round(float(info.get("width", 1.0)), 4), round(float(info.get("depth", 1.0)), 4))
         if key in by_shape:
@@ -177,6 +195,10 @@ def print_targets(goal, n_test, t_f1, subs, speed, bench, seq, comp, f1_int8, f1
                         drop <= limit))
         else:
             print(check(f"{n} test F1 within {limit} point(s) of the teacher", "(not exported)", False))
+        if n + "_ft" in subs:   # the same sub-network after label fine-tuning
+            drop = 100 * (t_f1 - subs[n + "_ft"])
+            print(check(f"{n}_ft test F1 within {limit} point(s) of the teacher",
+                        f"{subs[n + '_ft']:.4f} ({drop:.2f} pt below)", drop <= limit))
     q = comp + "_int8"
     if "tag_speedup" in goal:
         print(check(f"{comp} static tagging >= {goal['tag_speedup']}x faster than the teacher",
@@ -223,7 +245,8 @@ def main(argv=None):
 
     curve = learning_curve(os.path.join(run, "teacher"))
     t_f1 = teacher["test"]["f1"] if teacher else ofa["test"]["teacher"]["f1"]
-    subs = sub_network_f1(run, names, ofa)
+    finetuned = finetune_runs(run, names)
+    subs = sub_network_f1(run, names, ofa, finetuned)
     q = comp + "_int8"
     # INT8 against its FP32 model, both as deployed; without an INT8 model (refused by the guard) the FP32
     # static model's F1 is the OFA run's figure above (the export's check held them equal) and is not rescored
@@ -250,6 +273,13 @@ def main(argv=None):
     else:
         print(f"teacher: an unfinished run copied at step {curve[-1][0] if curve else '?'}; its test F1 is the "
               "OFA run's evaluation of it")
+    for n, ft in finetuned.items():
+        fargs = read_json(os.path.join(run, "finetune", n[:-len("_ft")], "args.json"), "fine-tuning args.json")
+        print(f"{n}: {n[:-len('_ft')]} fine-tuned on the labels after export, {ft['steps']} steps x batch "
+              f"{fargs['batch_size']} ({ft['steps'] * fargs['batch_size'] / ft['examples']['train']:.2f} epochs), "
+              f"lr {fargs['learning_rate']:g}; dev entity F1 by step: "
+              + ", ".join(f"{s}: {f:.4f}" for s, f in learning_curve(os.path.join(run, "finetune", n[:-len('_ft')])))
+              + f"; best dev step {ft['best_step']}")
     test_file = os.path.join(run, "data", "msra_test.txt")
     with open(test_file, encoding="utf-8") as f:
         n_test = sum(1 for ln in f if not ln.strip())   # a blank line ends each sentence
@@ -266,6 +296,8 @@ def main(argv=None):
     print_targets(goal, n_test, t_f1, subs, speed, bench, seq, comp, f1_int8, f1_fp32)
     out = {"targets": a.targets, "teacher_test_f1": t_f1, "learning_curve": curve, "ofa_curves": curves,
            "sub_network_test_f1": subs,
+           "finetuned": {n: {"steps": ft["steps"], "best_step": ft["best_step"], "test_f1": ft["test"]["f1"]}
+                         for n, ft in finetuned.items()},
            "compressed": comp, "static_test_f1": {"fp32": f1_fp32, "int8": f1_int8},
            "tag_10k": {"characters": chars, **times}, "tag_speed_vs_teacher": speed,
            "benchmark_speed_vs_teacher": bench, "benchmark_seq_len": seq, "teacher_args": targs}

