@@ -119,6 +119,57 @@ def test_distillation_brings_the_simulated_model_towards_fp32(tmp_path):
     np.testing.assert_allclose(qat.forward(teacher, *data[0]).numpy(), qat.forward(fresh, *data[0]).numpy())
 
 
+def test_ner_distillation_counts_real_tokens_only_and_moves_towards_fp32(tmp_path):
+    """For a tagger (quantize.py --qat_steps on an NER model) the divergence and
+    the loss are over real tokens: what the teacher says at padding counts for
+    nothing, and tuning brings the simulated tagger's per-token outputs towards
+    FP32's."""
+    import paddle
+    from utils import qat
+    from utils.losses import logit_loss
+    from utils.modeling import load_model
+
+    def tagger():
+        d = write_tiny_bert(str(tmp_path / "bert"), seed=0)
+        paddle.seed(0)
+        m, _, _ = load_model(d, task_type="token_classification", num_labels=7, warn_unfinished=False)
+        m.eval()
+        return m
+    teacher, student = tagger(), tagger()
+    data = batches(n=6, seed=2)
+    ids = data[0][0]
+    real, pad = ids != 0, ids == 0
+    assert pad.any() and real.any()
+    t = qat.forward(teacher, *data[0])
+    # flip the teacher's prediction at every padded position: no change in divergence or loss
+    flipped = t.numpy().copy()
+    flipped[pad] = -flipped[pad]
+    flipped = paddle.to_tensor(flipped)
+    assert qat.divergence("token_classification", flipped, t, ids, 0) == 0.0
+    mask = paddle.to_tensor(real)
+    same = float(logit_loss(t, t, "token_classification", mask))
+    assert float(logit_loss(t, flipped, "token_classification", mask)) == pytest.approx(same, abs=1e-6)
+    # one real token's prediction changed: 1 / (real tokens) of the predictions flipped
+    one = t.numpy().copy()
+    i, j = np.argwhere(real)[0]
+    one[i, j] = 0.0
+    one[i, j, (int(t.numpy()[i, j].argmax()) + 1) % 7] = 100.0
+    assert qat.divergence("token_classification", paddle.to_tensor(one), t, ids, 0) == pytest.approx(1 / real.sum())
+
+    sim = qat.FakeQuant(student, percent=0.9999)
+    qat.calibrate(sim, student, data)
+    sim.scales = {k: v * 0.1 for k, v in sim.scales.items()}   # clip hard: an error for the tuning to undo
+
+    def gap():   # mean |difference| of the logits at real tokens
+        with paddle.no_grad():
+            return float(np.mean([np.abs(qat.forward(student, i_, s_, sim).numpy()
+                                         - qat.forward(teacher, i_, s_).numpy())[i_ != 0].mean() for i_, s_ in data]))
+    before = gap()
+    rec = qat.train(student, teacher, sim, data, "token_classification", 0, steps=40, learning_rate=1e-3)
+    assert gap() < 0.8 * before, (before, gap())
+    assert rec["steps"] == 40 and rec["loss_last"] < rec["loss_first"]
+
+
 @pytest.fixture(scope="module")
 def exported(sst2_teacher, glue_data, tmp_path_factory):
     root = tmp_path_factory.mktemp("qat")
