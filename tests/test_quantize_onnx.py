@@ -394,3 +394,35 @@ def test_reused_scales_give_the_same_int8_model(fp32_static, tmp_path):
         outs = [inference.run_predictor(inference.create_predictor(p, int8=True), ids, np.zeros_like(ids))
                 for p in (full, again)]
         assert np.array_equal(outs[0], outs[1]), algo
+
+
+@int8_line
+def test_ops_kept_fp32_are_fp32_outputs_and_all(fp32_static, tmp_path):
+    """paddle 2.6's QDQ export puts a quantize/dequantize pair on the output of
+    every matmul it calibrated, kept-FP32 ones included; oneDNN then ran the
+    attention output projections in INT8 although every op was kept FP32.
+    With the pairs after FP32 ops removed, a program that keeps every op FP32
+    computes what the FP32 model does, and no op runs INT8."""
+    from utils import inference, quant_ptq
+    _, fp32 = fp32_static
+    sites = quant_ptq.quant_sites(fp32)
+    every = {k for s in sites for k in ([s["key"]] + s["acts"])}
+    rng = np.random.RandomState(0)
+    batches = [(rng.randint(5, 70, (8, 16)).astype("int64"), np.zeros((8, 16), "int64")) for _ in range(2)]
+    recipe = dict(algo="abs_max", batch_num=2, weight_quantize_type="channel_wise_abs_max", hist_percent=0.9999)
+    none = quant_ptq.run_ptq(fp32, recipe, batches, ["input_ids", "token_type_ids"], str(tmp_path / "none"), every)
+    assert quant_ptq.inspect_program(none)["quant_ops"] == {}   # every pair of this program was after an FP32 op
+    assert quant_ptq.executed_int8(none, sites)["int8"] == []
+    ids = rng.randint(5, 70, (16, 20)).astype("int64")
+    ref = inference.run_predictor(inference.create_predictor(fp32, int8=False), ids, np.zeros_like(ids))
+    out = inference.run_predictor(inference.create_predictor(none, int8=True), ids, np.zeros_like(ids))
+    np.testing.assert_allclose(out, ref, atol=1e-5)
+    # with ops quantized, the pairs after them stay (oneDNN chains INT8 through them); the head's goes
+    part = quant_ptq.run_ptq(fp32, recipe, batches, ["input_ids", "token_type_ids"], str(tmp_path / "part"),
+                             set(quant_ptq.head_skip(sites)))
+    assert quant_ptq.inspect_program(part)["quant_ops"].get("quantize_linear", 0) > 0
+    assert len(quant_ptq.executed_int8(part, sites)["int8"]) > 0
+    with quant_ptq.static_program(part) as (program, _):
+        ops = program.global_block().ops
+        head_out = [op for op in ops if op.type in quant_ptq.QUANTIZABLE_OPS][-1].output_arg_names[0]
+        assert not [op for op in ops if op.type == "quantize_linear" and op.input("X")[0] == head_out]
