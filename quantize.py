@@ -71,7 +71,12 @@ PaddleSlim also quantizes elementwise_add / reshape2 / transpose2 / slice ...,
 which made oneDNN INT8 outputs change from run to run and cost 25 accuracy
 points on the test model (``--with_observers`` restores it for comparison);
 ``hist`` / ``KL`` scales came out too small by min |x|; ``avg`` crashed on a
-0-d tensor.
+0-d tensor.  A fourth is undone after each quantization
+(utils/quant_ptq.py, ``drop_fp32_output_qdq``): the QDQ format puts a
+quantize/dequantize pair on the output of every calibrated matmul, those kept
+FP32 included, which rounded their outputs to 8 bits and let oneDNN run the
+next Linear in INT8 (every op kept FP32, a 6-layer model still ran its six
+attention output projections in INT8).
 
 Algorithms (``--algo``), for the activation scales: ``hist`` (default) clips
 at the 99.99th percentile of |x| -- BERT activations (GELU outputs,
