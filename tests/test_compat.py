@@ -145,6 +145,8 @@ def test_ptq_fixes_are_in_force_during_run_ptq_and_only_there(tmp_path, monkeypa
     (tmp_path / "model.pdmodel").write_bytes(b"")
     calls = []
     monkeypatch.setattr(paddleslim.quant, "quant_post_static", lambda **kw: calls.append(_observe_ptq_fixes()))
+    dropped = []   # the clean-up of the written program (nothing is written here)
+    monkeypatch.setattr(quant_ptq, "drop_fp32_output_qdq", dropped.append)
     stock = _observe_ptq_fixes()
     assert stock["avg"].startswith("IndexError") and stock["hist_from"] == pytest.approx(0.8) and stock["observers"]
     batches = [[np.zeros((2, 4), "int64")]]
@@ -152,6 +154,7 @@ def test_ptq_fixes_are_in_force_during_run_ptq_and_only_there(tmp_path, monkeypa
         quant_ptq.run_ptq(str(tmp_path / "model"), {"algo": algo, "weight_quantize_type": "abs_max"}, batches,
                           ["input_ids"], str(tmp_path / "out"))
     avg, hist = calls
+    assert dropped == [str(tmp_path / "out" / "model")] * 2
     assert avg["avg"] == {"pad_id": [0.5]} and avg["observers"] == 0
     assert hist["hist_from"] == 0.0 and hist["observers"] == 0
     assert _observe_ptq_fixes() == stock            # scoped: the stock quantizer is back afterwards
