@@ -135,20 +135,27 @@ def export_names(run_dir):
     return (["teacher"] if "teacher" in names else []) + [n for n in names if n != "teacher"]
 
 
+FT = "_ft"   # NAME_ft: the export NAME fine-tuned on the labels after export (msra_demo.sh SUB_FT_STEPS)
+
+
+def finetune_dir(run_dir, name):
+    """The fine-tuning run (run_msra_ner.py) of the export NAME_ft."""
+    return os.path.join(run_dir, "finetune", name[:-len(FT)])
+
+
 def finetune_runs(run_dir, names):
-    """{NAME_ft: all_results.json of RUN_DIR/finetune/NAME} for every
-    exported NAME_ft (an export fine-tuned on the labels after export)."""
+    """{NAME_ft: all_results.json of RUN_DIR/finetune/NAME} for every exported NAME_ft."""
     out = {}
     for n in names:
-        if n.endswith("_ft"):
-            path = os.path.join(run_dir, "finetune", n[:-len("_ft")], "all_results.json")
+        if n.endswith(FT):
+            path = os.path.join(finetune_dir(run_dir, n), "all_results.json")
             if not os.path.isfile(path):
                 raise UserError(f"{path}: missing (the fine-tuning run of the export {n})")
             out[n] = read_json(path, "fine-tuning all_results.json")
     return out
 
 
-def sub_network_f1(run_dir, names, ofa, finetuned=None):
+def sub_network_f1(run_dir, names, ofa, finetuned):
     """Test F1 of each exported FP32 sub-network: the OFA run's test
     evaluation of the sub-network with the width and depth the export's
     info file records, or for NAME_ft its fine-tuning run's."""
@@ -160,7 +167,7 @@ def sub_network_f1(run_dir, names, ofa, finetuned=None):
         info = inference.read_info(prefix_of(run_dir, n))
         if n == "teacher" or info.get("int8"):
             continue
-        if n in (finetuned or {}):
+        if n in finetuned:
             out[n] = finetuned[n]["test"]["f1"]
             continue
         key = (round(float(info.get("width", 1.0)), 4), round(float(info.get("depth", 1.0)), 4))
@@ -189,16 +196,13 @@ def print_targets(goal, n_test, t_f1, subs, speed, bench, seq, comp, f1_int8, f1
     split = "the full MSRA test split" if n_test == 5000 else f"{n_test:,} test sentences"
     print(check(f"teacher entity F1 on {split} >= {goal['teacher_f1']}", f"{t_f1:.4f}", t_f1 >= goal["teacher_f1"]))
     for n, limit in goal["within"].items():
-        if n in subs:
-            drop = 100 * (t_f1 - subs[n])
-            print(check(f"{n} test F1 within {limit} point(s) of the teacher", f"{subs[n]:.4f} ({drop:.2f} pt below)",
-                        drop <= limit))
-        else:
-            print(check(f"{n} test F1 within {limit} point(s) of the teacher", "(not exported)", False))
-        if n + "_ft" in subs:   # the same sub-network after label fine-tuning
-            drop = 100 * (t_f1 - subs[n + "_ft"])
-            print(check(f"{n}_ft test F1 within {limit} point(s) of the teacher",
-                        f"{subs[n + '_ft']:.4f} ({drop:.2f} pt below)", drop <= limit))
+        for name in (n, n + FT):   # the sub-network, and the same after label fine-tuning if there is one
+            label = f"{name} test F1 within {limit} point(s) of the teacher"
+            if name in subs:
+                drop = 100 * (t_f1 - subs[name])
+                print(check(label, f"{subs[name]:.4f} ({drop:.2f} pt below)", drop <= limit))
+            elif name == n:
+                print(check(label, "(not exported)", False))
     q = comp + "_int8"
     if "tag_speedup" in goal:
         print(check(f"{comp} static tagging >= {goal['tag_speedup']}x faster than the teacher",
@@ -274,12 +278,12 @@ def main(argv=None):
         print(f"teacher: an unfinished run copied at step {curve[-1][0] if curve else '?'}; its test F1 is the "
               "OFA run's evaluation of it")
     for n, ft in finetuned.items():
-        fargs = read_json(os.path.join(run, "finetune", n[:-len("_ft")], "args.json"), "fine-tuning args.json")
-        print(f"{n}: {n[:-len('_ft')]} fine-tuned on the labels after export, {ft['steps']} steps x batch "
+        fdir = finetune_dir(run, n)
+        fargs = read_json(os.path.join(fdir, "args.json"), "fine-tuning args.json")
+        print(f"{n}: {n[:-len(FT)]} fine-tuned on the labels after export, {ft['steps']} steps x batch "
               f"{fargs['batch_size']} ({ft['steps'] * fargs['batch_size'] / ft['examples']['train']:.2f} epochs), "
               f"lr {fargs['learning_rate']:g}; dev entity F1 by step: "
-              + ", ".join(f"{s}: {f:.4f}" for s, f in learning_curve(os.path.join(run, "finetune", n[:-len('_ft')])))
-              + f"; best dev step {ft['best_step']}")
+              + ", ".join(f"{s}: {f:.4f}" for s, f in learning_curve(fdir)) + f"; best dev step {ft['best_step']}")
     test_file = os.path.join(run, "data", "msra_test.txt")
     with open(test_file, encoding="utf-8") as f:
         n_test = sum(1 for ln in f if not ln.strip())   # a blank line ends each sentence

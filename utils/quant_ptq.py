@@ -186,35 +186,37 @@ def drop_fp32_output_qdq(prefix):
     the following reshape / transpose and the next Linear in INT8: with
     every op of a 6-layer model kept FP32, all six attention output
     projections still ran INT8 and 2% of the entity predictions changed.
-    Rewrites PREFIX.pdmodel in place (the parameters are untouched); returns
-    the number of pairs removed."""
-    mfile = inference.model_file(prefix)
-    with static_program(prefix) as (program, _):
-        block = program.global_block()
-        ops = list(block.ops)
-        producer = {out: op for op in ops for out in op.output_arg_names}
+    Rewrites PREFIX.pdmodel in place (only the program is read and written;
+    the parameters are untouched); returns the number of pairs removed."""
+    from . import static_program
+    from .publish import staged_file
+    program = static_program.load(prefix)
+    block = program.global_block()
+    ops = list(block.ops)
+    producer = {out: op for op in ops for out in op.output_arg_names}
 
-        def runs_fp32(op):   # a matmul none of whose inputs is dequantized
-            return op.type in QUANTIZABLE_OPS and not any(
-                producer.get(a) is not None and producer[a].type == "dequantize_linear" for a in op.input_arg_names)
-        drop = []
-        for q in ops:
-            if q.type != "quantize_linear" or not runs_fp32(producer.get(q.input("X")[0]) or q):
-                continue
-            src, qout = q.input("X")[0], q.output("Y")[0]
-            deqs = [op for op in ops if op.type == "dequantize_linear" and op.input("X")[0] == qout]
-            if len(deqs) != 1 or any(qout in op.input_arg_names for op in ops if op not in (q, deqs[0])):
-                continue
-            dout = deqs[0].output("Y")[0]
-            for op in ops:
-                if dout in op.input_arg_names:
-                    op._rename_input(dout, src)
-            drop += [q, deqs[0]]
-        for op in reversed(ops):
-            if op in drop:
-                block._remove_op(ops.index(op))
-        if drop:
-            with open(mfile, "wb") as f:
+    def runs_fp32(op):   # a matmul none of whose inputs is dequantized
+        return op is not None and op.type in QUANTIZABLE_OPS and not any(
+            producer.get(a) is not None and producer[a].type == "dequantize_linear" for a in op.input_arg_names)
+    drop = []   # indices into ops
+    for k, q in enumerate(ops):
+        if q.type != "quantize_linear" or not runs_fp32(producer.get(q.input("X")[0])):
+            continue
+        src, qout = q.input("X")[0], q.output("Y")[0]
+        users = [(i, op) for i, op in enumerate(ops) if qout in op.input_arg_names]
+        if len(users) != 1 or users[0][1].type != "dequantize_linear":
+            continue
+        d, deq = users[0]
+        dout = deq.output("Y")[0]
+        for op in ops:
+            if dout in op.input_arg_names:
+                op._rename_input(dout, src)
+        drop += [k, d]
+    for k in sorted(drop, reverse=True):
+        block._remove_op(k)
+    if drop:
+        with staged_file(inference.model_file(prefix)) as tmp:
+            with open(tmp, "wb") as f:
                 f.write(program.desc.serialize_to_string())
     return len(drop) // 2
 
