@@ -336,6 +336,9 @@ def quantize_and_judge(args, data, fp32, sites, work, resumed=None):
         qat_record = qat.tune(args.qat_model, fp32, data, recipe, fp32_sites, source, steps=args.qat_steps,
                               learning_rate=args.qat_learning_rate, batch_size=args.qat_batch_size, seed=args.seed,
                               checkpoints=checkpoints)
+    if source != args.model_prefix:
+        # the tuned model is a new export: the same ops in the same order, under other tensor names
+        sites = quant_ptq.matching_sites(sites, source)
     by_name = {s["name"]: s for s in sites}
     skip = set() if args.quantize_head else set(quant_ptq.head_skip(sites))
     skip |= {by_name[n]["key"] for n in fp32_sites}

@@ -196,6 +196,15 @@ def test_quantize_with_qat_tunes_then_quantizes_and_judges_against_the_original(
     # 2 layers x 10 quantized inputs, less the ops kept FP32 (the scores product has two inputs)
     assert q["steps"] == 12 and q["simulated_sites"] == 2 * 10 - 3 and q["check_max_abs_diff"] <= 1e-3
     assert info["quantization"]["fp32_sites"] == ["L0.ffn2", "L1.scores"]
+    # ... and are FP32 in the INT8 program: the tuned model is a new export, its tensors have other names
+    # than the original's, by which the ops kept FP32 are found
+    names = [s["name"] for s in quant_ptq.quant_sites(fp32)]
+    ops = quant_ptq.quant_sites(out)     # the same ops in the same order (names: by the FP32 program's)
+    assert len(ops) == len(names)
+    assert [n for n, s in zip(names, ops) if not any(".quantized" in a for a in s["acts"])] == \
+        ["L0.ffn2", "L1.scores", "head0", "output"]
+    onednn = info["quantization"]["onednn"]
+    assert onednn["quantized_sites"] == 14 and onednn["int8_sites"] >= 12, onednn
     # the texts the guard reads were set aside: 240 training examples, none of them held out here but the
     # ones the guard's agreement pool takes
     held = info["quantization"]["texts"]["held_out"]

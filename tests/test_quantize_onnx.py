@@ -88,12 +88,13 @@ def test_int8_program_really_is_quantized(int8_model, glue_data):
     pred = inference.create_predictor(out, int8=True)
     q8 = inference.run_predictor(pred, ids, seg)
     assert q8.shape == ref.shape
-    assert np.abs(q8 - ref).max() > 1e-4                      # int8 arithmetic happened
+    # int8 arithmetic happened: measured 1.0e-04 from FP32, where two FP32 predictors differ by 1.8e-07
+    assert np.abs(q8 - ref).max() > 1e-5
     assert np.mean(q8.argmax(-1) == ref.argmax(-1)) >= 0.95   # ... and predicts like FP32
     assert np.array_equal(q8, inference.run_predictor(pred, ids, seg))  # deterministic
     # without enable_mkldnn_int8 the same program runs in FP32 (dequantized weights)
     fp_mode = inference.run_predictor(inference.create_predictor(out, int8=False), ids, seg)
-    assert np.abs(q8 - fp_mode).max() > 1e-4
+    assert np.abs(q8 - fp_mode).max() > 1e-5                  # measured 2.8e-05: the activations' rounding
     assert inference.run_predictor(pred, ids[:3, :9], seg[:3, :9]).shape == (3, 2)  # any shape runs
 
 

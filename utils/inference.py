@@ -74,13 +74,15 @@ def is_int8(prefix):
 
 
 def create_predictor(prefix, device="cpu", threads=2, mkldnn=True, memory_optim=True, trt_fp16=False,
-                     int8=None):
+                     int8=None, int8_stock=False):
     """A Paddle Inference predictor.  ``memory_optim`` (peak memory of
     bert-base at batch 16: 2.54 -> 1.13 GB on paddle 2.6) is skipped for PIR
     programs, where Paddle Inference 3.3 cannot run that pass.  ``int8=None`` (default) follows the
     model's info file: an INT8 model from quantize.py gets oneDNN's INT8
     kernels, without which Paddle Inference runs its quantize/dequantize ops
-    in FP32 (correct outputs, no speed-up)."""
+    in FP32 (correct outputs, no speed-up), with its fc weights as the
+    program states them (:mod:`utils.onednn_int8`; ``int8_stock=True``:
+    as paddle's passes leave them)."""
     import paddle.inference as pi
     if int8 is None:
         int8 = is_int8(prefix)
@@ -88,6 +90,10 @@ def create_predictor(prefix, device="cpu", threads=2, mkldnn=True, memory_optim=
             logger.warning("%s is an INT8 model: without oneDNN on the CPU it runs dequantized in FP32", prefix)
     mfile = require_static(prefix, flag=None)
     check_readable(mfile)
+    if int8 and device == "cpu" and mkldnn and not int8_stock and not is_pir(mfile):
+        # the stock passes hand the fc kernels wrong weights (utils/onednn_int8.py); int8_stock=True keeps them
+        from . import onednn_int8
+        return onednn_int8.create(prefix, threads=threads, memory_optim=memory_optim)
     config = pi.Config(mfile, prefix + ".pdiparams")
     config.disable_glog_info()
     if device == "gpu":

@@ -75,6 +75,20 @@ def quant_sites(prefix):
     return sites
 
 
+def matching_sites(sites, prefix):
+    """The sites of the static model at PREFIX, which must hold the ops of
+    ``sites`` (another export of the same network, such as the tuned model of
+    ``quantize.py --qat_steps``) in the same order: names come from
+    ``sites``, tensor names (``key``, ``acts``) from PREFIX.  A different
+    program is an error, never a silent mismatch: tensor names are how ops
+    are kept FP32, and a name the program lacks would keep nothing."""
+    other = quant_sites(prefix)
+    if [(s["name"], s["op"], s["head"]) for s in other] != [(s["name"], s["op"], s["head"]) for s in sites]:
+        raise RuntimeError(f"{prefix}: its quantizable ops differ from the original model's "
+                           f"({len(other)} against {len(sites)}); cannot carry the ops kept FP32 over")
+    return other
+
+
 def head_skip(sites):
     """Tensor names that keep the head sites FP32 (every activation input:
     the behaviour quantize.py always had)."""
