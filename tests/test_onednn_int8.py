@@ -56,7 +56,7 @@ def _inputs(seed=0, n=32, t=24):
 
 
 @int8_line
-def test_the_int8_predictor_computes_what_the_program_states(quantized):
+def test_the_int8_predictor_computes_what_the_program_states(quantized, monkeypatch):
     import paddle
     from utils import inference
     from utils.quant_ptq import static_program
@@ -76,6 +76,8 @@ def test_the_int8_predictor_computes_what_the_program_states(quantized):
     # measured: 8.5e-08 (float rounding) against 0.070 with the weights paddle's passes leave
     assert rel(fixed) < 1e-4, (rel(fixed), rel(stock))
     assert rel(stock) > 0.01, (rel(fixed), rel(stock))
+    monkeypatch.setenv("BERT_SUITE_INT8_STOCK", "1")     # the switch every script's predictors follow
+    np.testing.assert_array_equal(inference.run_predictor(inference.create_predictor(int8), ids, seg), stock)
 
 
 @int8_line

@@ -81,8 +81,9 @@ def create_predictor(prefix, device="cpu", threads=2, mkldnn=True, memory_optim=
     model's info file: an INT8 model from quantize.py gets oneDNN's INT8
     kernels, without which Paddle Inference runs its quantize/dequantize ops
     in FP32 (correct outputs, no speed-up), with its fc weights as the
-    program states them (:mod:`utils.onednn_int8`; ``int8_stock=True``:
-    as paddle's passes leave them)."""
+    program states them (:mod:`utils.onednn_int8`; ``int8_stock=True`` or
+    the environment variable ``BERT_SUITE_INT8_STOCK=1``: as paddle's passes
+    leave them)."""
     import paddle.inference as pi
     if int8 is None:
         int8 = is_int8(prefix)
@@ -90,6 +91,7 @@ def create_predictor(prefix, device="cpu", threads=2, mkldnn=True, memory_optim=
             logger.warning("%s is an INT8 model: without oneDNN on the CPU it runs dequantized in FP32", prefix)
     mfile = require_static(prefix, flag=None)
     check_readable(mfile)
+    int8_stock = int8_stock or os.environ.get("BERT_SUITE_INT8_STOCK") == "1"   # for comparisons
     if int8 and device == "cpu" and mkldnn and not int8_stock and not is_pir(mfile):
         # the stock passes hand the fc kernels wrong weights (utils/onednn_int8.py); int8_stock=True keeps them
         from . import onednn_int8
