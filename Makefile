@@ -8,7 +8,7 @@
 #   make test-pipeline  benchmarks/msra_demo.sh end to end at a smoke budget (tests/test_msra_demo.py)
 #   make test-fast   the tests that run no script of the suite and no fresh Python (no training, export
 #                    or quantization; tests/conftest.py marks the others `slow`) and no real_assets test:
-#                    197 of 317 tests, about 50 s on the 2 cores while a training shared them
+#                    198 of 321 tests, about 40-50 s on the 2 cores while a training shared them
 # TESTS selects test files (default: all), e.g. `make PADDLE=3 test TESTS="tests/test_export.py"`.
 PYTHON ?= python3
 PADDLE ?= 2
