@@ -95,38 +95,33 @@ def _save(program, scope, prefix):
                                 filename=os.path.basename(prefix) + ".pdiparams")
 
 
-def corrected_program(prefix, work_dir, threads=2):
-    """Write the stock INT8 predictor's optimized program with the fc weights
-    corrected to ``WORK_DIR/fixed.pdmodel`` / ``.pdiparams``; returns
-    (prefix, number of fc ops corrected)."""
-    import paddle
+def _cpu_config(prefix, threads):
     import paddle.inference as pi
     config = pi.Config(prefix + ".pdmodel", prefix + ".pdiparams")
     config.disable_gpu()
     config.disable_glog_info()
     config.set_cpu_math_library_num_threads(threads)
     config.enable_mkldnn()
+    return config
+
+
+def corrected_program(prefix, work_dir, threads=2):
+    """Write the stock INT8 predictor's optimized program with the fc weights
+    corrected to ``WORK_DIR/fixed.pdmodel`` / ``.pdiparams``; returns
+    (prefix, number of fc ops corrected)."""
+    import paddle.inference as pi
+    from .quant_ptq import static_program
+    config = _cpu_config(prefix, threads)
     config.enable_mkldnn_int8()
     config.set_optim_cache_dir(work_dir)
     config.enable_save_optim_model(True)
     pi.create_predictor(config)
-    was_dynamic = paddle.in_dynamic_mode()
-    paddle.enable_static()
-    try:
-        exe = paddle.static.Executor(paddle.CPUPlace())
-        scope = paddle.static.Scope()
-        with paddle.static.scope_guard(scope):
-            qdq, _, _ = paddle.static.load_inference_model(prefix, exe)
-            stated = stated_weights(qdq, scope)
-        scope = paddle.static.Scope()
-        with paddle.static.scope_guard(scope):
-            optimized, _, _ = paddle.static.load_inference_model(os.path.join(work_dir, OPTIMIZED), exe)
-            n = patch_fc_weights(optimized, scope, stated)
-            fixed = os.path.join(work_dir, "fixed")
-            _save(optimized, scope, fixed)
-    finally:
-        if was_dynamic:
-            paddle.disable_static()
+    with static_program(prefix) as (qdq, scope):
+        stated = stated_weights(qdq, scope)
+    fixed = os.path.join(work_dir, "fixed")
+    with static_program(os.path.join(work_dir, OPTIMIZED)) as (optimized, scope):
+        n = patch_fc_weights(optimized, scope, stated)
+        _save(optimized, scope, fixed)
     return fixed, n
 
 
@@ -138,11 +133,7 @@ def create(prefix, threads=2, memory_optim=True):
     work = tempfile.mkdtemp(prefix="onednn_int8_")
     try:
         fixed, _ = corrected_program(prefix, work, threads)
-        config = pi.Config(fixed + ".pdmodel", fixed + ".pdiparams")
-        config.disable_gpu()
-        config.disable_glog_info()
-        config.set_cpu_math_library_num_threads(threads)
-        config.enable_mkldnn()
+        config = _cpu_config(fixed, threads)
         config.switch_ir_optim(False)
         if memory_optim:
             config.enable_memory_optim()

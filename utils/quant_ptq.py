@@ -32,8 +32,10 @@ RECIPE_KEYS = ("algo", "batch_num", "weight_quantize_type", "hist_percent")
 
 @contextlib.contextmanager
 def static_program(prefix):
-    """(program, scope) of a saved static model, in static mode for the block."""
+    """(program, scope) of a saved static model, in static mode for the block;
+    the mode the caller was in is restored after it."""
     import paddle
+    was_dynamic = paddle.in_dynamic_mode()
     paddle.enable_static()
     try:
         exe = paddle.static.Executor(paddle.CPUPlace())
@@ -42,7 +44,8 @@ def static_program(prefix):
             program, _, _ = paddle.static.load_inference_model(prefix, exe)
             yield program, scope
     finally:
-        paddle.disable_static()
+        if was_dynamic:
+            paddle.disable_static()
 
 
 def quant_sites(prefix):
