@@ -25,7 +25,8 @@
 #    labels for that many steps (run_msra_ner.py, lr SUB_FT_LR, default 5e-5) and
 #    exports the result as COMPRESSED_ft, which the stages below then use;
 # 5. INT8 of COMPRESSED (default w0.5; COMPRESSED_ft after fine-tuning) with the
-#    accuracy guard (quantize.py);
+#    accuracy guard (quantize.py); QAT_STEPS > 0 adds quantization-aware distillation of
+#    that export, INT8_ARGS any other quantize.py flags (e.g. "--algo abs_max --batch_num 20");
 # 6. tags tag_10k.txt with predict.py (teacher, COMPRESSED, its INT8);
 # 7. latency (benchmark.py at length BENCH_SEQ, default SEQ), the report and
 #    plot (report.py: entity F1 against latency), and the targets of issue
@@ -57,9 +58,12 @@ SUB_FT_LR=${SUB_FT_LR:-5e-5}
 TARGETS=${TARGETS:-13}
 BENCH_SEQ=${BENCH_SEQ:-$SEQ}
 BENCH_REPEATS=${BENCH_REPEATS:-30}    # benchmark.py's timed runs per model and batch size
+QAT_STEPS=${QAT_STEPS:-0}             # > 0: quantization-aware distillation of the INT8 model (quantize.py --qat_steps)
+INT8_ARGS=${INT8_ARGS:-}              # more quantize.py flags, e.g. "--algo abs_max --batch_num 20 --force"
 COMMON=(--max_seq_length "$SEQ" --batch_size 16 --device cpu --logging_steps 25 --split_long --dev_ratio 0.01
         --group_by_length)
 [[ "$SUB_FT_STEPS" =~ ^[0-9]+$ ]] || { echo "SUB_FT_STEPS=$SUB_FT_STEPS: a whole number of steps (0 = no fine-tuning)" >&2; exit 2; }
+[[ "$QAT_STEPS" =~ ^[0-9]+$ ]] || { echo "QAT_STEPS=$QAT_STEPS: a whole number of steps (0 = no QAT)" >&2; exit 2; }
 mkdir -p "$OUT"
 : > "$OUT/times.txt"
 T0=$(date +%s)
@@ -126,8 +130,10 @@ if [ "$SUB_FT_STEPS" -gt 0 ]; then
 fi
 
 # exit 1 = the INT8 model lost more than --max_drop on dev and was not written
+int8_extra=($INT8_ARGS)
+[ "$QAT_STEPS" -eq 0 ] || int8_extra+=(--qat_steps "$QAT_STEPS" --qat_model "$OUT/export/$COMPRESSED/dynamic")
 stage int8 $PY quantize.py --model_prefix "$OUT/export/$COMPRESSED/static/model" --data_dir "$OUT/data" \
-  --output_prefix "$OUT/export/${COMPRESSED}_int8/static/model" --max_drop 0.01 \
+  --output_prefix "$OUT/export/${COMPRESSED}_int8/static/model" --max_drop 0.01 ${int8_extra[@]+"${int8_extra[@]}"} \
   || echo "INT8: refused by the accuracy guard (see above); the demo goes on without it"
 
 for name in teacher "$COMPRESSED" "${COMPRESSED}_int8"; do
