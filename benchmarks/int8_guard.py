@@ -19,8 +19,11 @@
    the guard.
 2. quantize.py quantizes ``--fp32`` (default: the demo's width-1/2 export).
 3. The FP32 and INT8 models run on the test split: agreement of the INT8
-   predictions with the FP32 predictions (Wilson 95% interval) and the
-   accuracy drop (paired bootstrap 95% interval).
+   predictions with the FP32 predictions (Wilson 95% interval), the
+   accuracy drop (paired bootstrap 95% interval), and how far the INT8
+   error is from 0.99 (``utils.quant_guard.error_headroom``: the FP32 margins
+   of the flipped texts, the size of the INT8 margin error, and the factor
+   by which that error would have to shrink).
 4. benchmark.py, batch 16, length 128, one run: the teacher, the FP32
    sub-model and the INT8 model; speed is the teacher's median / the INT8's.
 
@@ -129,8 +132,9 @@ def on_test(args, int8_prefix, n_snippets):
     snippets = {"examples": k, "fp32": data.score(fp_pred[:k], labels[:k]), "int8": data.score(q_pred[:k], labels[:k]),
                 "agreement": quant_guard.agreement(data.kind, fp_out["dev"][:k], q_out["dev"][:k]),
                 "drop": quant_guard.metric_drop(data.score, fp_pred[:k], q_pred[:k], labels[:k], seed=args.seed)}
+    headroom = quant_guard.error_headroom(np.stack(fp_out["dev"]), np.stack(q_out["dev"]), target=0.99)
     return {"metric": data.metric_name, "fp32": fp_score, "int8": q_score, "drop": drop, "agreement": agree,
-            "snippets_only": snippets}
+            "snippets_only": snippets, "headroom": headroom}
 
 
 def speed(args, int8_prefix):
@@ -166,6 +170,13 @@ def main(argv=None):
     sn = res["snippets_only"]
     print(f"snippets only ({sn['examples']}): agreement {sn['agreement']['value']:.4f}, {res['metric']} FP32 "
           f"{sn['fp32']:.4f} INT8 {sn['int8']:.4f} drop {100 * sn['drop']['drop']:+.2f} points", flush=True)
+    h = res["headroom"]
+    print(f"what separates it from 0.99: FP32 logit margin of the {h['flips']} flipped texts median "
+          f"{h['margin']['flipped']['p50'] if h['flips'] else float('nan'):.3f} (all texts: "
+          f"{h['margin']['all']['p50']:.3f}); INT8 moves the margin by {h['error']['p50']:.3f} median, "
+          f"{h['error']['p90']:.3f} p90; 0.99 would be reached with the INT8 logit error scaled by "
+          f"{h['scale_for_target'] if h['scale_for_target'] is not None else '< 0.05'} "
+          f"(agreement at 0.8x: {h['scaled'][0.8]:.4f})", flush=True)
     if not args.skip_benchmark:
         res["speed"] = speed(args, int8)
         s = res["speed"]["int8"]

@@ -22,6 +22,35 @@ def test_wilson_interval_equals_scipy():
     assert G.wilson(475, 500)[1] < 0.97
 
 
+def test_error_headroom_finds_the_error_scale_that_reaches_the_target():
+    # 3 classes; 1,000 examples, 10 of them close to the boundary (margin 0.1 between classes 0 and 2)
+    # and moved across it by an error of 0.3, the others far from it (margin >= 2) with errors of 0.3
+    rng = np.random.RandomState(0)
+    ref = np.zeros((1000, 3))
+    ref[:, 0] = 2.0 + rng.rand(1000)
+    ref[:, 1] = -5.0                           # class 2 is every example's runner-up
+    ref[:10, 2] = ref[:10, 0] - 0.1
+    err = np.zeros_like(ref)
+    err[:, 0] = -0.15
+    err[:, 2] = 0.15                           # the class-0-vs-2 margin moves by 0.3 everywhere
+    new = ref + err
+    h = G.error_headroom(ref, new, target=0.995)
+    assert h["flips"] == 10 and h["examples"] == 1000
+    assert h["scaled"][1.0] == pytest.approx(0.99)
+    # flips need s * 0.3 > 0.1: below s = 1/3 none remain, so the largest scale reaching 0.995 is 0.3
+    assert h["scale_for_target"] == pytest.approx(0.3)
+    assert h["scaled"][0.35] == pytest.approx(0.99) and h["scaled"][0.3] == 1.0
+    assert h["margin"]["flipped"]["p50"] == pytest.approx(0.1)
+    assert h["error"]["p50"] == pytest.approx(0.3)
+    # an error too large to scale away within the grid, and the exact-copy case
+    assert G.error_headroom(ref, ref, target=1.0)["scale_for_target"] == 1.0
+    worse = ref.copy()
+    worse[:, 2] += 100.0                       # every prediction flips at every scale down to 1/4
+    assert G.error_headroom(ref, worse, target=0.99, steps=4)["scale_for_target"] is None
+    with pytest.raises(ValueError, match="logit arrays"):
+        G.error_headroom(ref[:, :1], new[:, :1])
+
+
 def test_classification_and_regression_agreement():
     from scipy.stats import pearsonr
     rng = np.random.RandomState(0)

@@ -113,6 +113,44 @@ def agreement(kind, ref, new, label_list=None, seed=0):
             "examples": n, "flips": n - k}
 
 
+def error_headroom(ref, new, target=0.99, steps=20):
+    """How far a classifier's INT8 error is from a target agreement, from the
+    logit rows of the FP32 (``ref``) and INT8 (``new``) models on the same
+    examples.  A flip needs an example near the FP32 decision boundary and an
+    INT8 error large enough to cross it; this measures both:
+
+    * ``margin``: the FP32 top-1 minus runner-up logit, its quantiles over
+      all examples and over the flipped ones;
+    * ``error``: the quantiles of |change of that margin| under INT8;
+    * ``scaled``: the agreement if every INT8 logit error were scaled by s
+      (logits ``ref + s * (new - ref)``) for s = 1, 1 - 1/steps, ..., 1/steps,
+      and ``scale_for_target``: the largest such s that reaches ``target``
+      (None if none does), i.e. how much smaller the INT8 error must get."""
+    a = np.asarray(ref, dtype=np.float64)
+    b = np.asarray(new, dtype=np.float64)
+    if a.ndim != 2 or a.shape != b.shape or a.shape[1] < 2 or not len(a):
+        raise ValueError(f"error_headroom needs two equal (examples, classes >= 2) logit arrays, got "
+                         f"{a.shape} and {b.shape}")
+    top = a.argmax(1)
+    rows = np.arange(len(a))
+    runner = np.where(np.arange(a.shape[1])[None, :] == top[:, None], -np.inf, a).argmax(1)
+    margin = a[rows, top] - a[rows, runner]
+    moved = np.abs((b[rows, top] - b[rows, runner]) - margin)
+    flipped = b.argmax(1) != top
+    q = (0.5, 0.9, 0.99)
+
+    def quantiles(x):
+        return {f"p{int(100 * p)}": float(np.quantile(x, p)) for p in q} if len(x) else None
+    scaled = {}
+    for i in range(steps, 0, -1):
+        s = i / steps
+        scaled[round(s, 4)] = float(np.mean((a + s * (b - a)).argmax(1) == top))
+    meets = [s for s, v in scaled.items() if v >= target]
+    return {"examples": len(a), "flips": int(flipped.sum()), "target": target,
+            "margin": {"all": quantiles(margin), "flipped": quantiles(margin[flipped])},
+            "error": quantiles(moved), "scaled": scaled, "scale_for_target": max(meets) if meets else None}
+
+
 def metric_drop(score, ref_logits, new_logits, labels, seed=0):
     """FP32 minus INT8 of ``score(logits, labels) -> float`` on the same
     examples, with a paired bootstrap 95% interval and standard error."""
