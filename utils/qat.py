@@ -1,8 +1,8 @@
 """Quantization-aware distillation before post-training quantization
 (``quantize.py --qat_steps N``).
 
-Post-training quantization of a BERT spreads its prediction flips over many
-ops (README 7a: keeping the 12 most sensitive ops FP32 did no better than 6),
+Quantization of a BERT spreads its prediction flips over many ops (README
+7a: keeping the 8 most sensitive ops FP32 did no better than 4),
 so no choice of ops to keep FP32 brings the INT8 model to 99% agreement.
 Here the FP32 weights are fine-tuned first, so that the model *with every
 quantized op simulated* reproduces the unchanged FP32 model:
