@@ -51,6 +51,23 @@ def test_error_headroom_finds_the_error_scale_that_reaches_the_target():
         G.error_headroom(ref[:, :1], new[:, :1])
 
 
+def test_flip_overlap_counts_shared_flips_and_near_ties():
+    ref = np.array([[1.0, 0.0], [0.0, 0.005], [2.0, 1.96], [0.0, 3.0], [5.0, 4.9]])   # margins 1, .005, .04, 3, .1
+    a = ref.copy()
+    a[1] = [0.01, 0.0]                          # flips example 1
+    a[2] = [1.0, 2.0]                           # and example 2
+    b = ref.copy()
+    b[1] = [1.0, 0.0]                           # flips example 1 only
+    o = G.flip_overlap(ref, {"a": a, "b": b})
+    assert o["flips"] == {"a": [1, 2], "b": [1]}
+    assert o["union"] == 2 and o["in_every_run"] == 1 and o["examples"] == 5
+    assert o["margin_below"] == {0.01: 1, 0.05: 2, 0.13: 3, 0.2: 3}
+    with pytest.raises(ValueError, match="shape"):
+        G.flip_overlap(ref, {"a": a[:3]})
+    with pytest.raises(ValueError, match="at least one run"):
+        G.flip_overlap(ref, {})
+
+
 def test_classification_and_regression_agreement():
     from scipy.stats import pearsonr
     rng = np.random.RandomState(0)

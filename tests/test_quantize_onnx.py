@@ -155,6 +155,42 @@ def test_int8_fidelity_separates_the_program_from_the_kernels(int8_model, glue_d
 
 
 @int8_line
+def test_int8_flips_counts_each_models_flips_and_their_overlap(int8_model, glue_data, tmp_path):
+    """benchmarks/int8_flips.py: per-model flips and margin error against the
+    FP32 predictions, the flips shared by the models, near-ties, and the
+    train split of --seen_dir; bad --int8 specs and missing files are one
+    error line, exit 2, no output."""
+    from helpers import script_module
+    from utils import inference
+    fp32, out, _ = int8_model
+    mod = script_module("benchmarks/int8_flips.py")
+    res = mod.main(["--fp32", fp32, "--data_dir", glue_data, "--seen_dir", glue_data, "--int8", f"a={out}",
+                    f"self={fp32}", "--output", str(tmp_path / "f.json")])
+    assert json.loads(json.dumps(res)) == read_json(str(tmp_path / "f.json"))
+    ids, seg, _ = dev_batch(glue_data, fp32, n=10 ** 6)
+    ref = inference.run_predictor(inference.create_predictor(fp32), ids, seg)
+    q8 = inference.run_predictor(inference.create_predictor(out), ids, seg)
+    flips = int((q8.argmax(-1) != ref.argmax(-1)).sum())
+    u = res["unseen"]
+    assert u["examples"] == len(ref) and u["runs"]["a"]["flips"] == flips
+    assert u["runs"]["a"]["margin_error_p50"] > 0
+    # the FP32 model against itself: no flips, no error, so no flip is shared by every model
+    assert u["runs"]["self"] == {"flips": 0, "margin_error_p50": 0.0, "margin_error_p90": 0.0}
+    assert u["overlap"]["union"] == flips and u["overlap"]["in_every_run"] == 0
+    assert all(v["max_abs_logit_diff"] < 1e-4 for v in u["fp32_batching"].values())
+    n_train = sum(1 for _ in open(os.path.join(glue_data, "SST-2", "train.tsv"))) - 1
+    assert res["seen"]["examples"] == n_train != u["examples"]
+    for bad, msg in ((["--int8", "a"], "expected NAME=PREFIX"),
+                     (["--int8", f"a={out}", f"a={out}"], "given twice"),
+                     (["--int8", "a=/nonexistent/model"], "no model file /nonexistent/model")):
+        r = subprocess.run([sys.executable, os.path.join(REPO, "benchmarks", "int8_flips.py"), "--fp32", fp32,
+                            "--data_dir", glue_data, "--output", str(tmp_path / "bad.json"), *bad],
+                           capture_output=True, text=True)
+        assert r.returncode == 2 and msg in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+        assert not os.path.exists(tmp_path / "bad.json")
+
+
+@int8_line
 def test_accuracy_guard_refuses_unless_forced(fp32_static, glue_data, tmp_path):
     _, fp32 = fp32_static
     args = ["--model_prefix", fp32, "--data_dir", glue_data, "--batch_num", "1", "--batch_size", "8",

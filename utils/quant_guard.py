@@ -151,6 +151,32 @@ def error_headroom(ref, new, target=0.99, steps=20):
             "error": quantiles(moved), "scaled": scaled, "scale_for_target": max(meets) if meets else None}
 
 
+def flip_overlap(ref, runs, thresholds=(0.01, 0.05, 0.13, 0.2)):
+    """Whether several INT8 models flip the same examples: ``ref`` the FP32
+    logit rows, ``runs`` {name: logit rows of one INT8 model on the same
+    examples}.  Returns each run's flipped example indices, how many
+    examples flip under any run and under every run, and how many examples
+    have an FP32 margin (top-1 minus runner-up) below each threshold: the
+    near-ties a small error can flip."""
+    a = np.asarray(ref, dtype=np.float64)
+    if a.ndim != 2 or a.shape[1] < 2 or not len(a) or not runs:
+        raise ValueError(f"flip_overlap needs (examples, classes >= 2) FP32 logits and at least one run, got "
+                         f"{a.shape} and {len(runs)} runs")
+    top = a.argmax(1)
+    flips = {}
+    for name, rows in runs.items():
+        b = np.asarray(rows, dtype=np.float64)
+        if b.shape != a.shape:
+            raise ValueError(f"flip_overlap: run {name!r} has logits of shape {b.shape}, the FP32 ones {a.shape}")
+        flips[name] = sorted(np.nonzero(b.argmax(1) != top)[0].tolist())
+    sets = [set(f) for f in flips.values()]
+    srt = np.sort(a, axis=1)
+    margin = srt[:, -1] - srt[:, -2]
+    return {"examples": len(a), "flips": flips, "union": len(set().union(*sets)),
+            "in_every_run": len(set.intersection(*sets)),
+            "margin_below": {t: int((margin < t).sum()) for t in thresholds}}
+
+
 def metric_drop(score, ref_logits, new_logits, labels, seed=0):
     """FP32 minus INT8 of ``score(logits, labels) -> float`` on the same
     examples, with a paired bootstrap 95% interval and standard error."""
