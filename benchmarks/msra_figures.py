@@ -190,8 +190,25 @@ def bench_speedups(run_dir, batch):
     return {n: t / r["median_ms"] for n, r in rows.items()}, bench["settings"].get("seq_len")
 
 
-def print_targets(goal, n_test, t_f1, subs, speed, bench, seq, comp, f1_int8, f1_fp32):
-    """The issue's targets, each with its measured value and met / NOT met."""
+def shape_name(width, depth):
+    """The export name msra_demo.sh gives a width x depth: w0.75, d0.5,
+    w0.5_d0.5 (each rounded to 4 decimals, trailing zeros dropped)."""
+    def r4(x):
+        t = f"{round(float(x), 4):.4f}".rstrip("0")
+        return t + "0" if t.endswith(".") else t
+    parts = [p + r4(x) for p, x in (("w", width), ("d", depth)) if r4(x) != "1.0"]
+    return "_".join(parts)
+
+
+def run_shapes(ofa):
+    """Export names of the sub-networks the OFA run trained (its rows)."""
+    return {shape_name(r["width"], r.get("depth", 1.0)) for r in ofa.get("rows", [])} - {""}
+
+
+def print_targets(goal, n_test, t_f1, subs, speed, bench, seq, comp, f1_int8, f1_fp32, trained=None):
+    """The issue's targets, each with its measured value and met / NOT met;
+    a sub-network target whose width the OFA run did not train (``trained``:
+    the names it did) is listed as not in this run."""
     print("targets:")
     split = "the full MSRA test split" if n_test == 5000 else f"{n_test:,} test sentences"
     print(check(f"teacher entity F1 on {split} >= {goal['teacher_f1']}", f"{t_f1:.4f}", t_f1 >= goal["teacher_f1"]))
@@ -201,6 +218,8 @@ def print_targets(goal, n_test, t_f1, subs, speed, bench, seq, comp, f1_int8, f1
             if name in subs:
                 drop = 100 * (t_f1 - subs[name])
                 print(check(label, f"{subs[name]:.4f} ({drop:.2f} pt below)", drop <= limit))
+            elif name == n and trained is not None and n not in trained:
+                print(f"  {label:<58} {'(not in this run)':<26} -")
             elif name == n:
                 print(check(label, "(not exported)", False))
     q = comp + "_int8"
@@ -297,7 +316,7 @@ def main(argv=None):
     if bench:
         print(f"benchmark.py, batch {goal.get('bench_batch', 16)} x length {seq}: "
               + ", ".join(f"{n} x{v:.2f}" for n, v in bench.items()))
-    print_targets(goal, n_test, t_f1, subs, speed, bench, seq, comp, f1_int8, f1_fp32)
+    print_targets(goal, n_test, t_f1, subs, speed, bench, seq, comp, f1_int8, f1_fp32, run_shapes(ofa))
     out = {"targets": a.targets, "teacher_test_f1": t_f1, "learning_curve": curve, "ofa_curves": curves,
            "sub_network_test_f1": subs,
            "finetuned": {n: {"steps": ft["steps"], "best_step": ft["best_step"], "test_f1": ft["test"]["f1"]}

@@ -71,6 +71,9 @@ def test_msra_demo_runs_every_stage_and_writes_the_figures(tmp_path):
     assert q["qat"]["steps"] == 2 and q["calibration"]["algo"] == "abs_max" and q["calibration"]["batch_num"] in (2, 3)
     assert fig["static_test_f1"]["int8"] is not None and fig["static_test_f1"]["fp32"] is not None
     assert "targets:" in r.stdout and os.path.isfile(out / "ofa" / "report.md")
+    # width 3/4 was not in WIDTHS: its target is listed as not in this run, not as missed
+    w075 = [ln for ln in r.stdout.splitlines() if "w0.75 test F1 within" in ln]
+    assert len(w075) == 1 and "(not in this run)" in w075[0] and "NOT met" not in w075[0], w075
 
 
 @pytest.mark.parametrize("var, what", [("SUB_FT_STEPS", "fine-tuning"), ("QAT_STEPS", "QAT")])
@@ -83,3 +86,23 @@ def test_msra_demo_refuses_a_bad_step_budget_before_writing_anything(tmp_path, s
     assert r.returncode == 2, r.stdout + r.stderr
     assert r.stderr.strip().splitlines() == [f"{var}={steps}: a whole number of steps (0 = no {what})"]
     assert not out.exists()
+
+
+def test_figures_name_each_trained_shape_as_the_demo_exports_it(capsys):
+    from helpers import script_module
+    fig = script_module("benchmarks/msra_figures.py")
+    assert [fig.shape_name(w, d) for w, d in ((0.75, 1.0), (0.5, 0.5), (1.0, 0.5), (2 / 3, 1.0), (1.0, 1.0))] \
+        == ["w0.75", "w0.5_d0.5", "d0.5", "w0.6667", ""]
+    ofa = {"rows": [{"width": 1.0}, {"width": 0.5, "depth": 1.0}]}
+    assert fig.run_shapes(ofa) == {"w0.5"}
+    goal = fig.TARGETS["13"]
+    # a width the run trained but did not export is missed; one it did not train is not in this run
+    fig.print_targets(goal, 5000, 0.86, {"w0.5": 0.85}, {"w0.5": 2.0}, None, None, "w0.5", None, None,
+                      trained={"w0.5"})
+    lines = {ln.split(" test F1")[0].strip(): ln for ln in capsys.readouterr().out.splitlines() if " test F1 " in ln}
+    assert "(not in this run)" in lines["w0.75"] and not lines["w0.75"].rstrip().endswith("met")
+    assert lines["w0.5"].rstrip().endswith(" met")
+    fig.print_targets(goal, 5000, 0.86, {"w0.5": 0.85}, {"w0.5": 2.0}, None, None, "w0.5", None, None,
+                      trained={"w0.5", "w0.75"})
+    out = capsys.readouterr().out
+    assert "(not exported)" in out and [ln for ln in out.splitlines() if "w0.75" in ln][0].endswith("NOT met")
