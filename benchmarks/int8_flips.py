@@ -13,8 +13,9 @@ margin below 0.01 / 0.05 / 0.13 / 0.2).  Few shared flips and many
 near-ties mean the flips are a draw from the texts near the boundary, not
 texts one recipe handles badly.  ``--seen_dir`` scores the same figures on
 the *train* split of a data dir (the demo's ``data``: the texts calibration
-and the tuning drew from) to show how the error generalises.  The FP32 model also runs at batch 1 and 7
-to show whether its own logits depend on batching (padding).
+and the tuning drew from) to show how the error generalises.  The FP32
+model also runs at batch 1 and 7 to show whether its own logits depend on
+batching (padding).
 Classification models only; paddle 2.6 (the INT8 line).
 """
 import os
@@ -64,18 +65,11 @@ def parse_args(argv=None):
     return args
 
 
-def margins(logits):
-    s = np.sort(np.asarray(logits, dtype=np.float64), axis=1)
-    return s[:, -1] - s[:, -2]
-
-
 def score_split(args, data_dir, split, fp, predictors, info, tok):
     from utils import quant_guard
     from utils.data import load_glue
     from utils.quant_eval import QuantData
     from utils.tasks import get_task
-    if info.get("task_type", "classification") != "classification":
-        raise UserError(f"--fp32 {args.fp32}: a {info.get('task_type')} model; this script reads classification logits")
     data = QuantData(argparse.Namespace(model_prefix=args.fp32, data_dir=data_dir), info, tok,
                      int(info.get("max_seq_length") or 128), pools=False)
     if split == "dev":
@@ -84,16 +78,13 @@ def score_split(args, data_dir, split, fp, predictors, info, tok):
         feats = data.encode(load_glue(get_task(info["task_name"]), data_dir, (split,))[split])
     ref = np.stack(data.outputs(fp, feats, args.batch_size)[0])
     top = ref.argmax(1)
-    rows = np.arange(len(ref))
-    runs, out = {}, {"examples": len(ref), "runs": {}}
-    for name, pred in predictors.items():
-        new = np.stack(data.outputs(pred, feats, args.batch_size)[0])
-        runs[name] = new
-        # the change of the FP32 top-1 minus runner-up margin (the margin the flip has to cross)
-        runner = np.where(np.arange(ref.shape[1])[None, :] == top[:, None], -np.inf, ref).argmax(1)
-        moved = np.abs((new[rows, top] - new[rows, runner]) - (ref[rows, top] - ref[rows, runner]))
-        out["runs"][name] = {"flips": int((new.argmax(1) != top).sum()), "margin_error_p50": float(np.median(moved)),
-                             "margin_error_p90": float(np.percentile(moved, 90))}
+    runs = {name: np.stack(data.outputs(pred, feats, args.batch_size)[0]) for name, pred in predictors.items()}
+    out = {"examples": len(ref), "batch_size": args.batch_size, "runs": {}}
+    for name, new in runs.items():
+        # flips, and the change of the FP32 top-1 minus runner-up margin (the margin a flip has to cross)
+        h = quant_guard.error_headroom(ref, new)
+        out["runs"][name] = {"flips": h["flips"], "margin_error_p50": h["error"]["p50"],
+                             "margin_error_p90": h["error"]["p90"]}
     out["overlap"] = quant_guard.flip_overlap(ref, runs)
     out["fp32_batching"] = {}
     for bs in (1, 7):
@@ -111,7 +102,7 @@ def show(title, res):
     o = res["overlap"]
     print(f"  flipped by any model: {o['union']}; by every model: {o['in_every_run']}")
     print("  near-ties (FP32 margin below): " + ", ".join(f"{t}: {n}" for t, n in o["margin_below"].items()))
-    print("  FP32 at batch 1 / 7 against batch " + str(res.get("batch_size", "")) + ": " + "; ".join(
+    print(f"  FP32 at batch 1 / 7 against batch {res['batch_size']}: " + "; ".join(
         f"b{bs} max |logit diff| {v['max_abs_logit_diff']:.2e}, {v['flips']} flips"
         for bs, v in res["fp32_batching"].items()))
 
@@ -121,6 +112,8 @@ def main(argv=None):
     from utils import inference
     from utils.modeling import load_tokenizer
     info = inference.read_info(args.fp32)
+    if info.get("task_type", "classification") != "classification":
+        raise UserError(f"--fp32 {args.fp32}: a {info.get('task_type')} model; this script reads classification logits")
     tok = load_tokenizer(os.path.join(os.path.dirname(os.path.abspath(args.fp32)), info["tokenizer_dir"]))
     fp = inference.create_predictor(args.fp32)
     predictors = {name: inference.create_predictor(prefix) for name, prefix in args.runs.items()}
@@ -129,7 +122,6 @@ def main(argv=None):
         if d is None:
             continue
         result[key] = score_split(args, d, split, fp, predictors, info, tok)
-        result[key]["batch_size"] = args.batch_size
         show(f"{key}: {split} split of {d}", result[key])
     if args.output:
         tmp = args.output + ".tmp"
