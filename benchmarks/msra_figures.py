@@ -201,8 +201,10 @@ def shape_name(width, depth):
 
 
 def run_shapes(ofa):
-    """Export names of the sub-networks the OFA run trained (its rows)."""
-    return {shape_name(r["width"], r.get("depth", 1.0)) for r in ofa.get("rows", [])} - {""}
+    """Export names of the sub-networks the OFA run trained (its rows).  The
+    demo names an export by the width as requested in WIDTHS, not as snapped
+    to whole heads."""
+    return {shape_name(r.get("requested", r["width"]), r.get("depth", 1.0)) for r in ofa.get("rows", [])} - {""}
 
 
 def print_targets(goal, n_test, t_f1, subs, speed, bench, seq, comp, f1_int8, f1_fp32, trained=None):
